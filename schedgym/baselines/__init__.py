@@ -1,0 +1,1 @@
+"""Heuristic policies, one module per problem family, registered by name per environment."""

@@ -1,0 +1,1 @@
+"""Problem-agnostic building blocks shared by every schedgym environment."""

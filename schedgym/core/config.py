@@ -1,0 +1,124 @@
+"""Validation and override helpers for the frozen config dataclasses of every environment.
+
+Each environment's config is a frozen dataclass that validates itself in ``__post_init__`` with the
+``require_*`` helpers below, so a bad value fails at construction with a :class:`ConfigError` whose
+message starts with the field name and states the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from schedgym.core.errors import ConfigError
+
+ConfigT = TypeVar("ConfigT")
+
+
+def require_number(
+    field: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    integer: bool = False,
+) -> None:
+    """Raise ConfigError unless ``value`` is a finite number inside the given range."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{field}: must be {kind}, got {value!r}")
+    if integer and not isinstance(value, int):
+        raise ConfigError(f"{field}: must be an integer, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{field}: must be finite, got {value!r}")
+    too_low = low is not None and (value < low if low_inclusive else value <= low)
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ConfigError(f"{field}: must be in {left}{lo}, {hi}{right}, got {value!r}")
+
+
+def require_choice(field: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices``."""
+    allowed = list(choices)
+    if value not in allowed:
+        raise ConfigError(f"{field}: must be one of {allowed}, got {value!r}")
+
+
+def require_probabilities(field: str, mapping: Any, keys: Iterable[str]) -> dict[str, float]:
+    """Validate a mapping of names to non-negative weights and return it normalised to sum 1."""
+    allowed = list(keys)
+    if not isinstance(mapping, Mapping) or not mapping:
+        raise ConfigError(f"{field}: must be a non-empty mapping from {allowed} to weights")
+    out: dict[str, float] = {}
+    for key, weight in mapping.items():
+        if key not in allowed:
+            raise ConfigError(f"{field}: unknown key {key!r}, allowed {allowed}")
+        require_number(f"{field}[{key}]", weight, 0.0)
+        out[key] = float(weight)
+    total = sum(out.values())
+    if total <= 0.0:
+        raise ConfigError(f"{field}: weights must sum to a positive number, got {total}")
+    return {key: out[key] / total for key in allowed if key in out}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``FIELD=VALUE`` (VALUE as JSON where it parses, else the plain string)."""
+    if "=" not in text:
+        raise ConfigError(f"--set: expected FIELD=VALUE, got {text!r}")
+    field, raw = text.split("=", 1)
+    field = field.strip()
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return field, value
+
+
+def with_overrides(config: ConfigT, overrides: Mapping[str, Any]) -> ConfigT:
+    """Return a copy of a config dataclass with fields replaced (and re-validated).
+
+    Raises:
+        ConfigError: for a field the config does not have, or a value its validation rejects.
+    """
+    if not overrides:
+        return config
+    names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    for field in overrides:
+        if field not in names:
+            raise ConfigError(f"{field}: unknown config field; known fields: {sorted(names)}")
+    return dataclasses.replace(config, **overrides)  # type: ignore[type-var]
+
+
+def resolve_config(
+    config_cls: type[ConfigT],
+    presets: Mapping[str, Mapping[str, Any]],
+    config: ConfigT | None,
+    preset: str | None,
+    overrides: Mapping[str, Any],
+) -> ConfigT:
+    """The config an env is built with: an explicit config, or a preset (default: the defaults),
+    then field overrides on top."""
+    if config is not None and preset is not None:
+        raise ConfigError("preset: give either config or preset, not both")
+    if config is None:
+        if preset is not None and preset not in presets:
+            raise ConfigError(f"preset: unknown preset {preset!r}, known: {sorted(presets)}")
+        base = dict(presets[preset]) if preset is not None else {}
+        base.update(overrides)
+        names = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+        for field in base:
+            if field not in names:
+                raise ConfigError(f"{field}: unknown config field; known fields: {sorted(names)}")
+        return config_cls(**base)
+    if not isinstance(config, config_cls):
+        raise ConfigError(f"config: must be a {config_cls.__name__}, got {type(config).__name__}")
+    return with_overrides(config, overrides)

@@ -1,0 +1,47 @@
+"""Run a policy on an environment: the one loop used by the CLI, the leaderboard and benchmarks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from schedgym.core.policy import Policy
+
+
+@dataclass
+class EpisodeResult:
+    """What one episode produced."""
+
+    seed: int
+    metrics: dict[str, Any]
+    episode_return: float
+    steps: int
+    walltime_s: float
+    actions: list[int] = field(default_factory=list)
+
+
+def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = False) -> EpisodeResult:
+    """Reset ``env`` with ``seed``, run ``policy`` to the end, and return the final summary.
+
+    The summary is the final ``info`` minus per-step keys, as produced by the env's
+    ``summary()`` when it has one.
+    """
+    started = time.perf_counter()
+    observation, info = env.reset(seed=seed)
+    policy.reset(env)
+    total = 0.0
+    steps = 0
+    actions: list[int] = []
+    done = False
+    while not done:
+        action = policy.act(observation, env)
+        if record_actions:
+            actions.append(int(action))
+        observation, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        steps += 1
+        done = terminated or truncated
+    summary = getattr(env.unwrapped, "summary", None)
+    metrics = dict(summary()) if callable(summary) else dict(info)
+    return EpisodeResult(seed, metrics, total, steps, time.perf_counter() - started, actions)

@@ -1,0 +1,286 @@
+"""Gymnasium facade of the SoCDAG simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from schedgym.core.config import resolve_config
+from schedgym.core.errors import InvalidActionError
+from schedgym.core.graph import GraphLimits, graph_spaces
+from schedgym.core.rng import spawn_streams
+from schedgym.core.spaces import MaskedDiscrete, check_action
+from schedgym.envs.soc.config import PRESETS, SoCConfig
+from schedgym.envs.soc.simulator import (
+    DONE,
+    READY,
+    RUNNING,
+    WAITING,
+    SoCSimulator,
+    max_edges_per_job,
+    max_tasks_per_job,
+    platform_for,
+)
+
+STREAMS = ("arrivals", "jobs", "noise", "profile")
+NUM_GLOBAL_FEATURES = 6
+
+
+class SoCDAGEnv(gym.Env):
+    """Streaming DAG jobs on a heterogeneous system-on-chip (DeepSoCS, DS3).
+
+    ## Description
+    Jobs of the six DS3 applications (WiFi TX/RX, range detection, single-carrier TX/RX, temporal
+    mitigation) arrive as a Poisson process at the DS3 reference SoC (4 A7, 4 A15, 2 matrix
+    multiply, 4 FFT and 2 Viterbi PEs). Each job is a DAG of tasks; a task runs only on PEs that
+    list a time for it, and data from a predecessor on another PE arrives after volume/bandwidth.
+    The agent decides which ready task runs on which idle PE. Time jumps from decision to decision.
+
+    ## Action Space
+    ``Discrete(num_node_slots * num_pes + 1)``: action ``node * num_pes + pe`` starts the task in
+    node slot ``node`` on PE ``pe``; the last action (``num_node_slots * num_pes``) waits for the
+    next event. ``action_masks()`` gives the valid ones; an invalid action raises
+    :class:`~schedgym.core.errors.InvalidActionError`.
+
+    ## Observation Space
+    A ``Dict`` of fixed-shape arrays (a padded graph, since SB3 cannot use ``spaces.Graph``):
+
+    - ``node_features`` ``(N, 2K + 7)`` float32 per task slot (K PE types): expected time on each PE
+      type / ``time_scale_us`` (0 where it cannot run), a cannot-run flag per PE type, a one-hot
+      state (waiting, ready, running, done), upward rank / ``time_scale_us``, job age /
+      ``time_scale_us``, expected time left if running / ``time_scale_us``.
+    - ``edge_index`` ``(2, E)`` int64, ``node_mask`` ``(N,)``, ``edge_mask`` ``(E,)``: the DAG edges
+      of the active jobs (PyG convention, padding masked out).
+    - ``pe_features`` ``(P, K + 3)`` float32: PE type one-hot, busy flag, expected time until free /
+      ``time_scale_us``, utilisation so far.
+    - ``global_features`` ``(6,)`` float32: jobs in system / max_active_jobs, backlog /
+      max_active_jobs, fraction of the episode's jobs arrived, ready tasks / N, time / 1e6
+      ``time_scale_us``, and whether waiting is allowed now.
+
+    Node slot ``j*T + t`` is task ``t`` of the job in job slot ``j`` (T = largest task count).
+
+    ## Rewards
+    Minus the integral of the number of jobs in the system over the time between two decisions,
+    divided by ``reward_scale_us`` (default 1000): the return is minus the total job latency in
+    milliseconds (Decima's objective), so maximising it minimises mean job latency.
+
+    ## Starting State
+    The first job arrives at time 0; the episode starts at the first decision point.
+
+    ## Episode End
+    Terminates when all ``num_jobs`` jobs have arrived and completed; truncates at ``horizon_us``
+    if set (jobs still in the system are reported in ``jobs_in_flight``). The final ``info`` holds
+    the episode summary: ``mean_job_latency_us``, ``p95_job_latency_us``, ``jobs_completed``,
+    ``jobs_arrived``, ``jobs_in_flight``, ``throughput_jobs_per_ms``, ``pe_utilisation``, and
+    ``makespan_us`` for single-job episodes.
+
+    ## Arguments
+    ``config`` (a :class:`SoCConfig`) or ``preset`` (``light``, ``medium``, ``heavy``, ``noisy``,
+    ``random-dag``, ``topcuoglu``, ``tiny``), plus any config field as a keyword override, and
+    ``render_mode`` (``ansi`` or ``rgb_array``).
+
+    ## Version History
+    - v0: initial version.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import schedgym
+        >>> env = gym.make("schedgym/SoCDAG-v0", preset="tiny")
+        >>> obs, info = env.reset(seed=0)
+        >>> mask = env.unwrapped.action_masks()
+        >>> obs, reward, terminated, truncated, info = env.step(int(mask.nonzero()[0][0]))
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+
+    def __init__(
+        self,
+        config: SoCConfig | None = None,
+        preset: str | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = resolve_config(SoCConfig, PRESETS, config, preset, overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            from schedgym.core.errors import ConfigError
+
+            raise ConfigError(
+                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        platform = platform_for(self.config)
+        self.num_pes = platform.num_pes
+        self.num_pe_types = platform.num_pe_types
+        self.tasks_per_job = max_tasks_per_job(self.config)
+        self.edges_per_job = max_edges_per_job(self.config)
+        self.num_node_slots = self.config.max_active_jobs * self.tasks_per_job
+        self.num_edge_slots = self.config.max_active_jobs * self.edges_per_job
+        self.node_feature_dim = 2 * self.num_pe_types + 7
+        limits = GraphLimits(self.num_node_slots, self.num_edge_slots, self.node_feature_dim)
+        self.wait_action = self.num_node_slots * self.num_pes
+        self.action_space = MaskedDiscrete(self.wait_action + 1, self.action_masks)
+        self.observation_space = spaces.Dict(
+            {
+                **graph_spaces(limits),
+                "pe_features": spaces.Box(
+                    -np.inf, np.inf, (self.num_pes, self.num_pe_types + 3), np.float32
+                ),
+                "global_features": spaces.Box(-np.inf, np.inf, (NUM_GLOBAL_FEATURES,), np.float32),
+            }
+        )
+        self._pe_type_onehot = np.eye(self.num_pe_types, dtype=np.float32)[platform.pe_type]
+        self.simulator: SoCSimulator | None = None
+
+    # ------------------------------------------------------------------------------ API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self.simulator = SoCSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        self._edge_index = np.zeros((2, self.num_edge_slots), np.int64)
+        self._edge_mask = np.zeros(self.num_edge_slots, np.int8)
+        self._edge_slot_job = np.full(self.config.max_active_jobs, -1, np.int64)
+        self._last_area_us = self.simulator.jobs_in_system_area_us
+        return self._observation(), self._info()
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        sim = self._sim()
+        if sim.done:
+            raise InvalidActionError("action: the episode is over; call reset()")
+        requested = action
+        action = check_action(
+            action, self.action_masks(), self.config.invalid_action, self.wait_action
+        )
+        if action == self.wait_action:
+            sim.wait()
+        else:
+            sim.start(*divmod(action, self.num_pes))
+        area = sim.jobs_in_system_area_us
+        reward = -(area - self._last_area_us) / self.config.reward_scale_us
+        self._last_area_us = area
+        info = self._info()
+        info["action_substituted"] = action != int(requested)
+        if sim.done:
+            info.update(sim.summary())
+        return (
+            self._observation(),
+            float(reward),
+            sim.done and not sim.truncated,
+            sim.truncated,
+            info,
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """``(num_node_slots * num_pes + 1,)`` bool: the valid actions now."""
+        mask = np.empty(self.wait_action + 1, bool)
+        if self.simulator is None:  # before reset nothing is valid
+            mask[:] = False
+            return mask
+        sim = self.simulator
+        if sim.done:
+            mask[:] = False
+            return mask
+        mask[:-1] = sim.decision_mask().ravel()
+        mask[-1] = sim.can_wait()
+        return mask
+
+    def summary(self) -> dict[str, float | int]:
+        """The episode summary so far (the same keys as the final ``info``)."""
+        return self._sim().summary()
+
+    def render(self) -> Any:
+        from schedgym.envs.soc.render import render_ansi, render_rgb_array
+
+        if self.render_mode == "ansi":
+            return render_ansi(self._sim())
+        if self.render_mode == "rgb_array":
+            return render_rgb_array(self._sim())
+        return None
+
+    # -------------------------------------------------------------------------- helpers
+    def _sim(self) -> SoCSimulator:
+        if self.simulator is None:
+            raise InvalidActionError("action: call reset() before step()")
+        return self.simulator
+
+    def _info(self) -> dict[str, Any]:
+        sim = self._sim()
+        return {
+            "time_us": sim.now_us,
+            "jobs_in_system": sim.jobs_in_system,
+            "jobs_arrived": sim.jobs_arrived,
+            "jobs_completed": sim.jobs_completed,
+        }
+
+    def _sync_edges(self, sim: SoCSimulator) -> None:
+        """Rewrite the edge block of every job slot whose job changed since the last step."""
+        changed = np.flatnonzero(sim.slot_job_id != self._edge_slot_job)
+        for slot in changed.tolist():
+            job_id = int(sim.slot_job_id[slot])
+            block = slice(slot * self.edges_per_job, (slot + 1) * self.edges_per_job)
+            self._edge_index[:, block] = 0
+            self._edge_mask[block] = 0
+            if job_id >= 0:
+                template = sim.job_template[job_id]
+                m = template.num_edges
+                start = slot * self.edges_per_job
+                self._edge_index[:, start : start + m] = (
+                    template.edges.T + slot * self.tasks_per_job
+                )
+                self._edge_mask[start : start + m] = 1
+            self._edge_slot_job[slot] = job_id
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        sim = self._sim()
+        self._sync_edges(sim)
+        scale = self.config.time_scale_us
+        k = self.num_pe_types
+        state = sim.node_state
+        occupied = state != 0
+        exec_us = sim.node_exec_us
+        cannot = np.isnan(exec_us)
+        features = np.zeros((self.num_node_slots, self.node_feature_dim), np.float32)
+        features[:, :k] = np.where(cannot, 0.0, exec_us) / scale
+        features[:, k : 2 * k] = cannot & occupied[:, None]
+        features[:, 2 * k] = state == WAITING
+        features[:, 2 * k + 1] = state == READY
+        running = state == RUNNING
+        features[:, 2 * k + 2] = running
+        features[:, 2 * k + 3] = state == DONE
+        features[:, 2 * k + 4] = np.where(occupied, sim.node_rank_us / scale, 0.0)
+        age = sim.now_us - sim.slot_arrival_us[sim.node_job_slot]
+        features[:, 2 * k + 5] = np.where(occupied, age / scale, 0.0)
+        left = np.maximum(sim.node_expected_finish_us - sim.now_us, 0.0)
+        features[:, 2 * k + 6] = np.where(running, left / scale, 0.0)
+        busy = sim.pe_node >= 0
+        elapsed = max(sim.now_us, 1e-9)
+        pe_features = np.empty((self.num_pes, k + 3), np.float32)
+        pe_features[:, :k] = self._pe_type_onehot
+        pe_features[:, k] = busy
+        pe_features[:, k + 1] = np.where(
+            busy, np.maximum(sim.pe_expected_free_us - sim.now_us, 0.0) / scale, 0.0
+        )
+        pe_features[:, k + 2] = sim.pe_busy_us / elapsed
+        max_active = self.config.max_active_jobs
+        global_features = np.array(
+            [
+                sim.jobs_in_system / max_active,
+                len(sim.backlog) / max_active,
+                sim.jobs_arrived / self.config.num_jobs,
+                len(sim.ready_nodes) / self.num_node_slots,
+                sim.now_us / (1e6 * scale),
+                float(sim.can_wait()),
+            ],
+            np.float32,
+        )
+        return {
+            "node_features": features,
+            "edge_index": self._edge_index.copy(),
+            "node_mask": occupied.astype(np.int8),
+            "edge_mask": self._edge_mask.copy(),
+            "pe_features": pe_features,
+            "global_features": global_features,
+        }

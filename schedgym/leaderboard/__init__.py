@@ -1,0 +1,1 @@
+"""Frozen test suites, evaluation of policies on them, and reports."""

@@ -1,0 +1,56 @@
+"""Frozen, versioned test suites: (environment, scenario, seeds) with the metric that ranks.
+
+A suite is data, never code that changes with the environments: bump ``version`` whenever a
+scenario, seed list or metric changes, so published scores stay comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schedgym.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One environment configuration of a suite."""
+
+    env_id: str
+    name: str
+    preset: str | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Scenarios x seeds, and the metric each environment is ranked by."""
+
+    name: str
+    version: int
+    scenarios: tuple[Scenario, ...]
+    seeds: tuple[int, ...]
+    # env id -> (metric key, True if lower is better)
+    ranking_metric: dict[str, tuple[str, bool]]
+
+
+SUITES: dict[str, Suite] = {
+    "quick": Suite(
+        name="quick",
+        version=1,
+        scenarios=(
+            Scenario("schedgym/SoCDAG-v0", "light", "light"),
+            Scenario("schedgym/SoCDAG-v0", "medium", "medium"),
+            Scenario("schedgym/SoCDAG-v0", "heavy", "heavy"),
+        ),
+        seeds=(1000, 1001),
+        ranking_metric={"schedgym/SoCDAG-v0": ("mean_job_latency_us", True)},
+    ),
+}
+
+
+def get_suite(name: str) -> Suite:
+    """The suite called ``name``."""
+    if name not in SUITES:
+        raise ConfigError(f"suite: unknown suite {name!r}; known: {sorted(SUITES)}")
+    return SUITES[name]

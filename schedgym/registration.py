@@ -1,0 +1,69 @@
+"""Every schedgym environment id, in one table.
+
+Registration is idempotent; it runs on ``import schedgym`` and through the ``gymnasium.envs``
+entry point, so ``gymnasium.make("schedgym/SoCDAG-v0")`` works in code that never imports us.
+Any change to dynamics, reward, observation or workload is a new version; old ones stay here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from schedgym.core.policy import register_policy_module
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One registered environment."""
+
+    env_id: str
+    entry_point: str
+    policies_module: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_episode_steps: int | None = None
+    # A small, fast preset used by the registry-wide tests and smoke runs.
+    smoke_preset: str | None = None
+
+
+ENVS: tuple[EnvEntry, ...] = (
+    EnvEntry(
+        "schedgym/SoCDAG-v0",
+        "schedgym.envs.soc.env:SoCDAGEnv",
+        "schedgym.baselines.soc",
+        smoke_preset="tiny",
+    ),
+)
+
+
+def env_ids() -> list[str]:
+    """Every registered id, e.g. ``schedgym/SoCDAG-v0``."""
+    return [entry.env_id for entry in ENVS]
+
+
+def env_entry(env_id: str) -> EnvEntry:
+    """The table row of ``env_id`` (with or without the ``schedgym/`` namespace)."""
+    from schedgym.core.errors import ConfigError
+
+    full = env_id if env_id.startswith("schedgym/") else f"schedgym/{env_id}"
+    for entry in ENVS:
+        if entry.env_id == full:
+            return entry
+    raise ConfigError(f"env: unknown environment {env_id!r}; known: {env_ids()}")
+
+
+def register_envs() -> None:
+    """Register every id with Gymnasium and declare where each family's policies live."""
+    from schedgym.core.policy import env_family
+
+    for entry in ENVS:
+        if entry.env_id not in gym.registry:
+            gym.register(
+                id=entry.env_id,
+                entry_point=entry.entry_point,
+                kwargs=dict(entry.kwargs),
+                max_episode_steps=entry.max_episode_steps,
+            )
+        register_policy_module(env_family(entry.env_id), entry.policies_module)

@@ -1,0 +1,215 @@
+"""Reading operator and attention profiles (the shipped tables or a ``schedgym profile`` output).
+
+Two CSV layouts, shared by the shipped data and the profiler:
+
+- ``operator_profiles.csv``: one row per (device, model, tp, num_tokens) with the median time in
+  milliseconds of every token-level operator of one layer (Vidur's operator names), plus the
+  embedding (once per model).
+- ``attention_profiles.csv``: one row per measured attention call of one layer: ``phase`` prefill
+  (one chunk of ``chunk_tokens`` with ``kv_tokens`` already cached) or decode (``batch_size``
+  single-token queries whose KV lengths sum to ``kv_tokens``), time in milliseconds.
+
+A directory may also hold ``device.json`` with the roofline figures of a device that is not in the
+catalogue (the profiler writes one, measured, for the CPU or an unknown GPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from schedgym.core.errors import ConfigError
+from schedgym.costmodels.hardware import GpuSpec, ModelSpec, get_gpu, get_model
+from schedgym.costmodels.roofline import TOKEN_OPS
+
+OPERATOR_FILE = "operator_profiles.csv"
+ATTENTION_FILE = "attention_profiles.csv"
+DEVICE_FILE = "device.json"
+ALL_TOKEN_OPS = ("emb", *TOKEN_OPS)
+OPERATOR_COLUMNS = (
+    "source",
+    "gpu",
+    "model",
+    "n_embd",
+    "n_head",
+    "n_kv_head",
+    "n_expanded_embd",
+    "tp",
+    "num_tokens",
+    *(f"{op}_ms" for op in ALL_TOKEN_OPS),
+)
+ATTENTION_COLUMNS = (
+    "source",
+    "gpu",
+    "model",
+    "n_embd",
+    "n_head",
+    "n_kv_head",
+    "tp",
+    "phase",
+    "batch_size",
+    "chunk_tokens",
+    "kv_tokens",
+    "time_ms",
+)
+
+
+@dataclass
+class OperatorCurve:
+    """Times of every token-level operator of one (device, model, tp) against token count."""
+
+    source: str
+    gpu: str
+    model: ModelSpec
+    tp: int
+    num_tokens: NDArray[np.float64]  # shape [n]
+    times_s: dict[str, NDArray[np.float64]]  # op -> shape [n]; NaN where not measured
+
+
+@dataclass
+class AttentionCurve:
+    """Attention measurements of one (device, model, tp, phase)."""
+
+    source: str
+    gpu: str
+    model: ModelSpec
+    tp: int
+    phase: str
+    batch_size: NDArray[np.float64]  # shape [n]
+    chunk_tokens: NDArray[np.float64]  # shape [n]
+    kv_tokens: NDArray[np.float64]  # shape [n]
+    times_s: NDArray[np.float64]  # shape [n]
+
+
+@dataclass
+class ProfileSet:
+    """Every curve of a profile directory, plus figures of devices outside the catalogue."""
+
+    operators: list[OperatorCurve] = field(default_factory=list)
+    attention: list[AttentionCurve] = field(default_factory=list)
+    devices: dict[str, GpuSpec] = field(default_factory=dict)
+
+    def gpu(self, name: str) -> GpuSpec:
+        """Figures of a device: the profile's own ``device.json`` first, then the catalogue."""
+        return self.devices[name] if name in self.devices else get_gpu(name)
+
+
+def _model_from_row(row: dict[str, str], path: str) -> ModelSpec:
+    """The catalogue model when the name is known (for layers and vocab), else from columns."""
+    hidden, heads, kv_heads = int(row["n_embd"]), int(row["n_head"]), int(row["n_kv_head"])
+    ffn = int(row.get("n_expanded_embd") or 4 * hidden)
+    try:
+        known = get_model(row["model"])
+    except ConfigError:
+        known = None
+    if known and (known.hidden, known.heads, known.kv_heads) == (hidden, heads, kv_heads):
+        return known
+    if hidden <= 0 or heads <= 0 or kv_heads <= 0 or hidden % heads:
+        raise ConfigError(f"n_head: {path}: bad shape hidden={hidden} heads={heads}")
+    params = 12.0 * hidden * hidden  # one layer's order of magnitude; unused by the fit
+    return ModelSpec(row["model"], 1, hidden, heads, kv_heads, ffn, 32000, params / 1e9)
+
+
+def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in required if name not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"{missing[0]}: column missing from {path}")
+        return list(reader)
+
+
+def _float(value: str) -> float:
+    return float(value) if value not in ("", None) else float("nan")
+
+
+def _group_rows(rows: list[dict[str, str]], keys: tuple[str, ...]) -> dict[tuple, list]:
+    groups: dict[tuple, list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[key] for key in keys), []).append(row)
+    return groups
+
+
+def load_profiles(directory: str | Path | None = None) -> ProfileSet:
+    """Loads the profiles of a directory, or the shipped ones when ``directory`` is None.
+
+    Raises:
+        ConfigError: ``profiles: ...`` when the directory holds no profile, or ``<column>: ...``
+            when a file lacks a required column.
+    """
+    profiles = ProfileSet()
+    if directory is None:
+        base = resources.files("schedgym.costmodels").joinpath("data")
+        operator_path = Path(str(base.joinpath(OPERATOR_FILE)))
+        attention_path = Path(str(base.joinpath(ATTENTION_FILE)))
+        device_path = None
+    else:
+        root = Path(directory)
+        if not root.is_dir():
+            raise ConfigError(f"profiles: {root} is not a directory")
+        operator_path, attention_path = root / OPERATOR_FILE, root / ATTENTION_FILE
+        device_path = root / DEVICE_FILE
+        if not operator_path.exists() and not attention_path.exists():
+            raise ConfigError(f"profiles: neither {OPERATOR_FILE} nor {ATTENTION_FILE} in {root}")
+    if device_path is not None and device_path.exists():
+        for name, raw in json.loads(device_path.read_text()).items():
+            profiles.devices[name] = GpuSpec(name=name, **raw)
+    if operator_path.exists():
+        rows = _read_rows(operator_path, OPERATOR_COLUMNS)
+        for (source, gpu, _, tp), group in _group_rows(
+            rows, ("source", "gpu", "model", "tp")
+        ).items():
+            model = _model_from_row(group[0], str(operator_path))
+            tokens = np.array([_float(r["num_tokens"]) for r in group])
+            times = {
+                op: np.array([_float(r[f"{op}_ms"]) * 1e-3 for r in group]) for op in ALL_TOKEN_OPS
+            }
+            order = np.argsort(tokens, kind="stable")
+            profiles.operators.append(
+                OperatorCurve(
+                    source,
+                    gpu,
+                    model,
+                    int(tp),
+                    tokens[order],
+                    {op: values[order] for op, values in times.items()},
+                )
+            )
+    if attention_path.exists():
+        rows = _read_rows(attention_path, ATTENTION_COLUMNS)
+        for (source, gpu, _, tp, phase), group in _group_rows(
+            rows, ("source", "gpu", "model", "tp", "phase")
+        ).items():
+            if phase not in ("prefill", "decode"):
+                raise ConfigError(f"phase: must be prefill or decode, got {phase!r}")
+            columns = {
+                name: np.array([_float(r[name]) for r in group])
+                for name in ("batch_size", "chunk_tokens", "kv_tokens", "time_ms")
+            }
+            profiles.attention.append(
+                AttentionCurve(
+                    source,
+                    gpu,
+                    _model_from_row(group[0], str(attention_path)),
+                    int(tp),
+                    phase,
+                    columns["batch_size"],
+                    columns["chunk_tokens"],
+                    columns["kv_tokens"],
+                    columns["time_ms"] * 1e-3,
+                )
+            )
+    return profiles
+
+
+def holdout_mask(keys: NDArray[np.float64], every: int = 5) -> NDArray[np.bool_]:
+    """Marks every ``every``-th distinct key (in sorted order) as held out from the fit."""
+    distinct = np.unique(keys)
+    held = distinct[every - 1 :: every]
+    return np.isin(keys, held)

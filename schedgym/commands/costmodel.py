@@ -1,0 +1,232 @@
+"""CLI subcommands of the inference cost model: ``calibrate``, ``cost`` and ``profile``.
+
+``register(subparsers)`` adds them to the main ``schedgym`` parser; each handler returns the exit
+code. Bad input raises ``ConfigError`` (the main CLI prints it on one line and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from schedgym.core.errors import ConfigError
+
+
+def register(subparsers: Any) -> None:
+    """Adds the ``calibrate``, ``cost`` and ``profile`` subcommands."""
+    calibrate = subparsers.add_parser(
+        "calibrate",
+        help="fit the inference cost model and report its held-out error",
+        description="Refit the roofline coefficients from the shipped profiles (or --profiles "
+        "DIR) and report MAPE per GPU, model and operator group on held-out points (every "
+        "fifth token count), the Sarathi whole-iteration check and the cross-model check.",
+    )
+    calibrate.add_argument("--profiles", metavar="DIR", help="profile directory (schedgym profile)")
+    calibrate.add_argument("--report", action="store_true", help="print the error report")
+    calibrate.add_argument("--json", action="store_true", help="print the report as JSON")
+    calibrate.add_argument("--out", metavar="FILE", help="write the fitted coefficients (JSON)")
+    calibrate.set_defaults(func=run_calibrate)
+
+    cost = subparsers.add_parser(
+        "cost",
+        help="predict one engine iteration's time",
+        description="Predict the time of one iteration (seconds) and its split by operator group.",
+    )
+    cost.add_argument("--model", required=True, help="e.g. Llama-2-7B")
+    cost.add_argument("--gpu", required=True, help="e.g. A100, H100-SXM-80GB")
+    cost.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default 1)")
+    cost.add_argument(
+        "--prefill",
+        action="append",
+        default=[],
+        metavar="TOKENS[:KV]",
+        help="a prefill chunk of TOKENS with KV tokens already cached; repeatable",
+    )
+    cost.add_argument(
+        "--decode",
+        action="append",
+        default=[],
+        metavar="BATCH:KV",
+        help="BATCH decoding requests with KV cached tokens each; repeatable",
+    )
+    cost.add_argument(
+        "--engine",
+        default="none",
+        choices=("none", "sarathi"),
+        help="CPU overhead preset (default none: GPU time only)",
+    )
+    cost.add_argument("--json", action="store_true", help="print JSON")
+    cost.set_defaults(func=run_cost)
+
+    profile = subparsers.add_parser(
+        "profile",
+        help="measure one transformer layer's operators on this device with torch",
+        description="Time the operator groups of one layer with a model's shapes (random "
+        "weights) and write profiles in the shipped layout for `schedgym calibrate --profiles`.",
+    )
+    profile.add_argument("--model", default="tiny", help="catalogue model or 'tiny' (default)")
+    profile.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    profile.add_argument("--out", default="profiles", metavar="DIR", help="output directory")
+    profile.add_argument("--grid", default="small", choices=("small", "default"))
+    profile.add_argument("--tp", type=int, default=1, help="emulated tensor-parallel degree")
+    profile.add_argument("--scale", type=int, default=1, help="divide widths and heads by this")
+    profile.add_argument("--repeats", type=int, default=5, help="timed runs per point")
+    profile.set_defaults(func=run_profile)
+
+
+def _parse_pair(text: str, field: str, default_second: int | None) -> tuple[int, int]:
+    parts = text.split(":")
+    if len(parts) > 2 or (len(parts) == 1 and default_second is None):
+        expected = "TOKENS[:KV]" if default_second is not None else "BATCH:KV"
+        raise ConfigError(f"{field}: expected {expected}, got {text!r}")
+    try:
+        first = int(parts[0])
+        second = int(parts[1]) if len(parts) == 2 else int(default_second or 0)
+    except ValueError:
+        raise ConfigError(f"{field}: expected integers, got {text!r}") from None
+    if first < 0 or second < 0:
+        raise ConfigError(f"{field}: tokens must be >= 0, got {text!r}")
+    return first, second
+
+
+def run_cost(args: argparse.Namespace) -> int:
+    """Handler of ``schedgym cost``."""
+    from schedgym.costmodels.inference import InferenceCostModel, engine_overhead
+
+    chunks = [_parse_pair(text, "prefill", 0) for text in args.prefill]
+    decode_kv: list[int] = []
+    for text in args.decode:
+        batch, kv = _parse_pair(text, "decode", None)
+        decode_kv.extend([kv] * batch)
+    model = InferenceCostModel(args.model, args.gpu, args.tp, overhead=engine_overhead(args.engine))
+    total_s = model.iteration_time_s(chunks, decode_kv)
+    breakdown = model.breakdown_s(chunks, decode_kv)
+    if args.json:
+        payload = {
+            "model": model.model.name,
+            "gpu": model.gpu.name,
+            "tp": model.tp,
+            "engine": args.engine,
+            "prefill_chunks": [list(c) for c in chunks],
+            "num_decodes": len(decode_kv),
+            "iteration_time_s": total_s,
+            "breakdown_s": breakdown,
+        }
+        print(json.dumps(payload, indent=1))
+        return 0
+    print(f"model {model.model.name}  gpu {model.gpu.name}  tp {model.tp}  engine {args.engine}")
+    print(f"iteration_time_s {total_s:.6f}")
+    for group, seconds in breakdown.items():
+        share = seconds / total_s * 100 if total_s else 0.0
+        print(f"  {group:<16} {seconds * 1e3:10.3f} ms  {share:5.1f}%")
+    return 0
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    """Handler of ``schedgym profile``."""
+    from schedgym.costmodels.profiler import profile_device
+
+    out = profile_device(
+        model=args.model,
+        device=args.device,
+        out_dir=args.out,
+        grid=args.grid,
+        tp=args.tp,
+        scale=args.scale,
+        repeats=args.repeats,
+    )
+    print(f"wrote {out / 'operator_profiles.csv'}, {out / 'attention_profiles.csv'}")
+    return 0
+
+
+def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
+    """Fits from the shipped profiles (or ``profiles_dir``) and gathers every error figure."""
+    from schedgym.costmodels import fitting, network, profiles, validation
+
+    profile_set = profiles.load_profiles(profiles_dir)
+    calibration = fitting.fit_calibration(profile_set, holdout=True)
+    report: dict[str, Any] = {
+        "source": profiles_dir or "shipped",
+        "holdout": "every fifth distinct token count (KV length for attention)",
+        "operator_groups": [
+            row.to_dict() for row in fitting.error_report(calibration, profile_set)
+        ],
+    }
+    if profiles_dir is None:
+        report["network"] = [
+            {
+                "collective": c,
+                "gpu": g,
+                "workers": w,
+                "devices_per_node": d,
+                "points": n,
+                "mape_pct": round(mape, 2),
+                "max_ape_pct": round(worst, 2),
+            }
+            for c, g, w, d, n, mape, worst in network.holdout_errors()
+        ]
+        overhead = validation.fit_engine_overhead(calibration)
+        report["engine_overhead"] = {
+            "per_iteration_s": overhead.per_iteration_s,
+            "per_sequence_s": overhead.per_sequence_s,
+            "overlap_sharpness": overhead.overlap_sharpness,
+        }
+        report["sarathi"] = [p.to_dict() for p in validation.sarathi_check(calibration, overhead)]
+        report["cross_model"] = validation.cross_model_check(profile_set)
+    report["_calibration"] = calibration
+    return report
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Handler of ``schedgym calibrate``."""
+    from schedgym.costmodels.fitting import fit_calibration, save_calibration
+    from schedgym.costmodels.profiles import load_profiles
+
+    report = calibration_report(args.profiles)
+    report.pop("_calibration")
+    if args.out:
+        # Shipped coefficients use every point; the report's fit leaves the held-out ones out.
+        save_calibration(fit_calibration(load_profiles(args.profiles), holdout=False), args.out)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    if not args.report:
+        print("fitted; add --report for the held-out error, --out FILE to save coefficients")
+        return 0
+    _print_report(report)
+    return 0
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    print(f"held-out error ({report['holdout']}), profiles: {report['source']}")
+    print(f"{'gpu':<16} {'model':<14} {'group':<12} {'points':>6} {'MAPE%':>7} {'max%':>7}")
+    for row in report["operator_groups"]:
+        print(
+            f"{row['gpu']:<16} {row['model']:<14} {row['group']:<12} {row['points']:>6} "
+            f"{row['mape_pct']:>7.2f} {row['max_ape_pct']:>7.2f}"
+        )
+    for row in report.get("network", []):
+        name = f"{row['collective']} x{row['workers']}/{row['devices_per_node']}pn"
+        print(
+            f"{row['gpu']:<16} {'-':<14} {name:<12} {row['points']:>6} "
+            f"{row['mape_pct']:>7.2f} {row['max_ape_pct']:>7.2f}"
+        )
+    if "sarathi" in report:
+        print(
+            "\nSarathi-Serve Yi-34B TP2 A100 whole iterations (engine overhead fit on 'fit' rows)"
+        )
+        for p in report["sarathi"]:
+            tag = "fit" if p["used_in_fit"] else ("held-out" if p["scored"] else "cold-start")
+            print(
+                f"  {p['source']:<9} prefill {p['prefill_tokens']:>5}"
+                f" decode {p['decode_tokens']:>4}  measured {p['measured_ms']:>8.1f} ms"
+                f"  predicted {p['predicted_ms']:>8.1f} ms"
+                f"  {p['error_pct']:>+6.1f}%  {tag}"
+            )
+        cross = report["cross_model"]
+        print(
+            f"\ncross-model: fitted on {cross['fit_model']} only, {cross['target_model']} "
+            f"per-layer time MAPE {cross['mape_pct']}% (max {cross['max_ape_pct']}%) "
+            f"over {cross['points']} points"
+        )

@@ -113,6 +113,27 @@ class METPolicy:
         return _wait_or_first_valid(env)
 
 
+def _earliest_finish_dispatch(env: Any, order: list[int]) -> int:
+    """Send each ready task, in ``order``, to the PE that finishes it earliest.
+
+    The finish time accounts for when each PE is expected to be free and when the task's data
+    arrives there. If that PE is busy the task waits for it (and claims it: later tasks in the
+    order look elsewhere); the first task whose best PE is idle starts now.
+    """
+    sim = _sim(env)
+    claimed = np.zeros(sim.num_pes, bool)
+    for node in order:
+        pes = np.flatnonzero(sim.node_capable_pe[node] & ~claimed)
+        if pes.size == 0:
+            continue
+        _, finish = _finish_times(sim, node, pes)
+        best = int(pes[np.argmin(finish)])
+        if sim.pe_node[best] < 0:
+            return node * sim.num_pes + best
+        claimed[best] = True
+    return _wait_or_first_valid(env)
+
+
 class EFTPolicy:
     """Earliest Finish Time, a.k.a. Minimum Completion Time (Braun et al., JPDC 2001).
 
@@ -125,26 +146,18 @@ class EFTPolicy:
         pass
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
-        claimed = np.zeros(sim.num_pes, bool)
-        for node in _fcfs_ready_nodes(sim):
-            pes = np.flatnonzero(sim.node_capable_pe[node] & ~claimed)
-            if pes.size == 0:
-                continue
-            _, finish = _finish_times(sim, node, pes)
-            best = int(pes[np.argmin(finish)])
-            if sim.pe_node[best] < 0:
-                return node * sim.num_pes + best
-            claimed[best] = True  # this task waits for it; later tasks look elsewhere
-        return _wait_or_first_valid(env)
+        return _earliest_finish_dispatch(env, _fcfs_ready_nodes(_sim(env)))
 
 
 class ETFPolicy:
-    """Earliest Time First (Hwang, Chow, Anger, Lee, SIAM J. Computing 1989).
+    """Earliest Task First (Hwang, Chow, Anger, Lee, SIAM J. Computing 1989), in DS3's
+    heterogeneous form (Arda et al., IEEE TC 2020).
 
-    Over all (ready task, idle PE) pairs, start the one with the earliest possible start time
-    (data arrival on that PE); ties go to the task with the higher static level (upward rank),
-    then to the earlier finish.
+    Over every (ready task, capable PE) pair, the pair with the earliest expected finish (PE
+    availability, data arrival, execution) is scheduled first; ties go to the task with the higher
+    upward rank. On homogeneous PEs this is Hwang's earliest-start rule; on a heterogeneous SoC the
+    finish time is what makes an accelerator worth its transfer. A pair whose PE is busy makes its
+    task wait for that PE; the next pair whose task and PE are both still free is tried.
     """
 
     def reset(self, env: Any) -> None:
@@ -152,27 +165,39 @@ class ETFPolicy:
 
     def act(self, observation: Any, env: Any) -> int:
         sim = _sim(env)
-        idle = sim.idle_pes()
-        best_key: tuple[float, float, float] | None = None
-        best_action = -1
-        for node in sorted(sim.ready_nodes):
-            pes = np.flatnonzero(idle & sim.node_capable_pe[node])
-            if pes.size == 0:
+        pairs: list[tuple[float, float, int, int]] = []
+        for node in sim.ready_nodes:
+            pes = np.flatnonzero(sim.node_capable_pe[node])
+            _, finish = _finish_times(sim, node, pes)
+            rank = -float(sim.node_rank_us[node])
+            pairs.extend(
+                zip(
+                    finish.tolist(),
+                    [rank] * pes.size,
+                    [node] * pes.size,
+                    pes.tolist(),
+                    strict=False,
+                )
+            )
+        pairs.sort()
+        handled: set[int] = set()
+        claimed: set[int] = set()
+        for _, _, node, pe in pairs:
+            if node in handled or pe in claimed:
                 continue
-            start, finish = _finish_times(sim, node, pes)
-            for i, pe in enumerate(pes.tolist()):
-                key = (float(start[i]), -float(sim.node_rank_us[node]), float(finish[i]))
-                if best_key is None or key < best_key:
-                    best_key, best_action = key, node * sim.num_pes + pe
-        return best_action if best_action >= 0 else _wait_or_first_valid(env)
+            if sim.pe_node[pe] < 0:
+                return node * sim.num_pes + pe
+            handled.add(node)
+            claimed.add(pe)
+        return _wait_or_first_valid(env)
 
 
 class CriticalPathPolicy:
     """Critical path first (HLFET list scheduling: Adam, Chandy, Dickson, CACM 1974).
 
-    The ready task with the longest remaining path to its job's exit (static b-level, each task on
-    its fastest PE type, no communication) goes first, to the idle capable PE that finishes it
-    earliest. Never waits while a pair can start.
+    Ready tasks are taken longest remaining path first (static b-level: each task on its fastest
+    PE type, no communication), each to the PE that finishes it earliest; a task whose best PE is
+    busy waits for it.
     """
 
     def reset(self, env: Any) -> None:
@@ -190,18 +215,15 @@ class CriticalPathPolicy:
 
     def act(self, observation: Any, env: Any) -> int:
         sim = _sim(env)
-        idle = sim.idle_pes()
-        candidates = []
-        for node in sim.ready_nodes:
-            if (idle & sim.node_capable_pe[node]).any():
-                level = self._level(sim.template_of(node))[node % sim.tasks_per_job]
-                candidates.append((-float(level), sim.job_id_of(node), node))
-        if not candidates:
-            return _wait_or_first_valid(env)
-        node = min(candidates)[2]
-        pes = np.flatnonzero(idle & sim.node_capable_pe[node])
-        _, finish = _finish_times(sim, node, pes)
-        return node * sim.num_pes + int(pes[np.argmin(finish)])
+        order = sorted(
+            sim.ready_nodes,
+            key=lambda n: (
+                -float(self._level(sim.template_of(n))[n % sim.tasks_per_job]),
+                sim.job_id_of(n),
+                n,
+            ),
+        )
+        return _earliest_finish_dispatch(env, order)
 
 
 # ------------------------------------------------------------------------------------ HEFT

@@ -1,0 +1,233 @@
+"""SoCDAG-v0: config validation, dynamics invariants (hypothesis), reward and metrics."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import schedgym  # noqa: F401
+from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.policy import make_policy
+from schedgym.core.rollout import run_episode
+from schedgym.envs.soc.config import PRESETS, SoCConfig
+from schedgym.envs.soc.env import SoCDAGEnv
+
+
+def rollout_random(env: SoCDAGEnv, seed: int, max_steps: int = 100_000):
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    times, rewards = [], []
+    for _ in range(max_steps):
+        action = int(rng.choice(np.flatnonzero(env.action_masks())))
+        _, reward, terminated, truncated, info = env.step(action)
+        times.append(info["time_us"])
+        rewards.append(reward)
+        if terminated or truncated:
+            return times, rewards, terminated, truncated
+    raise AssertionError("episode did not end")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("job_rate_per_ms", -1.0),
+        ("job_rate_per_ms", 0.0),
+        ("num_jobs", 0),
+        ("warmup_jobs", 500),
+        ("noise_std", -0.1),
+        ("profile_bias_std", 5.0),
+        ("max_active_jobs", 0),
+        ("platform", "tpu"),
+        ("workload", "nope"),
+        ("job_mix", {"wifi_tx": -1.0}),
+        ("job_mix", {"bitcoin": 1.0}),
+        ("dag_heterogeneity_beta", 2.0),
+        ("horizon_us", -5.0),
+        ("invalid_action", "ignore"),
+        ("allow_wait", "yes"),
+        ("num_jobs", 2.5),
+    ],
+)
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        SoCConfig(**{field: value})
+
+
+def test_unknown_field_and_preset_are_config_errors():
+    with pytest.raises(ConfigError, match="bogus"):
+        SoCDAGEnv(bogus=1)
+    with pytest.raises(ConfigError, match="preset"):
+        SoCDAGEnv(preset="extreme")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_builds(preset):
+    env = SoCDAGEnv(preset=preset)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+
+
+def test_job_mix_is_normalised():
+    config = SoCConfig(job_mix={"wifi_tx": 2.0, "sc_rx": 2.0})
+    assert config.job_mix == {"wifi_tx": 0.5, "sc_rx": 0.5}
+
+
+def test_return_is_minus_total_job_latency_in_ms():
+    env = SoCDAGEnv(preset="tiny")
+    _, rewards, terminated, _ = rollout_random(env, seed=5)
+    sim = env.simulator
+    assert terminated
+    latency_us = np.array(sim.job_finish_us) - np.array(sim.job_arrival_us)
+    assert sum(rewards) == pytest.approx(-latency_us.sum() / 1000.0, rel=1e-9)
+
+
+def test_warmup_jobs_are_excluded_from_latency():
+    env = SoCDAGEnv(preset="tiny", warmup_jobs=5)
+    rollout_random(env, seed=1)
+    sim = env.simulator
+    latency_us = (np.array(sim.job_finish_us) - np.array(sim.job_arrival_us))[5:]
+    assert env.summary()["mean_job_latency_us"] == pytest.approx(latency_us.mean())
+
+
+def test_horizon_truncates_and_reports_jobs_in_flight():
+    env = SoCDAGEnv(preset="heavy", num_jobs=1000, horizon_us=2000.0)
+    _, _, terminated, truncated = rollout_random(env, seed=0)
+    summary = env.summary()
+    assert truncated and not terminated
+    assert summary["sim_time_us"] == 2000.0
+    assert summary["jobs_in_flight"] > 0
+    assert summary["jobs_arrived"] == summary["jobs_completed"] + summary["jobs_in_flight"]
+
+
+def test_noise_draws_are_common_across_policies():
+    """The same seed gives every policy the same arrivals, job types and noise draws."""
+    env = SoCDAGEnv(preset="noisy", num_jobs=30, warmup_jobs=0)
+    run_episode(env, make_policy("SoCDAG-v0", "fcfs"), seed=11)
+    first = env.simulator
+    run_episode(env, make_policy("SoCDAG-v0", "heft"), seed=11)
+    second = env.simulator
+    assert first.job_arrival_us == second.job_arrival_us
+    assert [t.name for t in first.job_template] == [t.name for t in second.job_template]
+    for a, b in zip(first._job_noise, second._job_noise, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_noise_changes_actual_but_not_expected_times():
+    env = SoCDAGEnv(preset="noisy", num_jobs=20, warmup_jobs=0)
+    run_episode(env, make_policy("SoCDAG-v0", "fcfs"), seed=2)
+    records = env.simulator.task_records
+    ratios = np.array(
+        [(r.finish_us - r.start_us) / r.expected_us for r in records if r.expected_us]
+    )
+    assert ratios.std() > 0.1  # actual times deviate from the profile ...
+    assert 0.5 < np.median(ratios) < 2.0  # ... around it
+
+
+def test_wait_is_refused_when_disallowed():
+    env = SoCDAGEnv(preset="tiny", allow_wait=False)
+    env.reset(seed=0)
+    assert not env.action_masks()[-1]
+    with pytest.raises(InvalidActionError, match="masked out"):
+        env.step(env.wait_action)
+
+
+def test_substitute_mode_replaces_invalid_actions():
+    env = SoCDAGEnv(preset="tiny", invalid_action="substitute")
+    env.reset(seed=0)
+    invalid = int(np.flatnonzero(~env.action_masks())[0])
+    _, _, _, _, info = env.step(invalid)
+    assert info["action_substituted"]
+
+
+def test_step_after_end_raises():
+    env = SoCDAGEnv(preset="topcuoglu")
+    rollout_random(env, seed=0)
+    with pytest.raises(InvalidActionError, match="reset"):
+        env.step(0)
+
+
+def test_env_checker_passes_through_gym_make_with_entry_point():
+    env = gym.make("schedgym/SoCDAG-v0", preset="tiny")
+    obs, _ = env.reset(seed=0)
+    assert obs["node_features"].shape[1] == env.unwrapped.node_feature_dim
+
+
+# ----------------------------------------------------------------------- invariants (hypothesis)
+configs = st.fixed_dictionaries(
+    {
+        "workload": st.sampled_from(["ds3", "random_dag"]),
+        "job_rate_per_ms": st.floats(0.5, 40.0),
+        "num_jobs": st.integers(1, 12),
+        "max_active_jobs": st.integers(1, 5),
+        "noise_std": st.sampled_from([0.0, 0.2, 0.8]),
+        "profile_bias_std": st.sampled_from([0.0, 0.5]),
+        "dag_num_tasks": st.integers(2, 12),
+        "dag_ccr": st.sampled_from([0.0, 1.0, 5.0]),
+        "horizon_us": st.sampled_from([None, 300.0, 3000.0]),
+        "allow_wait": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, seed=st.integers(0, 2**16), policy=st.sampled_from(["random", "heft"]))
+def test_simulation_invariants(config, seed, policy):
+    env = SoCDAGEnv(**config)
+    if policy == "heft" and not config["allow_wait"]:
+        policy = "random"
+    times = []
+    env.reset(seed=seed)
+    agent = make_policy("SoCDAG-v0", policy)
+    agent.reset(env)
+    rng = np.random.default_rng(seed)
+    obs = None
+    done = False
+    while not done:
+        mask = env.action_masks()
+        assert mask.any()
+        action = agent.act(obs, env) if policy == "heft" else int(rng.choice(np.flatnonzero(mask)))
+        assert mask[action]
+        obs, _, terminated, truncated, info = env.step(action)
+        times.append(info["time_us"])
+        done = terminated or truncated
+    sim = env.simulator
+
+    # Time never goes back.
+    assert all(b >= a for a, b in itertools.pairwise(times))
+
+    # A PE runs (or is reserved for) one task at a time.
+    by_pe: dict[int, list[tuple[float, float]]] = {}
+    for record in sim.task_records:
+        by_pe.setdefault(record.pe, []).append((record.dispatch_us, record.finish_us))
+    for intervals in by_pe.values():
+        intervals.sort()
+        for (_, end), (start, _) in itertools.pairwise(intervals):
+            assert start >= end - 1e-9
+
+    # No task starts before its predecessors' data have arrived.
+    done_at = {(r.job_id, r.task): r for r in sim.task_records}
+    for record in sim.task_records:
+        template = sim.job_template[record.job_id]
+        assert record.start_us >= sim.job_arrival_us[record.job_id]
+        for e in template.pred_edges[record.task]:
+            pred = done_at[(record.job_id, int(template.edges[e, 0]))]
+            transfer_us = template.edge_bits[e] * sim.inverse_bandwidth[pred.pe, record.pe]
+            assert record.start_us >= pred.finish_us + transfer_us - 1e-9
+
+    # Every arrived job completed or is reported in flight; completed jobs ran every task.
+    summary = env.summary()
+    assert summary["jobs_arrived"] == summary["jobs_completed"] + summary["jobs_in_flight"]
+    finished = [j for j, t in enumerate(sim.job_finish_us) if not math.isnan(t)]
+    assert len(finished) == summary["jobs_completed"]
+    for job_id in finished:
+        ran = {r.task for r in sim.task_records if r.job_id == job_id}
+        assert ran == set(range(sim.job_template[job_id].num_tasks))
+    if not truncated:
+        assert summary["jobs_arrived"] == config["num_jobs"]
+        assert summary["jobs_in_flight"] == 0

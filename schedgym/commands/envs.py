@@ -49,6 +49,12 @@ def register(subparsers: Any) -> None:
         default=None,
         help="only these policies (repeatable; default: all registered)",
     )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=None,
+        help="only these environments (repeatable; default: every one in the suite)",
+    )
     p.set_defaults(func=cmd_leaderboard)
 
 
@@ -118,6 +124,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from schedgym.leaderboard.suites import get_suite
 
     suite = get_suite(args.suite)
+    if args.env:
+        suite = suite.restricted_to([_full_id(env_id) for env_id in args.env])
     rows = evaluate_suite(suite, args.policy)
     json_path, md_path = write_results(suite, rows, Path(args.out))
     sys.stdout.write(to_markdown(suite, summarise(suite, rows)))

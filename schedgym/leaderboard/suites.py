@@ -6,7 +6,7 @@ scenario, seed list or metric changes, so published scores stay comparable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schedgym.core.errors import ConfigError
@@ -32,6 +32,13 @@ class Suite:
     seeds: tuple[int, ...]
     # env id -> (metric key, True if lower is better)
     ranking_metric: dict[str, tuple[str, bool]]
+
+    def restricted_to(self, env_ids: list[str]) -> Suite:
+        """The same suite with only the scenarios of ``env_ids``."""
+        scenarios = tuple(s for s in self.scenarios if s.env_id in env_ids)
+        if not scenarios:
+            raise ConfigError(f"--env: suite {self.name!r} has no scenario for {env_ids}")
+        return replace(self, scenarios=scenarios)
 
 
 SUITES: dict[str, Suite] = {

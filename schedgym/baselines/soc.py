@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.core.policy import register_policy
+from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.soc.dag import DagTemplate, Platform
 from schedgym.envs.soc.simulator import DONE, READY, SoCSimulator
 
@@ -56,7 +56,7 @@ def _finish_times(sim: SoCSimulator, node: int, pes: np.ndarray) -> tuple[np.nda
     return start, start + sim.node_exec_us[node, sim.pe_type[pes]]
 
 
-class RandomPolicy:
+class RandomPolicy(SimulatorPolicy):
     """Uniformly random (ready task, idle capable PE) pair; waits only when nothing can start."""
 
     def __init__(self, seed: int = 0) -> None:
@@ -74,11 +74,8 @@ class RandomPolicy:
         return int(valid[self._rng.integers(valid.size)])
 
 
-class FCFSPolicy:
+class FCFSPolicy(SimulatorPolicy):
     """First come, first served: the oldest ready task goes to the fastest idle capable PE."""
-
-    def reset(self, env: Any) -> None:
-        pass
 
     def act(self, observation: Any, env: Any) -> int:
         sim = _sim(env)
@@ -91,15 +88,12 @@ class FCFSPolicy:
         return _wait_or_first_valid(env)
 
 
-class METPolicy:
+class METPolicy(SimulatorPolicy):
     """Minimum Execution Time (Armstrong et al. 1998; Braun et al., JPDC 2001).
 
     Each task goes to a PE of the type with the smallest expected execution time, whatever that
     PE's availability: a task whose fastest PEs are all busy waits for one of them.
     """
-
-    def reset(self, env: Any) -> None:
-        pass
 
     def act(self, observation: Any, env: Any) -> int:
         sim = _sim(env)
@@ -134,7 +128,7 @@ def _earliest_finish_dispatch(env: Any, order: list[int]) -> int:
     return _wait_or_first_valid(env)
 
 
-class EFTPolicy:
+class EFTPolicy(SimulatorPolicy):
     """Earliest Finish Time, a.k.a. Minimum Completion Time (Braun et al., JPDC 2001).
 
     Ready tasks in arrival order; each goes to the PE that finishes it earliest given when every PE
@@ -142,14 +136,11 @@ class EFTPolicy:
     for it (it is not sent to a worse idle PE).
     """
 
-    def reset(self, env: Any) -> None:
-        pass
-
     def act(self, observation: Any, env: Any) -> int:
         return _earliest_finish_dispatch(env, _fcfs_ready_nodes(_sim(env)))
 
 
-class ETFPolicy:
+class ETFPolicy(SimulatorPolicy):
     """Earliest Task First (Hwang, Chow, Anger, Lee, SIAM J. Computing 1989), in DS3's
     heterogeneous form (Arda et al., IEEE TC 2020).
 
@@ -159,9 +150,6 @@ class ETFPolicy:
     finish time is what makes an accelerator worth its transfer. A pair whose PE is busy makes its
     task wait for that PE; the next pair whose task and PE are both still free is tried.
     """
-
-    def reset(self, env: Any) -> None:
-        pass
 
     def act(self, observation: Any, env: Any) -> int:
         sim = _sim(env)
@@ -192,7 +180,7 @@ class ETFPolicy:
         return _wait_or_first_valid(env)
 
 
-class CriticalPathPolicy:
+class CriticalPathPolicy(SimulatorPolicy):
     """Critical path first (HLFET list scheduling: Adam, Chandy, Dickson, CACM 1974).
 
     Ready tasks are taken longest remaining path first (static b-level: each task on its fastest
@@ -253,28 +241,24 @@ class HeftPlan:
 
 
 def _insertion_start(
-    timeline: list[PlannedTask], ready_us: float, duration_us: float, floor_us: float
+    timeline: list[PlannedTask], first: int, ready_us: float, duration_us: float, floor_us: float
 ) -> tuple[float, int]:
     """Earliest start >= ready in a gap of a PE's sorted timeline (HEFT's insertion policy).
 
-    Gaps before an entry already dispatched are unusable: a dispatched task holds its PE from
-    dispatch on, so the search starts after the last dispatched entry.
+    The search starts at index ``first`` with the PE free from ``floor_us``: gaps before an entry
+    already dispatched are unusable, because a dispatched task holds its PE from dispatch on.
     """
     prev_end = floor_us
-    first = 0
-    for index, slot in enumerate(timeline):
-        if slot.dispatched:
-            first = index + 1
-            prev_end = max(prev_end, slot.finish_us)
     for index in range(first, len(timeline)):
         slot = timeline[index]
-        start = max(ready_us, prev_end)
+        start = ready_us if ready_us > prev_end else prev_end
         # Strictly before: a zero-length task must not jump ahead of an entry starting at the
         # same instant (it may be that entry's successor).
         if start + duration_us <= slot.start_us and start < slot.start_us:
             return start, index
-        prev_end = max(prev_end, slot.finish_us)
-    return max(ready_us, prev_end), len(timeline)
+        if slot.finish_us > prev_end:
+            prev_end = slot.finish_us
+    return (ready_us if ready_us > prev_end else prev_end), len(timeline)
 
 
 def heft_plan_job(
@@ -289,9 +273,9 @@ def heft_plan_job(
     """HEFT (Topcuoglu, Hariri, Wu, IEEE TPDS 2002) for one job against existing PE timelines.
 
     Tasks are taken in decreasing upward rank (ties: lower task index); each goes to the PE giving
-    the earliest finish time, using the insertion-based policy (the earliest idle gap after its
-    data-ready time that is long enough). ``timelines`` (one sorted list per PE) is updated in
-    place.
+    the earliest finish time (ties: lower PE index), using the insertion-based policy (the
+    earliest idle gap after its data-ready time that is long enough). ``timelines`` (one sorted
+    list per PE) is updated in place.
 
     Args:
         job_id: id recorded in the timeline entries.
@@ -306,24 +290,45 @@ def heft_plan_job(
     order = sorted(range(template.num_tasks), key=lambda t: (-round(float(rank_us[t]), 6), t))
     plan = HeftPlan(order=order)
     inverse_bw = 1.0 / platform.bandwidth_bits_per_us
+    # Per PE: where the insertion search may start (after the last dispatched entry) and when
+    # the PE is free from. Dispatched entries do not change while one job is planned.
+    first_free: list[int] = []
+    floor_us: list[float] = []
+    for timeline in timelines:
+        first, floor = 0, now_us
+        for index, slot in enumerate(timeline):
+            if slot.dispatched:
+                first, floor = index + 1, max(floor, slot.finish_us)
+        first_free.append(first)
+        floor_us.append(floor)
+    pe_finish = np.empty(template.num_tasks)
+    pe_of = np.empty(template.num_tasks, np.int64)
     for task in order:
         times = exec_us(task)
-        best: tuple[float, float, int, int] | None = None
+        ready = np.full(platform.num_pes, now_us)
+        for e in template.pred_edges[task]:
+            src = int(template.edges[e, 0])
+            arrival = pe_finish[src] + template.edge_bits[e] * inverse_bw[pe_of[src]]
+            np.maximum(ready, arrival, out=ready)
+        duration_by_pe = times[platform.pe_type].tolist()
+        ready_by_pe = ready.tolist()
+        best_finish = np.inf
+        best = (0.0, 0.0, -1, 0)
         for pe in range(platform.num_pes):
-            duration = float(times[platform.pe_type[pe]])
-            if np.isnan(duration):
+            duration = duration_by_pe[pe]
+            if duration != duration:  # nan: this PE type cannot run the task
                 continue
-            ready = now_us
-            for e in template.pred_edges[task]:
-                src = int(template.edges[e, 0])
-                arrival = plan.finish_us[src] + template.edge_bits[e] * inverse_bw[plan.pe[src], pe]
-                ready = max(ready, arrival)
-            start, index = _insertion_start(timelines[pe], ready, duration, now_us)
-            if best is None or start + duration < best[0] + best[1]:
+            start, index = _insertion_start(
+                timelines[pe], first_free[pe], ready_by_pe[pe], duration, floor_us[pe]
+            )
+            if start + duration < best_finish:
+                best_finish = start + duration
                 best = (start, duration, pe, index)
-        assert best is not None  # DagTemplate guarantees every task runs somewhere
         start, duration, pe, index = best
+        if pe < 0:
+            raise ValueError(f"task {task} of {template.name} has no PE that can run it")
         timelines[pe].insert(index, PlannedTask(start, start + duration, job_id, task))
+        pe_finish[task], pe_of[task] = start + duration, pe
         plan.pe[task], plan.start_us[task], plan.finish_us[task] = pe, start, start + duration
     return plan
 
@@ -342,7 +347,7 @@ def heft_static_schedule(template: DagTemplate, platform: Platform) -> HeftPlan:
     )
 
 
-class HEFTPolicy:
+class HEFTPolicy(SimulatorPolicy):
     """HEFT for streaming jobs (Topcuoglu, Hariri, Wu, IEEE TPDS 2002).
 
     Each job is ranked (upward rank, mean costs) and planned with insertion-based earliest finish

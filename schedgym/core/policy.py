@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -32,6 +33,23 @@ class Policy(Protocol):
 
     def act(self, observation: Any, env: Any) -> Any:
         """Return the action for ``observation`` (must satisfy ``env.action_masks()``)."""
+
+
+class SimulatorPolicy(ABC):
+    """Base of heuristics that read the simulator's view instead of the observation.
+
+    ``uses_observation = False`` lets :func:`schedgym.core.rollout.run_episode` skip building
+    observations (``env.advance``); such a policy receives ``None`` as observation there.
+    """
+
+    uses_observation = False
+
+    def reset(self, env: Any) -> None:  # noqa: B027  (optional hook, no-op by default)
+        """Nothing to reset by default."""
+
+    @abstractmethod
+    def act(self, observation: Any, env: Any) -> Any:
+        """The action for the current decision (``observation`` may be None)."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from schedgym.core.errors import InvalidActionError
+
 
 class MaskedDiscrete(spaces.Discrete):
     """A ``Discrete`` space whose ``sample()`` draws among the currently valid actions.
@@ -39,6 +41,15 @@ class MaskedDiscrete(spaces.Discrete):
 INVALID_ACTION_MODES = ("raise", "substitute")
 
 
+def as_action_index(action: Any) -> int:
+    """``int(action)`` for an int-like action (numpy scalars, 0-d arrays); InvalidActionError
+    otherwise."""
+    try:
+        return int(action)
+    except (TypeError, ValueError):
+        raise InvalidActionError(f"action: must be an integer, got {action!r}") from None
+
+
 def check_action(action: Any, mask: np.ndarray, mode: str, fallback: int | None = None) -> int:
     """Validate ``action`` against ``mask``; return the action to execute.
 
@@ -51,12 +62,7 @@ def check_action(action: Any, mask: np.ndarray, mode: str, fallback: int | None 
             ``check_env`` replays an action sampled in another state after a reset).
         fallback: the preferred substitute (e.g. a wait/no-op action).
     """
-    from schedgym.core.errors import InvalidActionError
-
-    try:
-        index = int(action)
-    except (TypeError, ValueError):
-        raise InvalidActionError(f"action: must be an integer, got {action!r}") from None
+    index = as_action_index(action)
     if 0 <= index < mask.shape[0] and mask[index]:
         return index
     if mode == "raise":

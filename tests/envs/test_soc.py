@@ -133,7 +133,7 @@ def test_wait_is_refused_when_disallowed():
     env = SoCDAGEnv(preset="tiny", allow_wait=False)
     env.reset(seed=0)
     assert not env.action_masks()[-1]
-    with pytest.raises(InvalidActionError, match="masked out"):
+    with pytest.raises(InvalidActionError, match="wait"):
         env.step(env.wait_action)
 
 

@@ -12,7 +12,7 @@ from schedgym.core.config import resolve_config
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.graph import GraphLimits, graph_spaces
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, check_action
+from schedgym.core.spaces import MaskedDiscrete, as_action_index, check_action
 from schedgym.envs.soc.config import PRESETS, SoCConfig
 from schedgym.envs.soc.simulator import (
     DONE,
@@ -147,31 +147,41 @@ class SoCDAGEnv(gym.Env):
         return self._observation(), self._info()
 
     def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        reward, terminated, truncated, info = self.advance(action)
+        return self._observation(), reward, terminated, truncated, info
+
+    def advance(self, action: int) -> tuple[float, bool, bool, dict[str, Any]]:
+        """``step`` without building the observation, for policies that read the simulator.
+
+        Returns ``(reward, terminated, truncated, info)``. :func:`schedgym.core.rollout.run_episode`
+        uses it for policies whose ``uses_observation`` is False (every baseline).
+        """
         sim = self._sim()
         if sim.done:
             raise InvalidActionError("action: the episode is over; call reset()")
-        requested = action
-        action = check_action(
-            action, self.action_masks(), self.config.invalid_action, self.wait_action
-        )
-        if action == self.wait_action:
-            sim.wait()
+        if self.config.invalid_action == "raise":
+            # The simulator checks exactly what the mask encodes, without building the mask.
+            executed = as_action_index(action)
+            substituted = False
         else:
-            sim.start(*divmod(action, self.num_pes))
+            executed = check_action(
+                action, self.action_masks(), self.config.invalid_action, self.wait_action
+            )
+            substituted = executed != as_action_index(action)
+        if executed == self.wait_action:
+            sim.wait()
+        elif 0 <= executed < self.wait_action:
+            sim.start(*divmod(executed, self.num_pes))
+        else:
+            raise InvalidActionError(f"action: must be in [0, {self.wait_action}], got {executed}")
         area = sim.jobs_in_system_area_us
         reward = -(area - self._last_area_us) / self.config.reward_scale_us
         self._last_area_us = area
         info = self._info()
-        info["action_substituted"] = action != int(requested)
+        info["action_substituted"] = substituted
         if sim.done:
             info.update(sim.summary())
-        return (
-            self._observation(),
-            float(reward),
-            sim.done and not sim.truncated,
-            sim.truncated,
-            info,
-        )
+        return float(reward), sim.done and not sim.truncated, sim.truncated, info
 
     def action_masks(self) -> np.ndarray:
         """``(num_node_slots * num_pes + 1,)`` bool: the valid actions now."""

@@ -1,0 +1,100 @@
+"""Environment speed: env steps/s with observations, per registered environment.
+
+For each environment (default config): steps/s of a random masked policy through ``env.step``
+(observations built every step, what an RL learner sees) and of every baseline through
+``run_episode`` (which skips observations for policies that read the simulator); for SoCDAG also
+HEFT's simulated jobs per second on 10,000 jobs. Run on one core for comparable numbers:
+
+    taskset -c 0 .venv/bin/python benchmarks/bench_envs.py [--env SoCDAG-v0] [--steps 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import schedgym  # noqa: F401
+from schedgym.core.policy import make_policy, policy_names
+from schedgym.core.rollout import run_episode
+from schedgym.registration import env_entry, env_ids
+
+
+def random_masked_steps_per_s(env_id: str, steps: int) -> float:
+    env = gym.make(env_id, disable_env_checker=True).unwrapped
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    done_steps, seed = 0, 0
+    started = time.perf_counter()
+    while done_steps < steps:
+        action = int(rng.choice(np.flatnonzero(env.action_masks())))
+        _, _, terminated, truncated, _ = env.step(action)
+        done_steps += 1
+        if terminated or truncated:
+            seed += 1
+            env.reset(seed=seed)
+    return steps / (time.perf_counter() - started)
+
+
+class _Observing:
+    """Runs a baseline through ``env.step`` so observations are built as for a learner."""
+
+    uses_observation = True
+
+    def __init__(self, policy: object) -> None:
+        self.policy = policy
+
+    def reset(self, env: object) -> None:
+        self.policy.reset(env)  # type: ignore[attr-defined]
+
+    def act(self, observation: object, env: object) -> object:
+        return self.policy.act(observation, env)  # type: ignore[attr-defined]
+
+
+def baseline_steps_per_s(env_id: str, name: str, min_steps: int, observe: bool = False) -> float:
+    env = gym.make(env_id, disable_env_checker=True)
+    policy = make_policy(env_id, name)
+    if observe:
+        policy = _Observing(policy)
+    steps, elapsed, seed = 0, 0.0, 0
+    while steps < min_steps:
+        result = run_episode(env, policy, seed)
+        steps += result.steps
+        elapsed += result.walltime_s
+        seed += 1
+    return steps / elapsed
+
+
+def heft_jobs_per_s(num_jobs: int) -> tuple[float, float]:
+    env = gym.make("schedgym/SoCDAG-v0", preset="medium", num_jobs=num_jobs, warmup_jobs=0)
+    result = run_episode(env, make_policy("SoCDAG-v0", "heft"), seed=0)
+    return num_jobs / result.walltime_s, result.walltime_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", action="append", default=None, help="env id (repeatable)")
+    parser.add_argument("--steps", type=int, default=20_000, help="steps per measurement")
+    parser.add_argument("--heft-jobs", type=int, default=10_000)
+    args = parser.parse_args()
+    ids = [env_entry(e).env_id for e in args.env] if args.env else env_ids()
+    for env_id in ids:
+        print(f"{env_id}")
+        rate = random_masked_steps_per_s(env_id, args.steps)
+        print(f"  random masked, with observations  : {rate:10,.0f} steps/s")
+        rates = {n: baseline_steps_per_s(env_id, n, args.steps // 4) for n in policy_names(env_id)}
+        fastest = max(rates, key=rates.__getitem__)
+        rate = baseline_steps_per_s(env_id, fastest, args.steps // 4, observe=True)
+        print(f"  fastest baseline ({fastest}), with obs. : {rate:10,.0f} steps/s")
+        for name, rate in sorted(rates.items(), key=lambda kv: -kv[1]):
+            print(f"  baseline {name:<18}, no obs. : {rate:10,.0f} steps/s")
+        if env_id == "schedgym/SoCDAG-v0":
+            jobs_per_s, seconds = heft_jobs_per_s(args.heft_jobs)
+            jobs = f"{args.heft_jobs:,}"
+            print(f"  HEFT, {jobs} jobs (medium): {seconds:.2f} s = {jobs_per_s:,.0f} jobs/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""``schedgym capacity``: the largest QPS a policy serves within a TBT SLO (Sarathi-Serve)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from schedgym.core.config import parse_override
+
+
+def register(subparsers: Any) -> None:
+    """Adds the ``capacity`` subcommand."""
+    p = subparsers.add_parser(
+        "capacity",
+        help="largest QPS with p99 TBT within an SLO and median scheduling delay <= 2 s",
+        description="Search (bracketing, then bisection over QPS with fixed seeds) for the "
+        "largest request rate at which the policy's p99 time between tokens stays within the "
+        "SLO and the median scheduling delay is at most 2 s, as Sarathi-Serve defines capacity.",
+    )
+    p.add_argument("env_id", help="an environment with a qps field, e.g. PrefillChunk-v0")
+    p.add_argument("--policy", required=True, help="a registered policy name (see `list`)")
+    p.add_argument("--slo-tbt-p99", type=float, required=True, metavar="S", help="seconds")
+    p.add_argument("--preset", default=None, help="a named config preset of the environment")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field (JSON value, else string); repeatable",
+    )
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 at every rate (default 1)")
+    p.add_argument("--start-qps", type=float, default=1.0, help="first rate probed (default 1)")
+    p.add_argument("--max-qps", type=float, default=1000.0, help="upper end of the search")
+    p.add_argument("--tolerance", type=float, default=0.02, help="relative width to stop at")
+    p.add_argument("--json", action="store_true", help="print JSON (key capacity_qps)")
+    p.set_defaults(func=cmd_capacity)
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from schedgym.core.errors import ConfigError
+    from schedgym.core.policy import policy_spec
+    from schedgym.envs.prefillchunk.capacity import env_episode_fn, search_capacity
+    from schedgym.registration import env_entry
+
+    env_id = env_entry(args.env_id).env_id
+    policy_spec(env_id, args.policy)  # fail early, with the known names, on a typo
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
+    overrides = dict(parse_override(text) for text in args.set)
+    run = env_episode_fn(env_id, args.policy, args.preset, overrides)
+    result = search_capacity(
+        run,
+        args.slo_tbt_p99,
+        seeds=tuple(range(args.seeds)),
+        start_qps=args.start_qps,
+        max_qps=args.max_qps,
+        tolerance=args.tolerance,
+    )
+    if args.json:
+        payload = {"env": env_id, "policy": args.policy, "preset": args.preset, **result.to_dict()}
+        print(json.dumps(payload, indent=1, default=float))
+        return 0
+    for probe in result.probes:
+        verdict = "ok " if probe.feasible else "over"
+        print(
+            f"  qps {probe.qps:8.3f}  {verdict}  p99 TBT {probe.tbt_p99_s:.4f} s  "
+            f"median sched delay {probe.sched_delay_p50_s:.3f} s"
+        )
+    print(
+        f"{env_id} policy={args.policy}: capacity {result.capacity_qps:.3f} QPS at p99 TBT <= "
+        f"{args.slo_tbt_p99:g} s and median scheduling delay <= {result.sched_delay_limit_s:g} s"
+    )
+    return 0

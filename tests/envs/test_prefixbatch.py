@@ -1,0 +1,125 @@
+"""PrefixBatch-v0: the prefix-tree generator, the prefix cache, config validation and dynamics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schedgym.core.errors import ConfigError
+from schedgym.workloads.prefix_tree import PrefixTreeSpec, generate_prefix_batch
+
+PAIRS = np.array([[100, 20], [700, 300], [2000, 50], [33, 500], [5000, 900]], np.int64)
+
+
+def make_batch(spec: PrefixTreeSpec, seed: int = 0):
+    return generate_prefix_batch(
+        spec, PAIRS, np.random.default_rng(seed), np.random.default_rng(seed + 1)
+    )
+
+
+# ------------------------------------------------------------------ prefix-tree generator
+@st.composite
+def tree_specs(draw):
+    depth = draw(st.integers(0, 3))
+    return PrefixTreeSpec(
+        num_requests=draw(st.integers(1, 60)),
+        sharing_depth=depth,
+        num_roots=draw(st.integers(1, 4)),
+        fanout=draw(st.integers(1, 4)),
+        shared_tokens=tuple(draw(st.integers(1, 600)) for _ in range(depth)),
+        shared_tokens_cv=draw(st.sampled_from([0.0, 0.5])),
+        turns_per_conversation=draw(st.integers(1, 4)),
+        user_tokens_scale=draw(st.sampled_from([1.0, 0.25])),
+        max_prompt_tokens=draw(st.sampled_from([2048, 8192])),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=tree_specs(), seed=st.integers(0, 1000))
+def test_prefix_tree_paths_add_up_and_groups_share_their_prefix(spec, seed):
+    batch = make_batch(spec, seed)
+    assert batch.num_requests == spec.num_requests
+    assert (batch.request_prompt_tokens >= 1).all()
+    assert (batch.request_prompt_tokens <= spec.max_prompt_tokens).all()
+    assert (batch.node_parent < np.arange(batch.num_nodes)).all()  # parents first
+    prefixes: dict[int, tuple[int, ...]] = {}
+    for request in range(batch.num_requests):
+        path = batch.path(request)
+        assert int(batch.node_tokens[path].sum()) == batch.request_prompt_tokens[request]
+        shared = tuple(n for n in path if batch.node_shared[n])
+        assert len(shared) == spec.sharing_depth  # every request hangs under a full shared path
+        group = int(batch.request_group[request])
+        prefixes.setdefault(group, shared)
+        assert prefixes[group] == shared
+        assert int(batch.node_tokens[list(shared)].sum()) == batch.group_prefix_tokens[group]
+    assert sorted(prefixes) == list(range(batch.num_groups))  # dense group ids
+    for request in range(batch.num_requests):
+        # The engine's prefix cache shares whole blocks: every shareable node is block-aligned.
+        path = batch.prefix_path(request)
+        assert all(tokens % spec.align_tokens == 0 and tokens > 0 for _, tokens in path)
+        assert sum(t for _, t in path) <= batch.request_prompt_tokens[request]
+        if spec.turns_per_conversation > 1:
+            assert sum(t for _, t in path) == batch.request_prompt_tokens[request]
+
+
+def test_no_sharing_batch_keeps_the_sampled_lengths():
+    batch = make_batch(PrefixTreeSpec(num_requests=200))
+    pairs = {tuple(p) for p in PAIRS.tolist()}
+    for prompt, output in zip(
+        batch.request_prompt_tokens, batch.request_output_tokens, strict=True
+    ):
+        assert (int(prompt), int(output)) in pairs
+    assert batch.num_groups == 200
+    assert batch.unique_prompt_tokens() == int(batch.request_prompt_tokens.sum())
+
+
+def test_sharing_reduces_unique_prompt_tokens_and_submission_order_is_shuffled():
+    spec = PrefixTreeSpec(
+        num_requests=400, sharing_depth=2, num_roots=2, fanout=4, shared_tokens=(1000, 500)
+    )
+    batch = make_batch(spec)
+    assert batch.num_groups == 8
+    # Each shared segment is counted once, each request's own segment once.
+    shared_once = int(batch.node_tokens[batch.node_shared].sum())
+    own = int((batch.request_prompt_tokens - batch.group_prefix_tokens[batch.request_group]).sum())
+    assert batch.unique_prompt_tokens() == shared_once + own
+    assert batch.unique_prompt_tokens() < 0.6 * batch.request_prompt_tokens.sum()
+    # Neighbours in submission order mostly belong to different groups.
+    same = (batch.request_group[1:] == batch.request_group[:-1]).mean()
+    assert same < 0.3
+
+
+def test_multi_turn_prompts_nest():
+    spec = PrefixTreeSpec(num_requests=9, turns_per_conversation=3, max_prompt_tokens=100_000)
+    batch = make_batch(spec)
+    by_node = {int(n): r for r, n in enumerate(batch.request_node)}
+    for request in range(batch.num_requests):
+        path = batch.path(request)
+        # Every earlier turn of the conversation is a prefix of this turn's prompt.
+        earlier = [by_node[n] for n in path[:-1]]
+        for other in earlier:
+            assert batch.request_group[other] == batch.request_group[request]
+            assert batch.request_prompt_tokens[other] < batch.request_prompt_tokens[request]
+    assert batch.num_groups == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_requests", 0),
+        ("sharing_depth", 9),
+        ("fanout", 0),
+        ("shared_tokens", (10, 10)),
+        ("shared_tokens_cv", -1.0),
+        ("turns_per_conversation", 0),
+        ("user_tokens_scale", 0.0),
+        ("max_prompt_tokens", 1),
+        ("align_tokens", 0),
+    ],
+)
+def test_bad_tree_spec_names_the_field(field, value):
+    kwargs = {"num_requests": 10, "sharing_depth": 1, "shared_tokens": (100,), field: value}
+    with pytest.raises(ConfigError, match=field):
+        PrefixTreeSpec(**kwargs)

@@ -1,0 +1,258 @@
+"""Gymnasium facade of the MeshAssign simulator."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from schedgym.core.config import resolve_config
+from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.rng import spawn_streams
+from schedgym.core.spaces import MaskedDiscrete, check_action
+from schedgym.envs.mesh.config import PRESETS, MeshConfig
+from schedgym.envs.mesh.simulator import MeshSimulator
+
+STREAMS = ("lengths",)
+NUM_RANK_FEATURES = 6
+NUM_CURRENT_FEATURES = 8
+NUM_REMAINING_FEATURES = 6
+NUM_PROGRESS_FEATURES = 3
+# log2 of the longest context (2M tokens): scales log-lengths to [0, 1].
+_LOG2_MAX_CONTEXT = 21.0
+# Micro-batches per rank at which the count feature reaches 1.
+_MICROBATCH_SCALE = 16.0
+
+
+class MeshAssignEnv(gym.Env):
+    """Variable-length sequences assigned to a device mesh for long-context training (ByteScale).
+
+    ## Description
+    One training step (global batch) of an LLM on ``D`` GPUs: the batch's sequences, drawn from a
+    long-tailed length mixture (up to 2M tokens), must each be given a context-parallel degree
+    ``c`` (ring attention over ``c`` ranks) and a rank group. Short sequences can run on one rank,
+    many of them packed and in sequence (micro-batches); long ones must be split because a rank
+    holds at most ``C`` tokens. Ranks in a group run its micro-batch together, ring-attention
+    KV exchange is hidden behind attention only when shards are long, and all ranks wait for the
+    slowest at the optimizer step. The cost model is
+    :class:`~schedgym.costmodels.training.TrainingCostModel` (calibrated MFU, measured NCCL).
+
+    ## Action Space
+    ``Discrete(2P - 1)`` (``P`` = ``max_ranks``, default ``D``): action ``offset(k) + slot``
+    puts the current sequence on degree ``c = 2^k`` and ranks ``[slot*c, (slot+1)*c)``, where
+    ``offset(k) = sum_{j<k} P / 2^j``. ``action_masks()`` allows the degrees whose shard fits the
+    per-rank capacity (``ceil(s/c) <= C``, or the offload capacity), that exist (``c <= D``) and
+    give each rank at least one token, and only groups of existing ranks.
+
+    ## Observation Space
+    A ``Dict`` of fixed-shape float32 arrays (times are divided by the batch's ideal compute
+    time, the perfectly balanced compute at peak efficiency):
+
+    - ``rank_features`` ``(P, 6)``: per rank, finish time so far, tokens held / ``C``, free room
+      in its open micro-batch / ``C``, node / nodes, micro-batches / 16, time spent waiting for
+      group members. Padding rows are zero.
+    - ``rank_mask`` ``(P,)`` int8: 1 for existing ranks.
+    - ``current`` ``(8,)``: the sequence to place: length / ``C``, log2(length) / 21, smallest and
+      largest valid degree index / log2(P), its compute time alone on the smallest degree, its
+      attention share of FLOPs, whether it needs offload, the fraction of the batch placed.
+    - ``remaining`` ``(6,)``: the sequences still to place after it: count / batch size, tokens /
+      batch tokens, longest / ``C``, mean / ``C``, FLOPs / batch FLOPs, count longer than ``C`` /
+      batch size.
+    - ``progress`` ``(3,)``: batch index / batches, latest and mean rank finish time.
+
+    Sequences are presented longest first (so long sequences are placed on an empty mesh).
+
+    ## Rewards
+    Zero while a batch is being placed; at its last sequence, minus the step time divided by the
+    ideal step (the batch's model FLOPs spread perfectly evenly at the calibrated peak MFU with
+    nothing exposed, plus the gradient all-reduce). A perfect placement would earn -1; there is no
+    shaping. The return is minus the sum of normalised step times over the episode's batches.
+
+    ## Starting State
+    The first global batch is drawn and no sequence is placed.
+
+    ## Episode End
+    Terminates after ``num_batches`` batches are placed. The final ``info`` holds the episode
+    summary: ``step_time_s`` (mean), ``tokens_per_s``, ``mfu``, ``idle_frac``,
+    ``exposed_comm_frac`` (ring exchange not hidden plus the all-reduce, as a fraction of
+    rank-time), ``compute_frac``, ``offload_frac``, ``slowdown_vs_ideal``, ``mean_cp_degree``,
+    ``microbatches``, ``sequences``, ``tokens``, ``batches``, ``allreduce_s``,
+    ``ideal_step_time_s``.
+
+    ## Arguments
+    ``config`` (a :class:`MeshConfig`) or ``preset`` (``github-like``, ``commoncrawl-like``,
+    ``long-tail-heavy``, ``uniform-short``, ``tiny``), plus any config field as a keyword override,
+    and ``render_mode`` (``ansi`` or ``rgb_array``).
+
+    ## Version History
+    - v0: initial version.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import schedgym
+        >>> env = gym.make("schedgym/MeshAssign-v0", preset="tiny")
+        >>> obs, info = env.reset(seed=0)
+        >>> mask = env.unwrapped.action_masks()
+        >>> obs, reward, terminated, truncated, info = env.step(int(mask.nonzero()[0][0]))
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+
+    def __init__(
+        self,
+        config: MeshConfig | None = None,
+        preset: str | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = resolve_config(MeshConfig, PRESETS, config, preset, overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(
+                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.padded_ranks = self.config.padded_ranks
+        self.num_ranks = self.config.num_gpus
+        self.num_actions = 2 * self.padded_ranks - 1
+        self._log2_ranks = max(1.0, math.log2(self.padded_ranks))
+        self.action_space = MaskedDiscrete(self.num_actions, self.action_masks)
+        box = spaces.Box
+        self.observation_space = spaces.Dict(
+            {
+                "rank_features": box(
+                    -np.inf, np.inf, (self.padded_ranks, NUM_RANK_FEATURES), np.float32
+                ),
+                "rank_mask": spaces.MultiBinary(self.padded_ranks),
+                "current": box(-np.inf, np.inf, (NUM_CURRENT_FEATURES,), np.float32),
+                "remaining": box(-np.inf, np.inf, (NUM_REMAINING_FEATURES,), np.float32),
+                "progress": box(-np.inf, np.inf, (NUM_PROGRESS_FEATURES,), np.float32),
+            }
+        )
+        self._rank_mask = np.zeros(self.padded_ranks, np.int8)
+        self._rank_mask[: self.num_ranks] = 1
+        self.simulator: MeshSimulator | None = None
+
+    # ------------------------------------------------------------------------------ API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self.simulator = MeshSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        sim = self.simulator
+        self._node_feature = (sim.rank_node / sim.num_nodes).astype(np.float32)
+        return self._observation(), self._info()
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        sim = self._sim()
+        if sim.done:
+            raise InvalidActionError("action: the episode is over; call reset()")
+        requested = action
+        action = check_action(action, sim.decision_mask(), self.config.invalid_action)
+        result = sim.place(action)
+        reward = 0.0 if result is None else -result.step_time_s / result.ideal_step_s
+        info = self._info()
+        info["action_substituted"] = action != int(requested)
+        if result is not None:
+            info["batch_step_time_s"] = result.step_time_s
+        if sim.done:
+            info.update(sim.summary())
+        return self._observation(), float(reward), sim.done, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """``(2 * max_ranks - 1,)`` bool: the valid (degree, group) actions now."""
+        if self.simulator is None:  # before reset nothing is valid
+            return np.zeros(self.num_actions, bool)
+        return self.simulator.decision_mask().copy()
+
+    def summary(self) -> dict[str, float | int]:
+        """The episode summary so far (the same keys as the final ``info``)."""
+        return self._sim().summary()
+
+    def render(self) -> Any:
+        from schedgym.envs.mesh.render import render_ansi, render_rgb_array
+
+        if self.render_mode == "ansi":
+            return render_ansi(self._sim())
+        if self.render_mode == "rgb_array":
+            return render_rgb_array(self._sim())
+        return None
+
+    # -------------------------------------------------------------------------- helpers
+    def _sim(self) -> MeshSimulator:
+        if self.simulator is None:
+            raise InvalidActionError("action: call reset() before step()")
+        return self.simulator
+
+    def _info(self) -> dict[str, Any]:
+        sim = self._sim()
+        return {
+            "batch": sim.batch_index,
+            "sequences_placed": sim.cursor,
+            "batch_sequences": sim.batch_size,
+            "latest_finish_s": float(sim.finish_s.max()),
+        }
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        sim = self._sim()
+        d = self.num_ranks
+        scale = 1.0 / sim.ideal_compute_s
+        cap = sim.capacity_tokens
+        ranks = np.zeros((self.padded_ranks, NUM_RANK_FEATURES), np.float32)
+        ranks[:d, 0] = sim.finish_s * scale
+        ranks[:d, 1] = sim.tokens_held / cap
+        ranks[:d, 2] = np.where(
+            sim.open_key >= 0, (sim.rank_capacity_tokens - sim.open_tokens) / cap, 0.0
+        )
+        ranks[:d, 3] = self._node_feature
+        ranks[:d, 4] = sim.num_microbatches / _MICROBATCH_SCALE
+        ranks[:d, 5] = sim.idle_s * scale
+        current = np.zeros(NUM_CURRENT_FEATURES, np.float32)
+        remaining = np.zeros(NUM_REMAINING_FEATURES, np.float32)
+        n = sim.batch_size
+        if not sim.done:
+            i = sim.cursor
+            s = sim.current_tokens
+            k_min, k_max = sim.degree_range()
+            c = sim.degrees[k_min]
+            alone = sim.cost.sequence(s, c, sim.spans_nodes(c), cap)
+            linear = 6.0 * sim.cost.params_nonembedding * s
+            flops = linear + 6.0 * sim.cost.model.layers * sim.cost.model.hidden * s * s
+            current[:] = (
+                s / cap,
+                math.log2(s) / _LOG2_MAX_CONTEXT,
+                k_min / self._log2_ranks,
+                k_max / self._log2_ranks,
+                alone.total_s * scale,
+                1.0 - linear / flops,
+                float(s > cap),
+                i / n,
+            )
+            left = n - i - 1
+            if left > 0:
+                tokens_left = float(sim.suffix_tokens[i + 1])
+                remaining[:] = (
+                    left / n,
+                    tokens_left / sim.batch_tokens,
+                    float(sim.batch_lengths[i + 1]) / cap,
+                    tokens_left / left / cap,
+                    float(sim.suffix_flops[i + 1]) / sim.batch_flops,
+                    max(0, sim.num_over_capacity - i - 1) / n,
+                )
+        progress = np.array(
+            [
+                sim.batch_index / self.config.num_batches,
+                float(sim.finish_s.max()) * scale,
+                float(sim.finish_s.mean()) * scale,
+            ],
+            np.float32,
+        )
+        return {
+            "rank_features": ranks,
+            "rank_mask": self._rank_mask.copy(),
+            "current": current,
+            "remaining": remaining,
+            "progress": progress,
+        }

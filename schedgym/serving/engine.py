@@ -1,0 +1,687 @@
+"""One serving instance: a vLLM-style continuous-batching engine, event-driven.
+
+The engine runs iterations back to back while it has work. Each iteration's batch comes from a
+pluggable :mod:`~schedgym.serving.schedulers` policy; its duration from the calibrated inference
+cost model (:meth:`~schedgym.costmodels.inference.InferenceCostModel.time_from_summary_s`, with
+each prefill chunk's already-cached KV length as its context). The KV cache is paged in 16-token
+blocks (:class:`~schedgym.serving.kv_cache.KVCache`); a decode that cannot get a block preempts
+the newest running request (recompute: its KV is freed and it re-queues at the front).
+
+Speed: a stretch of decode-only iterations with an unchanged batch is one *segment*. Its
+iteration times are computed in one vectorised call and the batch's state advances through one
+counter, the instance's decode index ``E``: a decoding request's generated tokens are
+``gen_offset + E``, the batch's total KV is ``sum_kv_offset + n * E``, and since all requests
+advance in lockstep the new blocks of ``k`` iterations follow from a 16-bin histogram of KV
+lengths modulo the block size. Nothing loops over decoding requests per iteration. A segment
+ends at the next completion or at the first iteration that would run out of blocks; a request
+arriving, or a migration detaching or attaching one, cuts it at the iteration in flight.
+
+Clock protocol for a driver (see :class:`~schedgym.serving.cluster.ServingCluster`):
+``next_event_s`` is when the instance next needs attention (``inf`` when idle); call
+:meth:`ServingInstance.on_event` at that time. :meth:`ServingInstance.sync` brings the state up
+to any earlier time (iterations completed by then) for observation. Requests that finished are
+appended to ``finished``, those detached for migration to ``detached``; the driver drains both.
+
+Token times: every decode iteration's end time is logged (``decode_end_times_s``); a request's
+``spans`` say which decode iterations it took part in, so :meth:`ServingInstance.token_times_s`
+recovers each of its tokens' times and :func:`schedgym.serving.metrics.tbt_samples` the
+time-between-tokens distribution, without a per-token Python loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, bisect_right
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from schedgym.costmodels.inference import InferenceCostModel
+from schedgym.serving.kv_cache import KVCache
+from schedgym.serving.request import DECODE, DETACHED, FINISHED, PREFILL, WAITING, Request
+from schedgym.serving.schedulers import DEFAULT_MAX_BATCH_TOKENS, BatchPlan, BatchScheduler
+
+INF = float("inf")
+# Segment kinds.
+_IDLE, _DECODE_RUN, _SINGLE = 0, 1, 2
+# Below this many iterations a scalar loop beats numpy's call overhead.
+_VECTOR_MIN_ITERATIONS = 12
+
+
+class DecodeTimer:
+    """Iteration times of decode-only batches, vectorised over consecutive iterations.
+
+    Mirrors :meth:`InferenceCostModel.time_from_summary_s` for ``prefill_chunks=()`` (a test
+    checks they agree to 1e-12), using the model's folded constants.
+    """
+
+    def __init__(self, cost_model: InferenceCostModel) -> None:
+        cm = cost_model
+        self.cost_model = cm
+        self._layers = cm._layers
+        self._d_seq_s = cm._d_seq_s
+        self._d_key_s = cm._d_key_s
+        self._d_cta_s = cm._d_cta_s
+        self._d_crit_key_s = cm._d_crit_key_s
+        self._d_sharp = cm._d_sharp
+        self._d_floor_s = cm._d_floor_s
+        self._cpu_fixed_s = cm._cpu_fixed_s
+        self._cpu_sequence_s = cm._cpu_sequence_s
+        self._overlap = cm._overlap
+
+    def times_s(self, num_decodes: int, first_sum_kv: int, iterations: int) -> np.ndarray:
+        """``(iterations,)`` durations (s) of decode-only iterations with ``num_decodes``
+        sequences whose KV sum is ``first_sum_kv`` in the first and grows by ``num_decodes``."""
+        n = num_decodes
+        if iterations < _VECTOR_MIN_ITERATIONS:
+            f = self.cost_model.time_from_summary_s
+            return np.array([f(n, first_sum_kv + n * i) for i in range(iterations)])
+        cm = self.cost_model
+        base = cm._token_time_s(n) + cm._lm_time_s(n)
+        kv = first_sum_kv + n * np.arange(iterations, dtype=np.float64)
+        spread = self._d_seq_s * n + self._d_key_s * kv
+        critical = self._d_cta_s + self._d_crit_key_s * kv / n
+        gpu = base + self._layers * (_soft_max(spread, critical, self._d_sharp) + self._d_floor_s)
+        cpu = self._cpu_fixed_s + self._cpu_sequence_s * n
+        if cpu <= 0.0:
+            return gpu
+        return _soft_max(gpu, np.full_like(gpu, cpu), self._overlap)
+
+
+def _soft_max(first: np.ndarray, second: np.ndarray, sharpness: float) -> np.ndarray:
+    top = np.maximum(first, second)
+    safe = np.where(top > 0.0, top, 1.0)
+    value = top * ((first / safe) ** sharpness + (second / safe) ** sharpness) ** (1.0 / sharpness)
+    return np.where(top > 0.0, value, 0.0)
+
+
+class ServingInstance:
+    """A continuous-batching engine on one GPU (or one tensor-parallel group).
+
+    Args:
+        instance_id: index in the cluster.
+        cost_model: iteration-time model of the (model, GPU, tp) served.
+        kv: the instance's KV cache (capacity from the cost model's memory model).
+        scheduler: the batch-composition policy.
+        max_num_seqs: most requests running at once (vLLM's default 256).
+        max_batch_tokens: most prefill tokens per iteration for whole-prompt schedulers.
+        watermark_blocks: blocks admission leaves free for decodes (vLLM keeps 1%).
+        fast_forward: run decode-only stretches as one segment (exact; False runs one
+            iteration per event, for drivers that decide per iteration).
+        max_segment_iterations: longest segment, bounding the arrays computed at once.
+        priority_first: queue high-priority requests ahead of normal ones, and preempt normal
+            ones first (Llumnix' instance-level priorities).
+    """
+
+    def __init__(
+        self,
+        instance_id: int,
+        cost_model: InferenceCostModel,
+        kv: KVCache,
+        scheduler: BatchScheduler,
+        *,
+        max_num_seqs: int = 256,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        watermark_blocks: int | None = None,
+        fast_forward: bool = True,
+        max_segment_iterations: int = 2048,
+        priority_first: bool = False,
+    ) -> None:
+        self.instance_id = instance_id
+        self.cost_model = cost_model
+        self.timer = DecodeTimer(cost_model)
+        self.kv = kv
+        self.block_tokens = kv.block_tokens
+        self.scheduler = scheduler
+        self.max_num_seqs = max_num_seqs
+        self.max_batch_tokens = max_batch_tokens
+        self.watermark_blocks = (
+            -(-kv.capacity_blocks // 100) if watermark_blocks is None else watermark_blocks
+        )
+        self.fast_forward = fast_forward
+        self.max_segment_iterations = max_segment_iterations
+        self.priority_first = priority_first
+        # Queues.
+        self.waiting: deque[Request] = deque()
+        self.waiting_prefill_tokens = 0  # sum of remaining_prefill over waiting and prefilling
+        self.waiting_blocks = 0  # blocks the waiting requests' prefills need
+        self.prefilling: list[Request] = []
+        self.decoding: dict[int, Request] = {}  # request id -> request, in join order
+        self.incoming: list[Request] = []  # migrated in; join the decodes at the next boundary
+        self.detach_requests: list[Request] = []  # leave at the next boundary (migration)
+        self.finished: list[Request] = []  # drained by the driver
+        self.detached: list[Request] = []  # drained by the driver
+        # Decode batch aggregates (see module docstring).
+        self.num_decoding = 0
+        self.decode_index = 0  # E: decode iterations run so far
+        self.sum_kv_offset = 0  # sum over decodes of (kv - E)
+        self.phase_count = [0] * self.block_tokens  # decodes by (kv - E) mod block_tokens
+        self._finish_heap: list[tuple[int, int, int, Request]] = []
+        self._heap_seq = 0
+        self._prealloc_blocks = 0  # blocks already taken for the decode iteration at E
+        self._joiners: list[Request] = []  # joined since the last decode iteration
+        # Segment in flight.
+        self._kind = _IDLE
+        self._seg_start_s = 0.0
+        self._seg_ends: Any = []  # absolute end times (s), list or ndarray
+        self._seg_len = 0
+        self._seg_applied = 0
+        self._seg_plan: BatchPlan | None = None
+        self.next_event_s = INF
+        self.now_s = 0.0  # state is materialised up to here
+        # Logs and counters.
+        self._decode_end_chunks: list[np.ndarray] = []
+        self._tbt_meta: list[tuple[int, int, int]] = []  # (iterations, decodes, first weight)
+        self.tbt_individual_s: list[float] = []  # gaps of requests resuming a decode stream
+        self.last_decode_end_s = float("nan")
+        self.num_iterations = 0
+        self.busy_time_s = 0.0
+        self.last_iteration_s = 0.0
+        self.preemptions = 0
+        self.tokens_generated = 0
+        self.prefill_tokens_computed = 0
+
+    # ----------------------------------------------------------------- request views
+    def generated(self, request: Request) -> int:
+        """Output tokens ``request`` has produced so far (state materialised at ``now_s``)."""
+        if request.state == DECODE and request.instance == self.instance_id:
+            return request.gen_offset + self.decode_index
+        return request.generated
+
+    def kv_tokens(self, request: Request) -> int:
+        """Tokens of KV ``request`` holds (0 while waiting)."""
+        if request.state == DECODE or request.state == DETACHED:
+            return request.prompt_tokens + self.generated(request) - 1
+        if request.state == PREFILL:
+            return request.prefilled
+        return 0
+
+    def held_blocks(self, request: Request) -> int:
+        """Private KV blocks ``request`` holds on this instance (shared prefix blocks excluded)."""
+        shared = request.shared_prefix_tokens // self.block_tokens
+        if request.state == PREFILL:
+            return -(-request.prefill_target // self.block_tokens) - shared
+        if request.state == DECODE or request.state == DETACHED:
+            kv = request.prompt_tokens + self.generated(request) - 1
+            return -(-kv // self.block_tokens) - shared
+        return 0
+
+    def num_running(self) -> int:
+        """Requests holding KV here: decoding and prefilling (not waiting)."""
+        return self.num_decoding + len(self.prefilling)
+
+    def num_outstanding(self) -> int:
+        """Requests on this instance: waiting, prefilling, decoding, or about to join."""
+        return len(self.waiting) + len(self.prefilling) + self.num_decoding + len(self.incoming)
+
+    def sum_decode_kv_tokens(self) -> int:
+        """Total KV tokens of the decoding requests."""
+        return self.sum_kv_offset + self.num_decoding * self.decode_index
+
+    @property
+    def free_blocks(self) -> int:
+        return self.kv.capacity_blocks - self.kv.used_blocks
+
+    @property
+    def busy(self) -> bool:
+        return self._kind != _IDLE
+
+    # ----------------------------------------------------------------- driver API
+    def add_request(self, request: Request, now_s: float) -> None:
+        """Queue a newly dispatched request; it can join at the next iteration boundary."""
+        request.instance = self.instance_id
+        self._enqueue(request, front=False)
+        self._poke(now_s)
+
+    def attach(self, request: Request, now_s: float) -> None:
+        """Receive a migrated decoding request whose KV blocks this instance already counts."""
+        request.instance = self.instance_id
+        request.state = DETACHED
+        self.incoming.append(request)
+        self._poke(now_s)
+
+    def request_detach(self, request: Request, now_s: float) -> None:
+        """Take ``request`` out of the decode batch at the next iteration boundary (the last
+        stage of a live migration); it then appears in ``detached`` with its KV still held."""
+        self.sync(now_s)
+        self.detach_requests.append(request)
+        self._cut_after(now_s)
+
+    def release_detached(self, request: Request, now_s: float) -> None:
+        """Free a detached request's blocks here (its KV now lives on the destination)."""
+        self.kv.release(self.held_blocks(request))
+        self._poke_if_idle(now_s)
+
+    def reattach(self, request: Request, now_s: float) -> None:
+        """An aborted migration's detached request rejoins this instance's decodes."""
+        self.incoming.append(request)
+        self._poke(now_s)
+
+    def reserve_blocks(self, blocks: int, now_s: float) -> bool:
+        """Reserve ``blocks`` for an incoming migration (no preemption); False if short.
+
+        Blocks the decode segment in flight will still take count as taken, so the segment
+        stays valid."""
+        self.sync(now_s)
+        if blocks > self.uncommitted_free_blocks():
+            return False
+        return self.kv.allocate(blocks)
+
+    def uncommitted_free_blocks(self) -> int:
+        """Free blocks minus those the running decode segment will take before it ends."""
+        free = self.kv.capacity_blocks - self.kv.used_blocks
+        if self._kind == _DECODE_RUN:
+            remaining = self._seg_len - self._seg_applied
+            if remaining:
+                free -= self._new_blocks(self.decode_index, remaining)
+                if self._prealloc_blocks > 0:
+                    free += self._prealloc_blocks
+        return free
+
+    def release_reserved(self, blocks: int, now_s: float) -> None:
+        """Give back reserved blocks (an aborted migration, or the unused margin)."""
+        if blocks:
+            self.kv.release(blocks)
+            self._poke_if_idle(now_s)
+
+    def sync(self, now_s: float) -> None:
+        """Apply every iteration of the running segment that has completed by ``now_s``."""
+        if self._kind == _DECODE_RUN:
+            done = bisect_right(self._seg_ends, now_s, self._seg_applied, self._seg_len)
+            if done > self._seg_applied:
+                self._apply_decodes(done - self._seg_applied)
+
+    def on_event(self, now_s: float) -> None:
+        """The segment in flight ends at ``now_s`` (== ``next_event_s``): apply it, handle
+        completions, detaches and arrivals, and start the next iteration(s)."""
+        if self._kind == _DECODE_RUN:
+            remaining = self._seg_len - self._seg_applied
+            if remaining:
+                self._apply_decodes(remaining)
+        elif self._kind == _SINGLE:
+            self._apply_single()
+        self._kind = _IDLE
+        self.next_event_s = INF
+        self.now_s = now_s
+        self._boundary_and_start()
+
+    # ----------------------------------------------------------------- scheduler API
+    def prepare_decode(self) -> bool:
+        """Make room for one more token of KV for every decode, preempting the newest running
+        request while blocks are short; True if any decode can run."""
+        if self.num_decoding == 0:
+            return False
+        if self._prealloc_blocks:
+            return True
+        kv = self.kv
+        need = self.phase_count[(-self.decode_index) % self.block_tokens]
+        while not kv.allocate(need):
+            victim = self._newest_running()
+            if victim is None:
+                return False
+            self.preempt(victim)
+            if self.num_decoding == 0:
+                return False
+            need = self.phase_count[(-self.decode_index) % self.block_tokens]
+        self._prealloc_blocks = need if need else -1  # -1: checked, nothing to take
+        return True
+
+    def admission_blocks(self, request: Request) -> int:
+        """Blocks admitting ``request`` takes now (its prefill's KV, minus cached prefix)."""
+        blocks = -(-request.prefill_target // self.block_tokens)
+        prefix = self.kv.prefix
+        if prefix is not None and request.prefix_path:
+            shared_tokens = sum(tokens for _, tokens in request.prefix_path)
+            blocks -= shared_tokens // self.block_tokens
+            blocks += prefix.new_blocks_for(request.prefix_path)
+        return blocks
+
+    def can_admit(self) -> bool:
+        """Whether the head of the queue can be admitted now (blocks, watermark, seat)."""
+        if not self.waiting or self.num_running() >= self.max_num_seqs:
+            return False
+        need = self.admission_blocks(self.waiting[0]) + self.watermark_blocks
+        return need <= self.kv.available_blocks()
+
+    def admit_next(self) -> Request:
+        """Admit the head of the queue: allocate its blocks and start its prefill."""
+        request = self.waiting.popleft()
+        blocks = self.admission_blocks(request)
+        self.waiting_blocks -= -(-request.prefill_target // self.block_tokens)
+        ok = self.kv.allocate(blocks)
+        if not ok:  # pragma: no cover - schedulers call can_admit first
+            raise AssertionError("admit_next without room; call can_admit first")
+        prefix = self.kv.prefix
+        if prefix is not None and request.prefix_path:
+            cached, _ = prefix.acquire(request.prefix_path, self.now_s)
+            request.shared_prefix_tokens = sum(tokens for _, tokens in request.prefix_path)
+            # At least the last token is computed, to produce the next one.
+            skipped = min(cached, request.prefill_target - 1)
+            request.prefilled = skipped
+            self.waiting_prefill_tokens -= skipped
+        request.state = PREFILL
+        if request.admitted_s != request.admitted_s:  # nan: first admission
+            request.admitted_s = self.now_s
+        self.prefilling.append(request)
+        return request
+
+    def preempt(self, request: Request) -> None:
+        """Preempt by recompute: free ``request``'s KV and put it back at the queue's front."""
+        if request.state == DECODE:
+            self._leave_decode(request)
+        elif request.state == PREFILL:
+            self.prefilling.remove(request)
+            self.waiting_prefill_tokens -= request.remaining_prefill
+        else:
+            raise AssertionError(f"cannot preempt {request!r}")
+        self.kv.release(self.held_blocks_after_leave(request))
+        self._release_prefix(request)
+        request.prefill_target = request.prompt_tokens + request.generated
+        request.prefilled = 0
+        request.num_preemptions += 1
+        self.preemptions += 1
+        self._enqueue(request, front=True)
+
+    def held_blocks_after_leave(self, request: Request) -> int:
+        """Private blocks of a request that has just left the decode batch or prefill list."""
+        shared = request.shared_prefix_tokens // self.block_tokens
+        if request.state == PREFILL:
+            return -(-request.prefill_target // self.block_tokens) - shared
+        kv = request.prompt_tokens + request.generated - 1
+        return -(-kv // self.block_tokens) - shared
+
+    # ----------------------------------------------------------------- token times
+    def decode_end_times_s(self) -> np.ndarray:
+        """End time (s) of every decode-bearing iteration so far, in order."""
+        if len(self._decode_end_chunks) > 1:
+            self._decode_end_chunks = [np.concatenate(self._decode_end_chunks)]
+        return self._decode_end_chunks[0] if self._decode_end_chunks else np.zeros(0)
+
+    def tbt_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(gaps_s, counts)``: for each decode iteration, the gap since the previous decode
+        iteration and how many requests emitted a token in both (a weighted TBT sample)."""
+        ends = self.decode_end_times_s()
+        if ends.size == 0:
+            return np.zeros(0), np.zeros(0, np.int64)
+        meta = np.array(self._tbt_meta, np.int64).reshape(-1, 3)
+        counts = np.repeat(meta[:, 1], meta[:, 0])
+        firsts = np.concatenate(([0], np.cumsum(meta[:, 0])[:-1]))
+        counts[firsts] = meta[:, 2]
+        gaps = np.diff(ends, prepend=ends[0])
+        counts[0] = 0  # nothing before the first decode iteration
+        return gaps, counts
+
+    # ----------------------------------------------------------------- internals
+    def _enqueue(self, request: Request, front: bool) -> None:
+        request.state = WAITING
+        self.waiting_prefill_tokens += request.remaining_prefill
+        self.waiting_blocks += -(-request.prefill_target // self.block_tokens)
+        waiting = self.waiting
+        if self.priority_first and waiting:
+            # High-priority requests go ahead of every normal one; FCFS within a class.
+            if front:
+                index = 0
+                if request.priority == 0:
+                    while index < len(waiting) and waiting[index].priority > 0:
+                        index += 1
+            else:
+                index = len(waiting)
+                while index > 0 and waiting[index - 1].priority < request.priority:
+                    index -= 1
+            waiting.insert(index, request)
+        elif front:
+            waiting.appendleft(request)
+        else:
+            waiting.append(request)
+
+    def _release_prefix(self, request: Request) -> None:
+        prefix = self.kv.prefix
+        if prefix is not None and request.shared_prefix_tokens:
+            prefix.release(request.prefix_path, self.now_s)
+            request.shared_prefix_tokens = 0
+
+    def _newest_running(self) -> Request | None:
+        """The preemption victim: lowest priority class, then the latest arrival (vLLM's FCFS
+        order preempts from the back)."""
+        best: Request | None = None
+        best_key = (0, 0.0, 0)
+        for pool in (self.decoding.values(), self.prefilling):
+            for request in pool:
+                key = (request.priority, -request.arrival_s, -request.request_id)
+                if best is None or key < best_key:
+                    best, best_key = request, key
+        return best
+
+    def _poke(self, now_s: float) -> None:
+        if self._kind == _IDLE:
+            self.now_s = max(self.now_s, now_s)
+            self._boundary_and_start()
+        else:
+            self._cut_after(now_s)
+
+    def _poke_if_idle(self, now_s: float) -> None:
+        if self._kind == _IDLE:
+            self.now_s = max(self.now_s, now_s)
+            self._boundary_and_start()
+
+    def _cut_after(self, now_s: float) -> None:
+        """End the running segment with the iteration in flight at ``now_s``."""
+        if self._kind != _DECODE_RUN:
+            return
+        index = bisect_left(self._seg_ends, now_s, self._seg_applied, self._seg_len)
+        if index < self._seg_len - 1:
+            self._seg_len = index + 1
+            self.next_event_s = float(self._seg_ends[index])
+
+    def _join_decode(self, request: Request) -> None:
+        request.state = DECODE
+        e = self.decode_index
+        request.gen_offset = request.generated - e
+        request.join_decode_index = e
+        offset = request.prompt_tokens - 1 + request.gen_offset
+        self.phase_count[offset % self.block_tokens] += 1
+        self.sum_kv_offset += offset
+        self.num_decoding += 1
+        self.decoding[request.request_id] = request
+        finish_index = e + request.output_tokens - request.generated
+        self._heap_seq += 1
+        heapq.heappush(self._finish_heap, (finish_index, self._heap_seq, request.version, request))
+        self._joiners.append(request)
+
+    def _leave_decode(self, request: Request) -> None:
+        e = self.decode_index
+        request.generated = request.gen_offset + e
+        if e > request.join_decode_index:
+            request.spans.append((self.instance_id, request.join_decode_index, e))
+            request.last_token_s = self.last_decode_end_s
+        offset = request.prompt_tokens - 1 + request.gen_offset
+        self.phase_count[offset % self.block_tokens] -= 1
+        self.sum_kv_offset -= offset
+        self.num_decoding -= 1
+        del self.decoding[request.request_id]
+        request.version += 1
+        if self._joiners and request in self._joiners:
+            self._joiners.remove(request)
+        if self._prealloc_blocks > 0:
+            # The blocks taken for the next decode iteration included this request's block, if
+            # it needed one; drop the pre-allocation, prepare_decode recomputes it.
+            self.kv.release(self._prealloc_blocks)
+        self._prealloc_blocks = 0
+
+    def _new_blocks(self, e: int, iterations: int) -> int:
+        """Blocks the decode batch takes over decode iterations ``e .. e + iterations - 1``."""
+        full, rest = divmod(iterations, self.block_tokens)
+        total = full * self.num_decoding
+        phase = self.phase_count
+        size = self.block_tokens
+        for i in range(rest):
+            total += phase[(-(e + i)) % size]
+        return total
+
+    def _iterations_with_memory(self, cap: int) -> int:
+        """How many decode iterations from ``E`` fit in the free blocks (the first is already
+        pre-allocated), at most ``cap``."""
+        n = self.num_decoding
+        free = self.kv.capacity_blocks - self.kv.used_blocks
+        cycles = free // n
+        k = 1 + self.block_tokens * cycles
+        if k >= cap:
+            return cap
+        free -= cycles * n
+        first = self.decode_index + 1
+        phase = self.phase_count
+        size = self.block_tokens
+        for i in range(size):
+            need = phase[(-(first + i)) % size]
+            if need > free:
+                break
+            free -= need
+            k += 1
+        return min(k, cap)
+
+    def _boundary_and_start(self) -> None:
+        """At an iteration boundary: completions, detaches, joins; then plan and start."""
+        heap = self._finish_heap
+        e = self.decode_index
+        while heap and heap[0][0] <= e:
+            _, _, version, request = heapq.heappop(heap)
+            if version != request.version or request.state != DECODE:
+                continue
+            self._leave_decode(request)
+            self._finish(request)
+        if self.detach_requests:
+            for request in self.detach_requests:
+                if request.state == DECODE and request.instance == self.instance_id:
+                    self._leave_decode(request)
+                    request.state = DETACHED
+                    self.detached.append(request)
+            self.detach_requests.clear()
+        if self.incoming:
+            for request in self.incoming:
+                self._join_decode(request)
+            self.incoming.clear()
+        self._start()
+
+    def _finish(self, request: Request) -> None:
+        self.kv.release(self.held_blocks_after_leave(request))
+        self._release_prefix(request)
+        request.state = FINISHED
+        request.finish_s = request.last_token_s
+        self.finished.append(request)
+
+    def _start(self) -> None:
+        if not self.waiting and not self.num_decoding and not self.prefilling:
+            self._kind = _IDLE
+            self.next_event_s = INF
+            return
+        plan = self.scheduler.plan(self)
+        now = self.now_s
+        if plan.empty:
+            if self._prealloc_blocks > 0:
+                self.kv.release(self._prealloc_blocks)
+            self._prealloc_blocks = 0
+            self._kind = _IDLE
+            self.next_event_s = INF
+            return
+        n = self.num_decoding if plan.decode else 0
+        if not plan.prefills and self.fast_forward:
+            heap = self._finish_heap
+            while heap[0][2] != heap[0][3].version or heap[0][3].state != DECODE:
+                heapq.heappop(heap)
+            until_completion = heap[0][0] - self.decode_index
+            k = self._iterations_with_memory(min(until_completion, self.max_segment_iterations))
+            first_kv = self.sum_kv_offset + n * self.decode_index + n
+            times = self.timer.times_s(n, first_kv, k)
+            ends = np.cumsum(times)
+            ends += now
+            self._kind = _DECODE_RUN
+            self._seg_ends = ends
+            self._seg_len = k
+        else:
+            chunks = [(chunk, request.prefilled) for request, chunk in plan.prefills]
+            sum_kv = self.sum_kv_offset + n * self.decode_index + n if n else 0
+            duration = self.cost_model.time_from_summary_s(n, sum_kv, chunks)
+            self._kind = _SINGLE
+            self._seg_plan = plan
+            self._seg_ends = np.array([now + duration])
+            self._seg_len = 1
+        self._seg_start_s = now
+        self._seg_applied = 0
+        self.next_event_s = float(self._seg_ends[self._seg_len - 1])
+
+    def _apply_decodes(self, count: int) -> None:
+        """Apply ``count`` decode iterations of the running segment (or of a single one)."""
+        start = self._seg_applied
+        ends = self._seg_ends[start : start + count]
+        e = self.decode_index
+        n = self.num_decoding
+        new = self._new_blocks(e, count)
+        if self._prealloc_blocks > 0:
+            new -= self._prealloc_blocks
+        self._prealloc_blocks = 0
+        kv = self.kv
+        kv.used_blocks += new
+        if kv.used_blocks > kv.peak_used_blocks:
+            kv.peak_used_blocks = kv.used_blocks
+        first_end = float(ends[0])
+        joiners = self._joiners
+        self._decode_end_chunks.append(ends)
+        self._tbt_meta.append((count, n, n - len(joiners)))
+        if joiners:
+            for request in joiners:
+                self.tbt_individual_s.append(first_end - request.last_token_s)
+            joiners.clear()
+        last_end = float(ends[-1])
+        previous = self._seg_ends[start - 1] if start else self._seg_start_s
+        self.last_iteration_s = last_end - float(ends[-2] if count > 1 else previous)
+        self.busy_time_s += last_end - float(previous)
+        self.last_decode_end_s = last_end
+        self.decode_index = e + count
+        self._seg_applied = start + count
+        self.now_s = last_end
+        self.num_iterations += count
+        self.tokens_generated += n * count
+
+    def _apply_single(self) -> None:
+        plan = self._seg_plan
+        assert plan is not None
+        end = float(self._seg_ends[0])
+        if plan.decode and self.num_decoding:
+            self._apply_decodes(1)
+        else:
+            self.busy_time_s += end - self._seg_start_s
+            self.last_iteration_s = end - self._seg_start_s
+            self.now_s = end
+            self.num_iterations += 1
+            self._seg_applied = 1
+        self._seg_plan = None
+        for request, chunk in plan.prefills:
+            if request.state != PREFILL or request.instance != self.instance_id:
+                continue
+            request.prefilled += chunk
+            self.waiting_prefill_tokens -= chunk
+            self.prefill_tokens_computed += chunk
+            if request.prefilled < request.prefill_target:
+                continue
+            self.prefilling.remove(request)
+            if request.generated:  # a recompute: the gap since its last token is a TBT sample
+                self.tbt_individual_s.append(end - request.last_token_s)
+            request.generated += 1
+            self.tokens_generated += 1
+            request.prefill_emit_s.append(end)
+            if request.first_token_s != request.first_token_s:
+                request.first_token_s = end
+            request.last_token_s = end
+            if request.generated >= request.output_tokens:
+                request.state = DECODE  # for the block count of a just-finished request
+                self._finish(request)
+            else:
+                self._join_decode(request)
+
+    def token_times_s(self, request: Request, instances: list[ServingInstance]) -> np.ndarray:
+        """Every output token's time (s) of ``request``, from its spans over ``instances``."""
+        parts = [np.array(request.prefill_emit_s)]
+        for instance_id, first, end in request.spans:
+            parts.append(instances[instance_id].decode_end_times_s()[first:end])
+        return np.sort(np.concatenate(parts))

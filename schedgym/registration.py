@@ -35,6 +35,12 @@ ENVS: tuple[EnvEntry, ...] = (
         "schedgym.baselines.soc",
         smoke_preset="tiny",
     ),
+    EnvEntry(
+        "schedgym/MeshAssign-v0",
+        "schedgym.envs.mesh.env:MeshAssignEnv",
+        "schedgym.baselines.mesh",
+        smoke_preset="tiny",
+    ),
 )
 
 

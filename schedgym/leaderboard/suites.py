@@ -49,9 +49,14 @@ SUITES: dict[str, Suite] = {
             Scenario("schedgym/SoCDAG-v0", "light", "light"),
             Scenario("schedgym/SoCDAG-v0", "medium", "medium"),
             Scenario("schedgym/SoCDAG-v0", "heavy", "heavy"),
+            Scenario("schedgym/MeshAssign-v0", "long-tail-heavy", "long-tail-heavy"),
+            Scenario("schedgym/MeshAssign-v0", "uniform-short", "uniform-short"),
         ),
         seeds=(1000, 1001),
-        ranking_metric={"schedgym/SoCDAG-v0": ("mean_job_latency_us", True)},
+        ranking_metric={
+            "schedgym/SoCDAG-v0": ("mean_job_latency_us", True),
+            "schedgym/MeshAssign-v0": ("step_time_s", True),
+        },
     ),
 }
 

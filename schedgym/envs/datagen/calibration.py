@@ -1,0 +1,240 @@
+"""Measure the local machine's solver and training-step times into a cost table.
+
+``schedgym calibrate --env OnlineDataGen-v0 [--out FILE]`` calls :func:`calibrate_env`; the table
+it writes can be given to the environment as ``cost_table=FILE``. Times are the median of several
+timed repetitions (robust to a busy machine), measured on whatever BLAS threading the process has;
+set ``OPENBLAS_NUM_THREADS=1`` (or ``OMP_NUM_THREADS=1``) before starting Python to measure one
+core, which is what the environment's cost model assumes (it applies its own multi-core speedup).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schedgym.core.errors import ConfigError
+from schedgym.envs.datagen.costs import TABLE_FORMAT
+from schedgym.envs.datagen.solver import advance
+from schedgym.envs.datagen.surrogate import MLPSurrogate, training_flops
+
+DEFAULT_GRID_SIZES = (8, 16, 24, 32, 48, 64, 96)
+# (batch_size, hidden_width, num_hidden_layers, grid_size): spans the presets and beyond.
+DEFAULT_TRAINING_POINTS = (
+    (16, 16, 1, 8),
+    (32, 32, 2, 12),
+    (32, 64, 2, 16),
+    (64, 64, 2, 24),
+    (64, 128, 2, 32),
+    (128, 128, 2, 32),
+    (64, 256, 3, 32),
+    (64, 128, 2, 48),
+)
+INPUT_DIM = 6
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _median_time_s(work: Callable[[], None], min_time_s: float, repeats: int = 5) -> float:
+    """Median over ``repeats`` chunks of the per-call time of ``work``; each chunk runs at least
+    ``min_time_s / repeats`` seconds."""
+    work()  # warm-up: allocations, BLAS initialisation
+    chunk_s = min_time_s / repeats
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            work()
+        elapsed = time.perf_counter() - start
+        if elapsed >= chunk_s or calls >= 1 << 20:
+            break
+        calls *= 2
+    samples = [elapsed / calls]
+    for _ in range(repeats - 1):
+        start = time.perf_counter()
+        for _ in range(calls):
+            work()
+        samples.append((time.perf_counter() - start) / calls)
+    return float(np.median(samples))
+
+
+def _relative_fit(features: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients ``c`` of ``y ~ features @ c`` minimising relative error.
+
+    Tries every subset of the columns (there are at most three) and keeps the best fit whose
+    coefficients are all non-negative: a tiny exact NNLS, so a cost never goes negative.
+    """
+    weighted = features / y[:, None]
+    target = np.ones_like(y)
+    best: tuple[float, np.ndarray] | None = None
+    columns = features.shape[1]
+    for subset in range(1, 1 << columns):
+        used = [c for c in range(columns) if subset >> c & 1]
+        coef, *_ = np.linalg.lstsq(weighted[:, used], target, rcond=None)
+        if (coef < 0.0).any():
+            continue
+        full = np.zeros(columns)
+        full[used] = coef
+        residual = float(np.sum((weighted @ full - target) ** 2))
+        if best is None or residual < best[0]:
+            best = (residual, full)
+    if best is None:
+        raise ConfigError("cost_table: no non-negative fit of the measured times")
+    return best[1]
+
+
+def measure_solver(grid_sizes: Sequence[int], min_time_s: float) -> dict[str, float]:
+    """Seconds per forward-Euler step of one simulation, per grid size."""
+    out: dict[str, float] = {}
+    substeps = 10
+    for n in grid_sizes:
+        fields = np.full((1, n, n), 300.0)
+        fields[:, 0, :] = 500.0
+
+        def work(f: np.ndarray = fields) -> None:
+            advance(f, 0.2, substeps)
+
+        per_call = _median_time_s(work, min_time_s)
+        out[str(n)] = per_call / substeps
+    return out
+
+
+def measure_training(
+    points: Sequence[tuple[int, int, int, int]], min_time_s: float
+) -> list[dict[str, Any]]:
+    """Seconds per training step on this process's threads, per (batch, MLP size) point."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch_size, hidden_width, num_hidden_layers, grid_size in points:
+        output_dim = grid_size * grid_size
+        model = MLPSurrogate(INPUT_DIM, output_dim, hidden_width, num_hidden_layers, 1e-3, rng)
+        inputs = rng.uniform(-1, 1, (batch_size, INPUT_DIM)).astype(np.float32)
+        targets = rng.uniform(0, 1, (batch_size, output_dim)).astype(np.float32)
+
+        def step(m: MLPSurrogate = model, x: np.ndarray = inputs, y: np.ndarray = targets) -> None:
+            m.train_step(x, y)
+
+        step_s = _median_time_s(step, min_time_s)
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "hidden_width": hidden_width,
+                "num_hidden_layers": num_hidden_layers,
+                "output_dim": output_dim,
+                "num_params": model.num_params,
+                "flops": training_flops(batch_size, model.num_params),
+                "step_s": step_s,
+            }
+        )
+    return rows
+
+
+def measure_cost_table(
+    out_path: str | Path,
+    grid_sizes: Sequence[int] = DEFAULT_GRID_SIZES,
+    training_points: Sequence[tuple[int, int, int, int]] = DEFAULT_TRAINING_POINTS,
+    min_time_s: float = 0.25,
+) -> Path:
+    """Measure this machine and write a cost table to ``out_path``; return the path.
+
+    Args:
+        out_path: where the JSON table goes (parent folders are created).
+        grid_sizes: grid sizes whose solver step is timed (at least two distinct).
+        training_points: ``(batch_size, hidden_width, num_hidden_layers, grid_size)`` points
+            whose training step is timed (at least two distinct sizes).
+        min_time_s: timing effort per point, seconds.
+    """
+    if len(set(grid_sizes)) < 2:
+        raise ConfigError(f"grid_sizes: need at least two distinct sizes, got {list(grid_sizes)}")
+    if len(set(training_points)) < 2:
+        raise ConfigError("training_points: need at least two distinct points")
+    solver = measure_solver(grid_sizes, min_time_s)
+    cells = np.array([float(n) ** 2 for n in grid_sizes])
+    substep = np.array([solver[str(n)] for n in grid_sizes])
+    solver_features = np.stack([np.ones_like(cells), cells], axis=1)
+    solver_intercept, per_cell = _relative_fit(solver_features, substep)
+    training = measure_training(training_points, min_time_s)
+    flops = np.array([row["flops"] for row in training])
+    step = np.array([row["step_s"] for row in training])
+    params = np.array([float(row["num_params"]) for row in training])
+    train_features = np.stack([np.ones_like(flops), flops, params], axis=1)
+    train_intercept, per_flop, per_param = _relative_fit(train_features, step)
+    solver_err = np.abs(solver_intercept + per_cell * cells - substep) / substep
+    train_err = np.abs(train_features @ [train_intercept, per_flop, per_param] - step) / step
+    table = {
+        "format": TABLE_FORMAT,
+        "cpu": cpu_name(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "threads_env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+        "measured_at_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "solver_substep_s": solver,
+        "solver_fit": {
+            "intercept_s": solver_intercept,
+            "per_cell_s": per_cell,
+            "max_relative_error": float(solver_err.max()),
+        },
+        "training_points": training,
+        "training_fit": {
+            "intercept_s": train_intercept,
+            "per_flop_s": per_flop,
+            "per_param_s": per_param,
+            "max_relative_error": float(train_err.max()),
+        },
+    }
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    return path
+
+
+DEFAULT_OUT = "onlinedatagen_cost_table.json"
+
+
+def calibrate_env(env_id: str, out: str | None) -> int:
+    """The ``schedgym calibrate --env OnlineDataGen-v0 [--out FILE]`` handler; returns 0.
+
+    Writes the table to ``out`` (default ``./onlinedatagen_cost_table.json``) and prints how to
+    use it.
+    """
+    from schedgym.core.policy import env_family
+
+    if env_family(env_id) != "OnlineDataGen":
+        raise ConfigError(f"env: calibration of {env_id!r} is not handled here")
+    path = measure_cost_table(out or DEFAULT_OUT)
+    table = json.loads(path.read_text())
+    print(f"measured on {table['cpu']} (threads env {table['threads_env']})")
+    for n, seconds in table["solver_substep_s"].items():
+        print(f"  solver {n}x{n}: {seconds * 1e6:8.2f} us per forward-Euler step")
+    for row in table["training_points"]:
+        print(
+            f"  train batch {row['batch_size']:>4} params {row['num_params']:>8}: "
+            f"{row['step_s'] * 1e3:8.3f} ms per step"
+        )
+    print(
+        f"fit max relative error: solver {table['solver_fit']['max_relative_error']:.1%}, "
+        f"training {table['training_fit']['max_relative_error']:.1%}"
+    )
+    print(f"wrote {path}; use it with cost_table={str(path)!r}")
+    return 0

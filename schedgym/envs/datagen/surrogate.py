@@ -1,0 +1,132 @@
+"""The deep surrogate: an MLP from (5 parameters, t) to the flattened field, trained by Adam.
+
+Plain numpy in float32, so that the environment needs no torch and a step is a handful of BLAS
+calls: at the default size (6 -> 128 -> 128 -> 1024, batch 64) numpy on one core is as fast as
+torch's CPU path, whose per-call overhead dominates at this size. Everything is deterministic given
+the generator that initialises the weights (BLAS results can differ in the last bits between CPU
+kernels, so bit-for-bit replay is guaranteed on one machine, the clock everywhere).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+# Adam's constants (Kingma & Ba 2015 defaults).
+BETA1 = 0.9
+BETA2 = 0.999
+EPSILON = 1e-8
+
+
+class MLPSurrogate:
+    """ReLU MLP with a linear output layer, trained on mean squared error by Adam.
+
+    Args:
+        input_dim: inputs per sample (6: five parameters and t, each scaled to [-1, 1]).
+        output_dim: outputs per sample (the flattened field).
+        hidden_width: units per hidden layer.
+        num_hidden_layers: hidden layers.
+        learning_rate: Adam's step size.
+        rng: generator for the He-uniform initialisation.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        hidden_width: int,
+        num_hidden_layers: int,
+        learning_rate: float,
+        rng: np.random.Generator,
+    ) -> None:
+        widths = [input_dim] + [hidden_width] * num_hidden_layers + [output_dim]
+        self.weights: list[np.ndarray] = []  # (fan_in, fan_out) float32 each
+        self.biases: list[np.ndarray] = []  # (fan_out,) float32 each
+        for fan_in, fan_out in itertools.pairwise(widths):
+            bound = math.sqrt(6.0 / fan_in)
+            self.weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
+            self.biases.append(np.zeros(fan_out, np.float32))
+        # The output layer starts small so the first predictions sit near the output's mean.
+        self.weights[-1] *= np.float32(0.1)
+        self.learning_rate = learning_rate
+        self._first = [np.zeros_like(p) for p in self._params()]
+        self._second = [np.zeros_like(p) for p in self._params()]
+        self.steps = 0
+
+    def _params(self) -> list[np.ndarray]:
+        return [*self.weights, *self.biases]
+
+    @property
+    def num_params(self) -> int:
+        """Trainable scalars."""
+        return sum(p.size for p in self._params())
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """``(N, input_dim)`` -> ``(N, output_dim)`` float32."""
+        activation = np.asarray(inputs, np.float32)
+        last = len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            activation = activation @ weight + bias
+            if layer < last:
+                np.maximum(activation, 0.0, out=activation)
+        return activation
+
+    def per_sample_mse(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``(N,)`` mean squared error of each sample, without training."""
+        diff = self.predict(inputs) - targets
+        return np.einsum("ij,ij->i", diff, diff) / diff.shape[1]
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """One Adam step on the batch's mean squared error; returns the ``(B,)`` per-sample losses
+        before the update (the training loss Breed-like sampling reads)."""
+        activations = [np.asarray(inputs, np.float32)]
+        last = len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            out = activations[-1] @ weight + bias
+            if layer < last:
+                np.maximum(out, 0.0, out=out)
+            activations.append(out)
+        diff = activations[-1] - targets
+        per_sample = np.einsum("ij,ij->i", diff, diff) / diff.shape[1]
+        # d(mean over batch and outputs of diff^2) / d prediction
+        grad = diff * np.float32(2.0 / diff.size)
+        weight_grads: list[np.ndarray] = [np.empty(0, np.float32)] * len(self.weights)
+        bias_grads: list[np.ndarray] = [np.empty(0, np.float32)] * len(self.weights)
+        for layer in range(last, -1, -1):
+            weight_grads[layer] = activations[layer].T @ grad
+            bias_grads[layer] = grad.sum(axis=0)
+            if layer > 0:
+                grad = grad @ self.weights[layer].T
+                grad *= activations[layer] > 0
+        self._adam([*weight_grads, *bias_grads])
+        return per_sample.astype(np.float64)
+
+    def _adam(self, grads: list[np.ndarray]) -> None:
+        self.steps += 1
+        correction1 = 1.0 - BETA1**self.steps
+        correction2 = 1.0 - BETA2**self.steps
+        step_size = np.float32(self.learning_rate * math.sqrt(correction2) / correction1)
+        for param, grad, first, second in zip(
+            self._params(), grads, self._first, self._second, strict=True
+        ):
+            first *= np.float32(BETA1)
+            first += np.float32(1.0 - BETA1) * grad
+            second *= np.float32(BETA2)
+            second += np.float32(1.0 - BETA2) * grad * grad
+            param -= step_size * first / (np.sqrt(second) + np.float32(EPSILON))
+
+
+def training_flops(batch_size: int, num_params: int) -> float:
+    """Floating-point operations of one training step (forward 2, backward 4 per weight and
+    sample), the size variable of the training-step cost model."""
+    return 6.0 * batch_size * num_params
+
+
+def mlp_num_params(
+    input_dim: int, output_dim: int, hidden_width: int, num_hidden_layers: int
+) -> int:
+    """Trainable scalars of :class:`MLPSurrogate` with these sizes."""
+    widths = [input_dim] + [hidden_width] * num_hidden_layers + [output_dim]
+    return sum(a * b + b for a, b in itertools.pairwise(widths))

@@ -1,0 +1,97 @@
+"""OnlineDataGen-v0: episode wall time on one core, and the papers' effects at full scale.
+
+Run: ``python benchmarks/bench_datagen.py`` (speed: one default episode per baseline; target under
+30 s each on one core) or ``python benchmarks/bench_datagen.py --effect --seeds 3`` (mean metrics
+per baseline over seeds, and offline vs online at equal training steps).
+
+The script pins BLAS to one thread before numpy loads, unless the caller set the variables.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from schedgym.baselines import datagen as baselines  # noqa: E402
+from schedgym.core.rollout import run_episode  # noqa: E402
+from schedgym.envs.datagen.env import OnlineDataGenEnv  # noqa: E402
+
+POLICIES = {
+    "offline": baselines.OfflinePolicy,
+    "online-fifo": lambda: baselines.OnlinePolicy("fifo"),
+    "online-firo": lambda: baselines.OnlinePolicy("firo"),
+    "online-reservoir": lambda: baselines.OnlinePolicy("reservoir"),
+    "adaptive": baselines.AdaptivePolicy,
+}
+METRICS = ("val_mse", "val_p99_err", "val_mse_hard", "val_p99_err_hard")
+
+
+def val_mse_at_steps(history: list[dict[str, float]], steps: float) -> float:
+    """Validation MSE at ``steps`` training steps, log-interpolated along the learning curve."""
+    trained = np.array([row["training_steps"] for row in history])
+    log_mse = np.log([row["val_mse"] for row in history])
+    keep = np.concatenate([[True], np.diff(trained) > 0])
+    return float(np.exp(np.interp(steps, trained[keep], log_mse[keep])))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--effect", action="store_true", help="report the papers' effects")
+    args = parser.parse_args()
+    rows: dict[str, list[dict[str, float]]] = {}
+    histories: dict[str, list[list[dict[str, float]]]] = {}
+    print(f"preset {args.preset}, {args.seeds} seed(s), threads {os.environ['OMP_NUM_THREADS']}")
+    for name, factory in POLICIES.items():
+        for seed in range(args.seeds):
+            env = OnlineDataGenEnv(preset=args.preset)
+            result = run_episode(env, factory(), seed)
+            metrics = result.metrics
+            rows.setdefault(name, []).append(metrics)
+            assert env.simulator is not None
+            histories.setdefault(name, []).append(env.simulator.history)
+            print(
+                f"{name:>17} seed {seed}: {result.walltime_s:6.2f} s wall, {result.steps} "
+                f"decisions, {metrics['unique_simulations']} simulations, "
+                f"{metrics['training_steps']} training steps, val_mse {metrics['val_mse']:.3e}, "
+                f"p99 {metrics['val_p99_err']:.4f}"
+            )
+    if not args.effect:
+        return
+    print(f"\nmeans over {args.seeds} seed(s):")
+    print(f"{'policy':>17} " + " ".join(f"{m:>16}" for m in METRICS) + " simulations   steps")
+    for name, metrics_list in rows.items():
+        means = [np.mean([m[key] for m in metrics_list]) for key in METRICS]
+        sims = np.mean([m["unique_simulations"] for m in metrics_list])
+        steps = np.mean([m["training_steps"] for m in metrics_list])
+        print(
+            f"{name:>17} "
+            + " ".join(f"{v:>16.4e}" for v in means)
+            + f" {sims:>11.0f} {steps:>7.0f}"
+        )
+    print("\noffline vs online at equal training steps (val_mse, geometric mean over seeds):")
+    for online in ("online-firo", "online-reservoir", "adaptive"):
+        ratios = []
+        for offline_history, online_history in zip(
+            histories["offline"], histories[online], strict=True
+        ):
+            steps = min(offline_history[-1]["training_steps"], online_history[-1]["training_steps"])
+            ratios.append(
+                val_mse_at_steps(offline_history, steps) / val_mse_at_steps(online_history, steps)
+            )
+        print(f"  offline / {online}: {np.exp(np.mean(np.log(ratios))):.1f}x")
+    start = time.perf_counter()
+    OnlineDataGenEnv(preset=args.preset).reset(seed=0)
+    print(f"\nreset (validation set cached): {time.perf_counter() - start:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

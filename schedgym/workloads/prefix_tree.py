@@ -54,9 +54,13 @@ class PrefixTreeSpec:
         user_tokens_scale: factor on the sampled user-message lengths (rounded, at least 1):
             below 1 for workloads whose unique part is shorter than a ShareGPT prompt (batch
             classification, retrieval prompts), as in BatchLLM's prefix-heavy sets.
+        output_tokens_scale: the same for the sampled answer lengths (offline batch tasks such
+            as extraction or labelling answer briefly).
         max_prompt_tokens: a prompt (prefix included) is cut to this many tokens by shortening
             its own segment (the model's context window); at least one own token remains.
         max_output_tokens: output lengths are capped here.
+        max_total_tokens: if set, outputs are also cut so that prompt + output fits (the
+            context window); must exceed ``max_prompt_tokens``.
         align_tokens: shared segments and conversation turns are rounded up to a multiple of
             this (the KV block size), so that they are whole blocks.
     """
@@ -69,8 +73,10 @@ class PrefixTreeSpec:
     shared_tokens_cv: float = 0.0
     turns_per_conversation: int = 1
     user_tokens_scale: float = 1.0
+    output_tokens_scale: float = 1.0
     max_prompt_tokens: int = 8192
     max_output_tokens: int = 4096
+    max_total_tokens: int | None = None
     align_tokens: int = 16
 
     def __post_init__(self) -> None:
@@ -90,8 +96,19 @@ class PrefixTreeSpec:
         require_number("shared_tokens_cv", self.shared_tokens_cv, 0.0, 4.0)
         require_number("turns_per_conversation", self.turns_per_conversation, 1, 64, integer=True)
         require_number("user_tokens_scale", self.user_tokens_scale, 0.0, 1.0, low_inclusive=False)
+        require_number(
+            "output_tokens_scale", self.output_tokens_scale, 0.0, 1.0, low_inclusive=False
+        )
         require_number("max_prompt_tokens", self.max_prompt_tokens, 2, 1_000_000, integer=True)
         require_number("max_output_tokens", self.max_output_tokens, 1, 1_000_000, integer=True)
+        if self.max_total_tokens is not None:
+            require_number(
+                "max_total_tokens",
+                self.max_total_tokens,
+                self.max_prompt_tokens + 1,
+                10_000_000,
+                integer=True,
+            )
         require_number("align_tokens", self.align_tokens, 1, 4096, integer=True)
         if self.turns_per_conversation > 1 and self.max_prompt_tokens < 2 * self.align_tokens:
             raise ConfigError(
@@ -251,7 +268,10 @@ def generate_prefix_batch(
     user_tokens = pairs[draws, 0].astype(np.int64)
     if spec.user_tokens_scale != 1.0:
         user_tokens = np.maximum(np.rint(user_tokens * spec.user_tokens_scale), 1).astype(np.int64)
-    answer_tokens = np.minimum(pairs[draws, 1].astype(np.int64), spec.max_output_tokens)
+    answer_tokens = pairs[draws, 1].astype(np.int64)
+    if spec.output_tokens_scale != 1.0:
+        answer_tokens = np.maximum(np.rint(answer_tokens * spec.output_tokens_scale), 1)
+    answer_tokens = np.minimum(answer_tokens, spec.max_output_tokens).astype(np.int64)
     # Turn t of a conversation: a node holding the previous answer and the new user message,
     # child of turn t - 1's node (turn 0's parent is the conversation's shared leaf).
     request_conversation = np.arange(spec.num_requests, dtype=np.int64) // turns
@@ -274,14 +294,13 @@ def generate_prefix_batch(
         else np.zeros(spec.num_requests, bool)
     )
     # Starts follow parents (numbered first); then cut over-long prompts in their own segment.
-    node_start = np.zeros(all_parent.shape[0], np.int64)
-    parent_list = all_parent.tolist()
-    token_list = all_tokens.tolist()
-    start_list = [0] * len(parent_list)
+    parent_list: list[int] = all_parent.tolist()
+    token_list: list[int] = all_tokens.tolist()
+    start_list: list[int] = [0] * len(parent_list)
     window = spec.max_prompt_tokens
     for node in range(len(parent_list)):
-        parent = parent_list[node]
-        start = start_list[parent] + token_list[parent] if parent >= 0 else 0
+        up = parent_list[node]
+        start = start_list[up] + token_list[up] if up >= 0 else 0
         if node >= num_nodes:
             room = window - start
             if multi_turn:
@@ -289,9 +308,9 @@ def generate_prefix_batch(
                 if room < align:
                     # A late turn whose history fills the window: the conversation is cut here
                     # and the request starts a fresh context under the shared prefix.
-                    parent = int(conversation_leaf[request_conversation[node - num_nodes]])
-                    parent_list[node] = parent
-                    start = start_list[parent] + token_list[parent] if parent >= 0 else 0
+                    up = int(conversation_leaf[request_conversation[node - num_nodes]])
+                    parent_list[node] = up
+                    start = start_list[up] + token_list[up] if up >= 0 else 0
                     room = (window - start) // align * align
             token_list[node] = min(token_list[node], room)
         start_list[node] = start
@@ -301,6 +320,9 @@ def generate_prefix_batch(
     node_aligned = node_shared | (multi_turn & (np.arange(all_parent.shape[0]) >= num_nodes))
     request_node = num_nodes + np.arange(spec.num_requests, dtype=np.int64)
     prompt = node_start[request_node] + all_tokens[request_node]
+    outputs = answer_tokens
+    if spec.max_total_tokens is not None:
+        outputs = np.minimum(answer_tokens, spec.max_total_tokens - prompt)
     if num_leaves:
         group_of_request = conversation_leaf[request_conversation] - level_first
         group_prefix = (
@@ -324,7 +346,7 @@ def generate_prefix_batch(
         node_aligned=node_aligned,
         request_node=request_node[order],
         request_prompt_tokens=prompt[order],
-        request_output_tokens=answer_tokens[order],
+        request_output_tokens=outputs[order],
         request_group=dense.astype(np.int64)[order],
         group_prefix_tokens=group_prefix[used].astype(np.int64),
     )

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schedgym.core.errors import ConfigError
+from schedgym.core.errors import ConfigError, InvalidActionError
 from schedgym.workloads.prefix_tree import PrefixTreeSpec, generate_prefix_batch
 
 PAIRS = np.array([[100, 20], [700, 300], [2000, 50], [33, 500], [5000, 900]], np.int64)
@@ -33,6 +33,7 @@ def tree_specs(draw):
         turns_per_conversation=draw(st.integers(1, 4)),
         user_tokens_scale=draw(st.sampled_from([1.0, 0.25])),
         max_prompt_tokens=draw(st.sampled_from([2048, 8192])),
+        max_total_tokens=draw(st.sampled_from([None, 8193])),
     )
 
 
@@ -43,6 +44,10 @@ def test_prefix_tree_paths_add_up_and_groups_share_their_prefix(spec, seed):
     assert batch.num_requests == spec.num_requests
     assert (batch.request_prompt_tokens >= 1).all()
     assert (batch.request_prompt_tokens <= spec.max_prompt_tokens).all()
+    if spec.max_total_tokens is not None:
+        total = batch.request_prompt_tokens + batch.request_output_tokens
+        assert (total <= spec.max_total_tokens).all()
+    assert (batch.request_output_tokens >= 1).all()
     assert (batch.node_parent < np.arange(batch.num_nodes)).all()  # parents first
     prefixes: dict[int, tuple[int, ...]] = {}
     for request in range(batch.num_requests):
@@ -123,3 +128,102 @@ def test_bad_tree_spec_names_the_field(field, value):
     kwargs = {"num_requests": 10, "sharing_depth": 1, "shared_tokens": (100,), field: value}
     with pytest.raises(ConfigError, match=field):
         PrefixTreeSpec(**kwargs)
+
+
+# ----------------------------------------------------------------------------- the env
+from schedgym.envs.prefixbatch.config import PrefixBatchConfig  # noqa: E402
+from schedgym.envs.prefixbatch.env import PrefixBatchEnv  # noqa: E402
+from schedgym.serving.request import DECODE, FINISHED, PREFILL, WAITING  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_requests", 0),
+        ("sharing_depth", 7),
+        ("shared_tokens", (100,)),
+        ("kv_capacity_blocks", 10),
+        ("token_budget", 0),
+        ("max_batch_requests", 0),
+        ("output_tokens_scale", 2.0),
+        ("model", "GPT-9"),
+        ("invalid_action", "ignore"),
+        ("reward_scale_s", 0.0),
+    ],
+)
+def test_bad_env_config_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        PrefixBatchConfig(**{field: value})
+
+
+def check_batch_invariants(env: PrefixBatchEnv) -> None:
+    sim = env.simulator
+    inst = sim.instance
+    states = [r.state for r in sim.requests]
+    released = sum(sim._released)
+    assert released == sim.released
+    # Every released request is queued, prefilling, decoding or finished: none is lost.
+    assert states.count(FINISHED) == sim.requests_completed
+    assert states.count(WAITING) == len(inst.waiting)
+    assert states.count(PREFILL) == len(inst.prefilling)
+    assert states.count(DECODE) == inst.num_decoding
+    assert int(sim.group_pending.sum()) == len(sim.requests) - released
+    assert 0 <= inst.kv.used_blocks <= inst.kv.capacity_blocks
+    prefix = inst.kv.prefix
+    # Every resident prefix node's blocks are inside the used count, and each referenced node
+    # is pinned by exactly the running requests whose path holds it.
+    assert prefix.resident_blocks <= inst.kv.used_blocks
+    refs: dict[int, int] = {}
+    for request in sim.requests:
+        if request.state in (PREFILL, DECODE):
+            for node_id, _ in request.prefix_path:
+                refs[node_id] = refs.get(node_id, 0) + 1
+    for node_id, node in prefix.nodes.items():
+        assert node.refcount == refs.get(node_id, 0)
+    private = sum(inst.held_blocks(r) for r in sim.requests if r.state in (PREFILL, DECODE))
+    assert private + prefix.resident_blocks == inst.kv.used_blocks - max(inst._prealloc_blocks, 0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    policy_seed=st.integers(0, 10_000),
+    capacity=st.sampled_from([70, 120, 400]),
+    turns=st.sampled_from([1, 2]),
+)
+def test_conservation_and_capacity_under_random_orders(seed, policy_seed, capacity, turns):
+    env = PrefixBatchEnv(preset="tiny", kv_capacity_blocks=capacity, turns_per_conversation=turns)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(policy_seed)
+    done = False
+    while not done:
+        mask = env.action_masks()
+        assert mask.any()
+        _, reward, done, _, _ = env.step(int(rng.choice(np.flatnonzero(mask))))
+        assert reward <= 0.0
+        check_batch_invariants(env)
+    sim = env.simulator
+    assert sim.requests_completed == len(sim.requests)
+    assert all(r.generated == r.output_tokens for r in sim.requests)
+    assert sim.instance.kv.peak_used_blocks <= capacity
+    assert sim.summary()["peak_kv_blocks"] <= capacity
+
+
+def test_reuse_skips_prefill_work():
+    # A perfect order computes each shared prefix once: prefill work falls by the reuse.
+    env = PrefixBatchEnv(preset="tiny", kv_capacity_blocks=2000)
+    env.reset(seed=0)
+    while not env.simulator.done:
+        env.step(int(np.flatnonzero(env.action_masks())[0]))
+    summary = env.summary()
+    sim = env.simulator
+    assert summary["kv_reuse_ratio"] > 0.3
+    assert summary["prefill_tokens_computed"] < sim.total_prompt_tokens
+    assert summary["prefill_tokens_computed"] >= sim.batch.unique_prompt_tokens() - 16 * 16
+
+
+def test_masked_release_raises():
+    env = PrefixBatchEnv(preset="tiny")
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError):
+        env.step(env.run_action)  # nothing runs yet

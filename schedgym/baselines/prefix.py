@@ -1,0 +1,114 @@
+"""Baselines for PrefixBatch: the order in which an offline shared-prefix batch enters the engine.
+
+Every policy reads the simulator's view (pending requests per prefix group, KV blocks, the
+prefix cache); output lengths are the batch's declared ones, as BatchLLM assumes. Registered as
+``fcfs-lru``, ``batchllm`` and ``random``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from schedgym.core.policy import SimulatorPolicy, register_policy
+from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator
+
+FAMILY = "PrefixBatch"
+VLLM_MAX_NUM_SEQS = 256  # vLLM's default cap on running requests
+
+
+def _sim(env: Any) -> PrefixBatchSimulator:
+    return env.unwrapped.simulator  # type: ignore[no-any-return]
+
+
+class FCFSLRUPolicy(SimulatorPolicy):
+    """vLLM with automatic prefix caching: requests in submission order, each admitted as soon
+    as its prompt fits (head-of-line: a request that does not fit blocks those behind it), at
+    most 256 running; reuse happens only when an earlier request left the prefix resident and
+    the LRU cache has not evicted it since."""
+
+    def act(self, observation: Any, env: Any) -> int:
+        sim = _sim(env)
+        run = env.unwrapped.run_action
+        inst = sim.instance
+        if inst.num_running() + len(inst.waiting) >= VLLM_MAX_NUM_SEQS:
+            return run
+        group = sim.fcfs_group()
+        if group >= 0 and sim.releasable(group):
+            return group
+        return run
+
+
+class BatchLLMPolicy(SimulatorPolicy):
+    """BatchLLM (Zheng et al., 2024): global prefix sharing and throughput-oriented batching.
+
+    - Global prefix identification: the batch's prefix tree is flattened into prefix groups, and
+      a group's requests are scheduled together, so its shared prefix is computed once and stays
+      resident while they run (instead of depending on an LRU cache's luck).
+    - Groups with a larger decode ratio (output tokens over prompt tokens) go first: their long
+      decodes start early and later prefill-heavy groups overlap with them.
+    - Memory-centric token batching: requests are admitted while the KV memory the running ones
+      will need at their last token (private blocks plus resident prefixes) fits, rather than up
+      to a fixed request count; this fills memory without preemption.
+    """
+
+    def __init__(self) -> None:
+        self._order: list[int] = []
+        self._position = 0
+
+    def reset(self, env: Any) -> None:
+        sim = _sim(env)
+        ratio = sim.group_output_tokens / np.maximum(sim.group_prompt_tokens, 1)
+        # Larger decode ratio first; ties by group index for determinism.
+        self._order = sorted(range(sim.num_groups), key=lambda g: (-ratio[g], g))
+        self._position = 0
+
+    def act(self, observation: Any, env: Any) -> int:
+        sim = _sim(env)
+        run = env.unwrapped.run_action
+        order = self._order
+        while self._position < len(order) and sim.group_pending[order[self._position]] == 0:
+            self._position += 1
+        if self._position == len(order):
+            return run
+        group = order[self._position]
+        request = sim.next_request(group)
+        if not sim.releasable(group):
+            return run
+        projected = (
+            sim.committed_private_blocks
+            + sim.pinned_prefix_blocks()
+            + sim.unpinned_path_blocks(request)
+            + sim.private_blocks_at_finish(request)
+        )
+        if projected > sim.capacity_blocks - sim.instance.watermark_blocks and sim.can_run():
+            return run
+        return group
+
+
+class RandomPolicy(SimulatorPolicy):
+    """Uniformly random valid action (a release or running on)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, env: Any) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def act(self, observation: Any, env: Any) -> int:
+        valid = np.flatnonzero(env.unwrapped.action_masks())
+        return int(valid[self._rng.integers(valid.size)])
+
+
+for _name, _factory, _description in (
+    ("fcfs-lru", FCFSLRUPolicy, "vLLM-like: submission order, LRU prefix cache, 256 seats"),
+    (
+        "batchllm",
+        BatchLLMPolicy,
+        "BatchLLM: prefix groups together, decode-ratio first, memory-centric batching",
+    ),
+    ("random", RandomPolicy, "Uniformly random valid release or run"),
+):
+    register_policy(FAMILY, _name, _factory, _description)

@@ -1,0 +1,150 @@
+"""Configuration of PrefixBatch-v0: every knob, validated, with named presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from schedgym.core.config import require_choice, require_number
+from schedgym.core.spaces import INVALID_ACTION_MODES
+from schedgym.costmodels.hardware import check_tp, get_gpu, get_model
+from schedgym.costmodels.inference import ENGINES
+from schedgym.workloads.prefix_tree import PrefixTreeSpec
+
+
+@dataclass(frozen=True)
+class PrefixBatchConfig:
+    """Every knob of PrefixBatch-v0. Times in seconds, lengths in tokens.
+
+    Attributes:
+        model / gpu / tp / engine_overhead: what the replica runs (cost-model catalogue names).
+        kv_memory_utilization: fraction of GPU memory the engine may use; the KV capacity is
+            what is left after weights and activations.
+        kv_capacity_blocks: overrides that capacity (16-token blocks), e.g. to study a
+            memory-bound batch at a small scale; ``None`` derives it from the GPU.
+        num_requests: requests in the batch (all submitted at time 0).
+        sharing_depth / num_roots / fanout / shared_tokens / shared_tokens_cv /
+        turns_per_conversation / user_tokens_scale / output_tokens_scale: the prefix tree (see
+            :class:`~schedgym.workloads.prefix_tree.PrefixTreeSpec`): shared levels (system
+            prompts, few-shot templates, contexts), distinct roots, children per shared node,
+            mean tokens per level, their spread, multi-turn chains, and the scales of the user
+            messages and answers drawn from ShareGPT.
+        max_total_tokens: ShareGPT conversations longer than this are not drawn, and prompts
+            are cut to it (the context window).
+        token_budget: tokens per iteration of the engine's stall-free batching (decodes
+            included, Sarathi-Serve's chunked prefill): how the engine batches what is admitted.
+        max_batch_requests: most requests running at once (the engine's seat limit).
+        reward_scale_s: the reward is minus the elapsed simulated time over this scale, so the
+            return is minus the batch's completion time in these units.
+        invalid_action: ``raise`` or ``substitute``.
+    """
+
+    model: str = "Mistral-7B"
+    gpu: str = "A100"
+    tp: int = 1
+    engine_overhead: str = "none"
+    kv_memory_utilization: float = 0.9
+    kv_capacity_blocks: int | None = None
+    num_requests: int = 2000
+    sharing_depth: int = 0
+    num_roots: int = 1
+    fanout: int = 1
+    shared_tokens: tuple[int, ...] = ()
+    shared_tokens_cv: float = 0.0
+    turns_per_conversation: int = 1
+    user_tokens_scale: float = 1.0
+    output_tokens_scale: float = 1.0
+    max_total_tokens: int = 8192
+    token_budget: int = 2048
+    max_batch_requests: int = 1024
+    reward_scale_s: float = 1.0
+    invalid_action: str = "raise"
+
+    def __post_init__(self) -> None:
+        # The catalogue's errors already start with the field name (``model: unknown ...``).
+        model = get_model(self.model)
+        get_gpu(self.gpu)
+        require_number("tp", self.tp, 1, 64, integer=True)
+        check_tp(model, self.tp)
+        require_choice("engine_overhead", self.engine_overhead, ENGINES)
+        require_number(
+            "kv_memory_utilization", self.kv_memory_utilization, 0.0, 1.0, low_inclusive=False
+        )
+        if self.kv_capacity_blocks is not None:
+            # A whole prompt and its output must fit alone, or the batch could never finish.
+            need = -(-self.max_total_tokens // 16) + 2
+            require_number("kv_capacity_blocks", self.kv_capacity_blocks, need, 10**9, integer=True)
+        require_number("max_total_tokens", self.max_total_tokens, 64, 1_000_000, integer=True)
+        object.__setattr__(self, "shared_tokens", tuple(self.shared_tokens))
+        self.tree_spec()  # validates the tree fields, naming each
+        require_number("token_budget", self.token_budget, 16, 65_536, integer=True)
+        require_number("max_batch_requests", self.max_batch_requests, 1, 65_536, integer=True)
+        require_number("reward_scale_s", self.reward_scale_s, 0.0, low_inclusive=False)
+        require_choice("invalid_action", self.invalid_action, INVALID_ACTION_MODES)
+
+    def tree_spec(self) -> PrefixTreeSpec:
+        """The generator's spec of this batch."""
+        return PrefixTreeSpec(
+            num_requests=self.num_requests,
+            sharing_depth=self.sharing_depth,
+            num_roots=self.num_roots,
+            fanout=self.fanout,
+            shared_tokens=self.shared_tokens,
+            shared_tokens_cv=self.shared_tokens_cv,
+            turns_per_conversation=self.turns_per_conversation,
+            user_tokens_scale=self.user_tokens_scale,
+            output_tokens_scale=self.output_tokens_scale,
+            max_prompt_tokens=self.max_total_tokens - 1,
+            max_output_tokens=self.max_total_tokens,
+            max_total_tokens=self.max_total_tokens,
+        )
+
+    @property
+    def max_groups(self) -> int:
+        """Most prefix groups a batch of this config can have (the action and observation
+        padding): the last shared level's nodes, else conversations, else requests."""
+        spec = self.tree_spec()
+        if spec.sharing_depth:
+            return min(spec.num_shared_leaves, self.num_requests)
+        return -(-self.num_requests // spec.turns_per_conversation)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Deep shared prefixes with a large fan-out (BatchLLM's prefix-heavy batches): 8 system
+    # prompts of ~1k tokens, 8 few-shot templates each (~1.5k), 8 task contexts each (~1k);
+    # the user's own part and the answer are short (a quarter of ShareGPT's): offline batch
+    # tasks (labelling, extraction) over shared instructions.
+    "prefix-heavy": {
+        "num_requests": 4000,
+        "sharing_depth": 3,
+        "num_roots": 8,
+        "fanout": 8,
+        "shared_tokens": (1024, 1536, 1024),
+        "shared_tokens_cv": 0.2,
+        "user_tokens_scale": 0.25,
+        "output_tokens_scale": 0.25,
+    },
+    # The control: distinct ShareGPT prompts, nothing shared, the same short answers.
+    "no-sharing": {"num_requests": 4000, "output_tokens_scale": 0.25},
+    # Shallow sharing plus three-turn conversations.
+    "mixed": {
+        "num_requests": 3000,
+        "sharing_depth": 1,
+        "num_roots": 16,
+        "shared_tokens": (768,),
+        "shared_tokens_cv": 0.3,
+        "turns_per_conversation": 3,
+        "user_tokens_scale": 0.5,
+    },
+    # A small, fast instance for smoke tests and the all-envs test suite.
+    "tiny": {
+        "num_requests": 16,
+        "sharing_depth": 2,
+        "num_roots": 2,
+        "fanout": 2,
+        "shared_tokens": (128, 64),
+        "user_tokens_scale": 0.1,
+        "max_total_tokens": 1024,
+        "kv_capacity_blocks": 200,
+    },
+}

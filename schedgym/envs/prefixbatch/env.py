@@ -1,0 +1,233 @@
+"""Gymnasium facade of the PrefixBatch simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from schedgym.core.config import resolve_config
+from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.rng import spawn_streams
+from schedgym.core.spaces import MaskedDiscrete, as_action_index, check_action
+from schedgym.envs.prefixbatch.config import PRESETS, PrefixBatchConfig
+from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator
+
+STREAMS = ("tree", "lengths")
+GROUP_FEATURES = 7
+NUM_GLOBAL_FEATURES = 8
+TOKEN_SCALE = 1024.0  # brings token counts in observations to order one
+
+
+class PrefixBatchEnv(gym.Env):
+    """A large offline batch whose prompts share prefixes, on one LLM replica (BatchLLM).
+
+    ## Description
+    A batch of requests (prompt and output lengths from the ShareGPT statistics) whose prompts
+    share prefixes organised as a tree: system prompts, few-shot templates, task contexts,
+    multi-turn histories. It runs on one replica of the shared continuous-batching engine with
+    vLLM-style automatic prefix caching: a request whose prefix is resident in KV memory reuses
+    it instead of recomputing it, and unreferenced prefixes are evicted LRU when memory runs
+    short. The agent orders the batch: which prefix group's next request enters the engine.
+    Grouping requests that share a prefix, and ordering them well, is what BatchLLM does.
+
+    ## Action Space
+    ``Discrete(G + 1)`` with ``G = config.max_groups``: action ``g`` releases the earliest
+    pending request (in submission order) of prefix group ``g`` into the engine; action ``G``
+    lets the engine run on to its next event (an iteration with prefills, or the next completion
+    of a decode stretch). A group is valid when its next request's blocks (prompt minus resident
+    prefix) fit the free and evictable KV blocks left after the requests already queued and the
+    watermark, and a seat is free; running on is valid while the engine has work.
+
+    ## Observation Space
+    A ``Dict``:
+
+    - ``groups`` ``(G, 7)`` float32 per group: pending requests / its size, mean pending prompt
+      tokens / 1024, mean pending output tokens / 1024 (the batch declares output lengths, as
+      BatchLLM assumes), shared prefix tokens / 1024, whether that prefix is resident, requests
+      of the group running, and the blocks its next request needs / capacity (zero rows pad).
+    - ``group_mask`` ``(G,)``: 1 for real groups.
+    - ``global_features`` ``(8,)`` float32: free blocks / capacity, evictable prefix blocks /
+      capacity, running requests / seat limit, queued requests / seat limit, decoding
+      requests / seat limit, requests finished / batch, requests released / batch, time / 100 s.
+
+    ## Rewards
+    Minus the simulated time elapsed during the step, over ``reward_scale_s``: the return is
+    minus the batch's completion time, so maximising it maximises throughput.
+
+    ## Starting State
+    The whole batch is pending at time 0, nothing is cached.
+
+    ## Episode End
+    Terminates when every request has finished. The final ``info`` holds the summary:
+    ``completion_time_s``, ``throughput_tok_s`` (prompt and output tokens per second),
+    ``output_tok_s``, ``kv_reuse_ratio`` (share of prompt tokens served from the prefix cache),
+    ``peak_kv_blocks``, ``requests_completed``, ``preemptions``, ``prefill_tokens_computed``.
+
+    ## Arguments
+    ``config`` (a :class:`PrefixBatchConfig`) or ``preset`` (``prefix-heavy``, ``no-sharing``,
+    ``mixed``, ``tiny``), plus any config field as a keyword override, and ``render_mode``
+    (``ansi`` or ``rgb_array``).
+
+    ## Version History
+    - v0: initial version.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import schedgym
+        >>> env = gym.make("schedgym/PrefixBatch-v0", preset="tiny")
+        >>> obs, info = env.reset(seed=0)
+        >>> action = int(env.unwrapped.action_masks().nonzero()[0][0])
+        >>> obs, reward, terminated, truncated, info = env.step(action)
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+
+    def __init__(
+        self,
+        config: PrefixBatchConfig | None = None,
+        preset: str | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = resolve_config(PrefixBatchConfig, PRESETS, config, preset, overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(
+                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.max_groups = self.config.max_groups
+        self.run_action = self.max_groups
+        self.action_space = MaskedDiscrete(self.max_groups + 1, self.action_masks)
+        self.observation_space = spaces.Dict(
+            {
+                "groups": spaces.Box(
+                    -np.inf, np.inf, (self.max_groups, GROUP_FEATURES), np.float32
+                ),
+                "group_mask": spaces.MultiBinary(self.max_groups),
+                "global_features": spaces.Box(-np.inf, np.inf, (NUM_GLOBAL_FEATURES,), np.float32),
+            }
+        )
+        self.simulator: PrefixBatchSimulator | None = None
+
+    # ------------------------------------------------------------------------------ API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self.simulator = PrefixBatchSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        return self._observation(), self._info()
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        reward, terminated, truncated, info = self.advance(action)
+        return self._observation(), reward, terminated, truncated, info
+
+    def advance(self, action: int) -> tuple[float, bool, bool, dict[str, Any]]:
+        """``step`` without building the observation (for policies that read the simulator)."""
+        sim = self._sim()
+        if sim.done:
+            raise InvalidActionError("action: the episode is over; call reset()")
+        if self.config.invalid_action == "raise":
+            executed = as_action_index(action)
+            substituted = False
+        else:
+            executed = check_action(
+                action, self.action_masks(), self.config.invalid_action, self.run_action
+            )
+            substituted = executed != as_action_index(action)
+        before = sim.now_s
+        if executed == self.run_action:
+            sim.run()
+        elif 0 <= executed < self.max_groups:
+            if executed >= sim.num_groups:
+                raise InvalidActionError(f"action: group slot {executed} holds no group")
+            sim.release(executed)
+        else:
+            raise InvalidActionError(f"action: must be in [0, {self.run_action}], got {executed}")
+        reward = -(sim.now_s - before) / self.config.reward_scale_s
+        info = self._info()
+        info["action_substituted"] = substituted
+        if sim.done:
+            info.update(sim.summary())
+        return float(reward), sim.done, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """``(max_groups + 1,)`` bool: the valid actions now."""
+        mask = np.zeros(self.max_groups + 1, bool)
+        sim = self.simulator
+        if sim is None or sim.done:
+            return mask
+        mask[: sim.num_groups] = sim.releasable_mask()
+        mask[-1] = sim.can_run()
+        return mask
+
+    def summary(self) -> dict[str, float | int]:
+        """The episode summary so far (the same keys as the final ``info``)."""
+        return self._sim().summary()
+
+    def render(self) -> Any:
+        from schedgym.envs.prefixbatch.render import render_ansi, render_rgb_array
+
+        if self.render_mode == "ansi":
+            return render_ansi(self._sim())
+        if self.render_mode == "rgb_array":
+            return render_rgb_array(self._sim())
+        return None
+
+    # -------------------------------------------------------------------------- helpers
+    def _sim(self) -> PrefixBatchSimulator:
+        if self.simulator is None:
+            raise InvalidActionError("action: call reset() before step()")
+        return self.simulator
+
+    def _info(self) -> dict[str, Any]:
+        sim = self._sim()
+        return {
+            "time_s": sim.now_s,
+            "requests_released": sim.released,
+            "requests_completed": sim.requests_completed,
+        }
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        sim = self._sim()
+        g = sim.num_groups
+        capacity = sim.capacity_blocks
+        sizes = np.array([len(m) for m in sim.group_members], np.float32)
+        pending = sim.group_pending.astype(np.float32)
+        safe = np.maximum(pending, 1.0)
+        groups = np.zeros((self.max_groups, GROUP_FEATURES), np.float32)
+        groups[:g, 0] = pending / sizes
+        groups[:g, 1] = sim.group_pending_prompt / safe / TOKEN_SCALE
+        groups[:g, 2] = sim.group_pending_output / safe / TOKEN_SCALE
+        groups[:g, 3] = sim.batch.group_prefix_tokens / TOKEN_SCALE
+        prefix = sim.instance.kv.prefix
+        for group in range(g):
+            request = sim.next_request(group)
+            if request < 0:
+                continue
+            path = sim.requests[request].prefix_path
+            if path and prefix is not None:
+                groups[group, 4] = prefix.lookup_tokens(path) > 0
+            groups[group, 6] = sim.admission_blocks(request) / capacity
+        groups[:g, 5] = sim.group_running / sim.config.max_batch_requests
+        group_mask = np.zeros(self.max_groups, np.int8)
+        group_mask[:g] = 1
+        inst = sim.instance
+        seats = sim.config.max_batch_requests
+        n = len(sim.requests)
+        global_features = np.array(
+            [
+                inst.free_blocks / capacity,
+                (prefix.evictable_blocks if prefix is not None else 0) / capacity,
+                inst.num_running() / seats,
+                len(inst.waiting) / seats,
+                inst.num_decoding / seats,
+                sim.requests_completed / n,
+                sim.released / n,
+                sim.now_s / 100.0,
+            ],
+            np.float32,
+        )
+        return {"groups": groups, "group_mask": group_mask, "global_features": global_features}

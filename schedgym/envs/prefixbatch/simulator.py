@@ -1,0 +1,288 @@
+"""The PrefixBatch simulator: an offline batch with shared prompt prefixes on one replica.
+
+Pure state machine, no Gymnasium. The whole batch is submitted at time 0 (BatchLLM's setting);
+the caller decides the order in which requests enter the shared engine
+(:class:`~schedgym.serving.engine.ServingInstance`, with its prefix cache on: a request whose
+prompt path is resident reuses it, unreferenced prefixes are evicted least recently used first).
+The engine batches what was released with Sarathi-Serve's stall-free chunking under a token
+budget, preempts by recompute when blocks run out, and takes iteration times from the cost model.
+
+Requests are released one at a time by *prefix group* (the requests that share a whole shared
+prefix; see :mod:`schedgym.workloads.prefix_tree`): releasing group ``g`` queues its earliest
+pending request (in submission order). A group is *releasable* when its next request's blocks
+(its prompt, minus the resident part of its prefix) fit in the free and evictable blocks after
+those of the requests already queued, with the engine's watermark, and a seat is free.
+
+Decision points are moments at which some request can certainly be released (the smallest
+pending prompt fits); otherwise the engine runs on to its next event (an iteration that
+prefills, or the next completion of a decode stretch). Time jumps from event to event.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from schedgym.core.errors import InvalidActionError
+from schedgym.costmodels.inference import get_cost_model, kv_blocks_capacity
+from schedgym.envs.prefixbatch.config import PrefixBatchConfig
+from schedgym.serving.kv_cache import KVCache
+from schedgym.serving.prefix_admission import PrefixSafeInstance
+from schedgym.serving.request import Request
+from schedgym.serving.schedulers import SarathiScheduler
+from schedgym.workloads.prefix_tree import PrefixBatch, generate_prefix_batch
+from schedgym.workloads.request_lengths import ShareGPTLengths
+
+
+class PrefixBatchSimulator:
+    """An offline shared-prefix batch served by one engine; the caller orders admissions.
+
+    Args:
+        config: the validated configuration.
+        streams: independent generators named ``tree`` and ``lengths``.
+    """
+
+    def __init__(self, config: PrefixBatchConfig, streams: dict[str, np.random.Generator]) -> None:
+        self.config = config
+        pairs = ShareGPTLengths(config.max_total_tokens).pairs()
+        self.batch: PrefixBatch = generate_prefix_batch(
+            config.tree_spec(), pairs, streams["tree"], streams["lengths"]
+        )
+        batch = self.batch
+        n = batch.num_requests
+        prompts = batch.request_prompt_tokens.tolist()
+        outputs = batch.request_output_tokens.tolist()
+        self.requests = [
+            Request(i, 0.0, prompts[i], outputs[i], prefix_path=batch.prefix_path(i))
+            for i in range(n)
+        ]
+        self.num_groups = batch.num_groups
+        groups = batch.request_group.tolist()
+        self.request_group = groups
+        # Pending requests per group, in submission order (a queue per group).
+        members: list[list[int]] = [[] for _ in range(self.num_groups)]
+        for request in range(n):
+            members[groups[request]].append(request)
+        self.group_members = members
+        self.group_next = [0] * self.num_groups  # index into group_members of the next pending
+        self.group_prompt_tokens = np.zeros(self.num_groups, np.int64)
+        self.group_output_tokens = np.zeros(self.num_groups, np.int64)
+        np.add.at(self.group_prompt_tokens, batch.request_group, batch.request_prompt_tokens)
+        np.add.at(self.group_output_tokens, batch.request_group, batch.request_output_tokens)
+        self.group_pending = np.array([len(m) for m in members], np.int64)
+        self.group_pending_prompt = self.group_prompt_tokens.copy()
+        self.group_pending_output = self.group_output_tokens.copy()
+        self.group_running = np.zeros(self.num_groups, np.int64)
+        # Smallest full-prompt block count among pending requests: a lazy min-heap.
+        block = 16
+        self._prompt_blocks = [-(-p // block) for p in prompts]
+        self._min_heap = [(self._prompt_blocks[i], i) for i in range(n)]
+        heapq.heapify(self._min_heap)
+        self._released = [False] * n
+        self._fcfs_next = 0  # earliest pending request in submission order
+        cost_model = get_cost_model(config.model, config.gpu, config.tp, config.engine_overhead)
+        capacity = config.kv_capacity_blocks
+        if capacity is None:
+            capacity = kv_blocks_capacity(
+                config.model,
+                config.gpu,
+                config.tp,
+                memory_utilization=config.kv_memory_utilization,
+                max_batch_tokens=config.token_budget,
+            )
+        self.capacity_blocks = capacity
+        self.instance = PrefixSafeInstance(
+            0,
+            cost_model,
+            KVCache(capacity, prefix_caching=True),
+            SarathiScheduler(config.token_budget),
+            max_num_seqs=config.max_batch_requests,
+        )
+        self.total_prompt_tokens = int(batch.request_prompt_tokens.sum())
+        self.total_output_tokens = int(batch.request_output_tokens.sum())
+        self.now_s = 0.0
+        self.released = 0
+        self.requests_completed = 0
+        self.finished: list[Request] = []
+        self.done = False
+        # Blocks the released-but-unfinished requests will hold at their last token, private
+        # part only (a policy's view of committed memory; shared prefixes count in the cache).
+        self.committed_private_blocks = 0
+        self._advance()
+
+    # ----------------------------------------------------------------- read-only views
+    def next_request(self, group: int) -> int:
+        """The earliest pending request of ``group`` (-1 if none)."""
+        index = self.group_next[group]
+        members = self.group_members[group]
+        return members[index] if index < len(members) else -1
+
+    def fcfs_group(self) -> int:
+        """The group of the earliest pending request in submission order (-1 if none)."""
+        n = len(self.requests)
+        while self._fcfs_next < n and self._released[self._fcfs_next]:
+            self._fcfs_next += 1
+        return self.request_group[self._fcfs_next] if self._fcfs_next < n else -1
+
+    def queued_blocks(self) -> int:
+        """Blocks the released requests still queued in the engine will take at admission
+        (their own resident prefix counted as unavailable, as the engine counts it)."""
+        inst = self.instance
+        return sum(inst.admission_blocks(r) + inst.own_evictable_blocks(r) for r in inst.waiting)
+
+    def headroom_blocks(self) -> int:
+        """Free plus evictable blocks left after the queued requests and the watermark."""
+        inst = self.instance
+        return inst.kv.available_blocks() - self.queued_blocks() - inst.watermark_blocks
+
+    def seats_left(self) -> int:
+        inst = self.instance
+        return self.config.max_batch_requests - inst.num_running() - len(inst.waiting)
+
+    def admission_blocks(self, request: int) -> int:
+        """Blocks releasing ``request`` would take at admission now."""
+        return self.instance.admission_blocks(self.requests[request])
+
+    def private_blocks_at_finish(self, request: int) -> int:
+        """Private blocks ``request`` holds at its last token (its prefix path excluded)."""
+        req = self.requests[request]
+        shared = sum(tokens for _, tokens in req.prefix_path) // 16
+        return -(-(req.prompt_tokens + req.output_tokens) // 16) - shared
+
+    def pinned_prefix_blocks(self) -> int:
+        """Prefix-cache blocks referenced by running requests (the rest could be evicted)."""
+        prefix = self.instance.kv.prefix
+        return prefix.resident_blocks - prefix.evictable_blocks if prefix is not None else 0
+
+    def unpinned_path_blocks(self, request: int) -> int:
+        """Blocks of ``request``'s prefix path that no running request references: releasing it
+        pins them (resident ones) or allocates them (missing ones)."""
+        prefix = self.instance.kv.prefix
+        if prefix is None:
+            return 0
+        nodes = prefix.nodes
+        blocks = 0
+        for node_id, tokens in self.requests[request].prefix_path:
+            node = nodes.get(node_id)
+            if node is None or node.refcount == 0:
+                blocks += tokens // 16
+        return blocks
+
+    def releasable(self, group: int) -> bool:
+        """Whether ``group``'s next request can be released now."""
+        request = self.next_request(group)
+        if request < 0 or self.seats_left() <= 0:
+            return False
+        need = self.admission_blocks(request) + self.instance.own_evictable_blocks(
+            self.requests[request]
+        )
+        return need <= self.headroom_blocks()
+
+    def releasable_mask(self) -> np.ndarray:
+        """``(num_groups,)`` bool: the releasable groups (O(groups); for masks, not hot paths)."""
+        mask = np.zeros(self.num_groups, bool)
+        if self.seats_left() <= 0:
+            return mask
+        headroom = self.headroom_blocks()
+        inst = self.instance
+        for group in np.flatnonzero(self.group_pending > 0).tolist():
+            request = self.next_request(group)
+            need = self.admission_blocks(request) + inst.own_evictable_blocks(
+                self.requests[request]
+            )
+            mask[group] = need <= headroom
+        return mask
+
+    def can_run(self) -> bool:
+        """Whether the engine has work to run on to (else a request must be released)."""
+        inst = self.instance
+        return bool(inst.waiting or inst.num_running())
+
+    def _smallest_pending_fits(self) -> bool:
+        heap = self._min_heap
+        while heap and self._released[heap[0][1]]:
+            heapq.heappop(heap)
+        if not heap or self.seats_left() <= 0:
+            return False
+        return heap[0][0] <= self.headroom_blocks()
+
+    # ----------------------------------------------------------------------------- actions
+    def release(self, group: int) -> None:
+        """Queue ``group``'s next request in the engine, then advance to the next decision."""
+        if not 0 <= group < self.num_groups:
+            raise InvalidActionError(f"action: group {group} must be in [0, {self.num_groups})")
+        if not self.releasable(group):
+            raise InvalidActionError(
+                f"action: group {group} has no pending request that fits now (see action_masks())"
+            )
+        request = self.next_request(group)
+        self.group_next[group] += 1
+        self._released[request] = True
+        self.released += 1
+        self.group_pending[group] -= 1
+        self.group_pending_prompt[group] -= self.requests[request].prompt_tokens
+        self.group_pending_output[group] -= self.requests[request].output_tokens
+        self.group_running[group] += 1
+        self.committed_private_blocks += self.private_blocks_at_finish(request)
+        self.instance.add_request(self.requests[request], self.now_s)
+        self._advance()
+
+    def run(self) -> None:
+        """Let the engine run to its next event, then on to the next decision point."""
+        if not self.can_run():
+            raise InvalidActionError("action: nothing is running; release a request first")
+        self._next_event()
+        self._advance()
+
+    # --------------------------------------------------------------------------- dynamics
+    def _next_event(self) -> None:
+        inst = self.instance
+        end = inst.next_event_s
+        if end == float("inf"):  # pragma: no cover - the capacity check rules it out
+            raise AssertionError("engine idle with queued work: a prompt larger than the cache?")
+        inst.on_event(end)
+        self.now_s = end
+        finished = inst.finished
+        if finished:
+            for request in finished:
+                group = self.request_group[request.request_id]
+                self.group_running[group] -= 1
+                self.committed_private_blocks -= self.private_blocks_at_finish(request.request_id)
+            self.finished.extend(finished)
+            self.requests_completed += len(finished)
+            finished.clear()
+
+    def _advance(self) -> None:
+        """Run the engine until some request can certainly be released, or to the end."""
+        while True:
+            if self.released < len(self.requests) and (
+                self._smallest_pending_fits() or not self.can_run()
+            ):
+                return
+            if not self.can_run():
+                self.done = True
+                return
+            self._next_event()
+
+    # ------------------------------------------------------------------------- metrics
+    def summary(self) -> dict[str, float | int]:
+        """Batch metrics: completion time, throughput (prompt and output tokens per second),
+        the share of prompt tokens served from the prefix cache, and peak KV blocks."""
+        inst = self.instance
+        prefix = inst.kv.prefix
+        hits = prefix.hit_tokens if prefix is not None else 0
+        elapsed = self.now_s
+        completed_tokens = sum(r.prompt_tokens + r.output_tokens for r in self.finished)
+        return {
+            "completion_time_s": elapsed,
+            "throughput_tok_s": completed_tokens / elapsed if elapsed > 0 else 0.0,
+            "output_tok_s": sum(r.output_tokens for r in self.finished) / elapsed
+            if elapsed > 0
+            else 0.0,
+            "kv_reuse_ratio": hits / self.total_prompt_tokens,
+            "peak_kv_blocks": inst.kv.peak_used_blocks,
+            "requests_completed": self.requests_completed,
+            "preemptions": inst.preemptions,
+            "prefill_tokens_computed": inst.prefill_tokens_computed,
+        }

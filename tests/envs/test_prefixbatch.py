@@ -168,6 +168,9 @@ def check_batch_invariants(env: PrefixBatchEnv) -> None:
     assert states.count(PREFILL) == len(inst.prefilling)
     assert states.count(DECODE) == inst.num_decoding
     assert int(sim.group_pending.sum()) == len(sim.requests) - released
+    # The memoised room the queued requests will take equals a fresh count.
+    fresh = sum(inst.admission_blocks(r) + inst.own_evictable_blocks(r) for r in inst.waiting)
+    assert sim.queued_blocks() == fresh
     assert 0 <= inst.kv.used_blocks <= inst.kv.capacity_blocks
     prefix = inst.kv.prefix
     # Every resident prefix node's blocks are inside the used count, and each referenced node

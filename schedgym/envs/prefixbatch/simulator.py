@@ -109,6 +109,11 @@ class PrefixBatchSimulator:
         # Blocks the released-but-unfinished requests will hold at their last token, private
         # part only (a policy's view of committed memory; shared prefixes count in the cache).
         self.committed_private_blocks = 0
+        # Memo of queued_blocks(): valid while (epoch, queue length) is unchanged; the epoch
+        # moves whenever the engine may have admitted, finished or evicted something.
+        self._epoch = 0
+        self._queued_key: tuple[int, int] = (-1, -1)
+        self._queued_value = 0
         self._advance()
 
     # ----------------------------------------------------------------- read-only views
@@ -129,7 +134,13 @@ class PrefixBatchSimulator:
         """Blocks the released requests still queued in the engine will take at admission
         (their own resident prefix counted as unavailable, as the engine counts it)."""
         inst = self.instance
-        return sum(inst.admission_blocks(r) + inst.own_evictable_blocks(r) for r in inst.waiting)
+        key = (self._epoch, len(inst.waiting))
+        if self._queued_key != key:
+            self._queued_value = sum(
+                inst.admission_blocks(r) + inst.own_evictable_blocks(r) for r in inst.waiting
+            )
+            self._queued_key = key
+        return self._queued_value
 
     def headroom_blocks(self) -> int:
         """Free plus evictable blocks left after the queued requests and the watermark."""
@@ -225,7 +236,19 @@ class PrefixBatchSimulator:
         self.group_pending_output[group] -= self.requests[request].output_tokens
         self.group_running[group] += 1
         self.committed_private_blocks += self.private_blocks_at_finish(request)
-        self.instance.add_request(self.requests[request], self.now_s)
+        inst = self.instance
+        req = self.requests[request]
+        # Queued blocks change only when the engine acts; while it is busy the new request just
+        # joins the queue and the sum grows by its own need (a burst of releases stays O(1)).
+        before = (self._epoch, len(inst.waiting))
+        known = self._queued_key == before and inst.busy
+        need = inst.admission_blocks(req) + inst.own_evictable_blocks(req) if known else 0
+        inst.add_request(req, self.now_s)
+        if known and len(inst.waiting) == before[1] + 1 and inst.waiting[-1] is req:
+            self._queued_key = (self._epoch, len(inst.waiting))
+            self._queued_value += need
+        else:
+            self._epoch += 1
         self._advance()
 
     def run(self) -> None:
@@ -242,6 +265,7 @@ class PrefixBatchSimulator:
         if end == float("inf"):  # pragma: no cover - the capacity check rules it out
             raise AssertionError("engine idle with queued work: a prompt larger than the cache?")
         inst.on_event(end)
+        self._epoch += 1
         self.now_s = end
         finished = inst.finished
         if finished:

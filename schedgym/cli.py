@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from schedgym.core.errors import SchedGymError
 
 # Each module exposes register(subparsers).
-COMMAND_MODULES = ("schedgym.commands.envs", "schedgym.commands.costmodel")
+COMMAND_MODULES = (
+    "schedgym.commands.envs",
+    "schedgym.commands.costmodel",
+    "schedgym.commands.capacity",
+)
 
 
 class _Parser(argparse.ArgumentParser):

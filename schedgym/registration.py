@@ -41,7 +41,32 @@ ENVS: tuple[EnvEntry, ...] = (
         "schedgym.baselines.mesh",
         smoke_preset="tiny",
     ),
+    EnvEntry(
+        "schedgym/PrefillChunk-v0",
+        "schedgym.envs.prefillchunk.env:PrefillChunkEnv",
+        "schedgym.baselines.prefill",
+        smoke_preset="tiny",
+    ),
+    EnvEntry(
+        "schedgym/PrefixBatch-v0",
+        "schedgym.envs.prefixbatch.env:PrefixBatchEnv",
+        "schedgym.baselines.prefix",
+        smoke_preset="tiny",
+    ),
+    EnvEntry(
+        "schedgym/OnlineDataGen-v0",
+        "schedgym.envs.datagen.env:OnlineDataGenEnv",
+        "schedgym.baselines.datagen",
+        smoke_preset="tiny",
+    ),
 )
+
+
+# Families with groupwise-regret policies -> the module that registers them.
+REGRET_POLICY_MODULES: dict[str, str] = {
+    "SoCDAG": "schedgym.baselines.regret_soc",
+    "MeshAssign": "schedgym.baselines.regret_mesh",
+}
 
 
 def env_ids() -> list[str]:
@@ -73,3 +98,6 @@ def register_envs() -> None:
                 max_episode_steps=entry.max_episode_steps,
             )
         register_policy_module(env_family(entry.env_id), entry.policies_module)
+    # Groupwise-regret policies (regret-heft, regret-portfolio) live in their own modules.
+    for family, module in REGRET_POLICY_MODULES.items():
+        register_policy_module(family, module)

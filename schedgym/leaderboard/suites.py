@@ -51,11 +51,32 @@ SUITES: dict[str, Suite] = {
             Scenario("schedgym/SoCDAG-v0", "heavy", "heavy"),
             Scenario("schedgym/MeshAssign-v0", "long-tail-heavy", "long-tail-heavy"),
             Scenario("schedgym/MeshAssign-v0", "uniform-short", "uniform-short"),
+            Scenario("schedgym/OnlineDataGen-v0", "small", "small"),
+            Scenario("schedgym/PrefillChunk-v0", "strict", "sarathi-strict", {"num_requests": 200}),
+            Scenario("schedgym/PrefillChunk-v0", "high-load", "high-load", {"num_requests": 200}),
+            Scenario(
+                "schedgym/PrefixBatch-v0",
+                "prefix-heavy",
+                "prefix-heavy",
+                {"num_requests": 400, "kv_capacity_blocks": 4000},
+            ),
+            Scenario(
+                "schedgym/PrefixBatch-v0",
+                "no-sharing",
+                "no-sharing",
+                {"num_requests": 400, "kv_capacity_blocks": 4000},
+            ),
         ),
         seeds=(1000, 1001),
         ranking_metric={
             "schedgym/SoCDAG-v0": ("mean_job_latency_us", True),
             "schedgym/MeshAssign-v0": ("step_time_s", True),
+            "schedgym/OnlineDataGen-v0": ("val_mse", True),
+            # max(p99 TBT / SLO, median scheduling delay / 2 s): Sarathi-Serve's capacity
+            # criterion as one number, <= 1 when both hold; it penalises both starving the
+            # decodes (TBT) and starving the queue (delay), which p99 TBT alone would not.
+            "schedgym/PrefillChunk-v0": ("slo_excess_ratio", True),
+            "schedgym/PrefixBatch-v0": ("completion_time_s", True),
         },
     ),
 }

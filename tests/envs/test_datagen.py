@@ -15,6 +15,8 @@ from schedgym.baselines import datagen as baselines
 from schedgym.core.errors import ConfigError, InvalidActionError
 from schedgym.core.policy import make_policy, policy_names
 from schedgym.core.rollout import run_episode
+from schedgym.envs.datagen import blas
+from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.buffers import BUFFER_KINDS, SampleBuffer
 from schedgym.envs.datagen.calibration import calibrate_env, measure_cost_table
 from schedgym.envs.datagen.config import PRESETS, DataGenConfig
@@ -352,6 +354,21 @@ def test_measure_cost_table_on_a_tiny_grid(tmp_path):
     bad.write_text('{"format": "other"}')
     with pytest.raises(ConfigError, match=r"^cost_table"):
         DataGenConfig(cost_table=str(bad))
+
+
+def test_one_blas_thread_sets_and_restores_openblas_threads():
+    handles = blas._openblas_threads()
+    if handles is None:
+        pytest.skip("numpy is not linked to OpenBLAS here")
+    setter, getter = handles
+    before = getter()
+    setter(2)
+    try:
+        with one_blas_thread():
+            assert getter() == 1
+        assert getter() == 2
+    finally:
+        setter(before)
 
 
 # ------------------------------------------------------------------------------ environment

@@ -2,9 +2,9 @@
 
 ``schedgym calibrate --env OnlineDataGen-v0 [--out FILE]`` calls :func:`calibrate_env`; the table
 it writes can be given to the environment as ``cost_table=FILE``. Times are the median of several
-timed repetitions (robust to a busy machine), measured on whatever BLAS threading the process has;
-set ``OPENBLAS_NUM_THREADS=1`` (or ``OMP_NUM_THREADS=1``) before starting Python to measure one
-core, which is what the environment's cost model assumes (it applies its own multi-core speedup).
+timed repetitions (robust to a busy machine), measured on one BLAS thread (OpenBLAS is set to one
+thread during the measurement; with another BLAS set ``OMP_NUM_THREADS=1`` before starting
+Python): one core is what the environment's cost model assumes (it models the multi-core speedup).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from schedgym.core.errors import ConfigError
+from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.costs import TABLE_FORMAT
 from schedgym.envs.datagen.solver import advance
 from schedgym.envs.datagen.surrogate import MLPSurrogate, training_flops
@@ -166,12 +167,13 @@ def measure_cost_table(
         raise ConfigError(f"grid_sizes: need at least two distinct sizes, got {list(grid_sizes)}")
     if len(set(training_points)) < 2:
         raise ConfigError("training_points: need at least two distinct points")
-    solver = measure_solver(grid_sizes, min_time_s)
+    with one_blas_thread():
+        solver = measure_solver(grid_sizes, min_time_s)
+        training = measure_training(training_points, min_time_s)
     cells = np.array([float(n) ** 2 for n in grid_sizes])
     substep = np.array([solver[str(n)] for n in grid_sizes])
     solver_features = np.stack([np.ones_like(cells), cells], axis=1)
     solver_intercept, per_cell = _relative_fit(solver_features, substep)
-    training = measure_training(training_points, min_time_s)
     flops = np.array([row["flops"] for row in training])
     step = np.array([row["step_s"] for row in training])
     params = np.array([float(row["num_params"]) for row in training])

@@ -38,6 +38,7 @@ import numpy as np
 
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.events import EventQueue
+from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.buffers import BUFFER_KINDS, SampleBuffer
 from schedgym.envs.datagen.config import DataGenConfig
 from schedgym.envs.datagen.costs import amdahl_speedup, load_cost_table
@@ -170,7 +171,8 @@ class DataGenSimulator:
         self.space = ParameterSpace(
             config.initial_temp_range_k, config.boundary_temp_range_k, config.num_regions
         )
-        self.validation = validation_set(config, self.space, self.grid)
+        with one_blas_thread():
+            self.validation = validation_set(config, self.space, self.grid)
         self.num_regions = config.num_regions
         self.output_dim = config.grid_size**2
         self.surrogate = MLPSurrogate(
@@ -225,7 +227,8 @@ class DataGenSimulator:
         self.last_trainer_busy_fraction = 0.0
         self.last_solver_busy_fraction = 0.0
         self.done = False
-        self.scores = score(self.surrogate, self.validation, self.num_regions)
+        with one_blas_thread():
+            self.scores = score(self.surrogate, self.validation, self.num_regions)
         self.initial_scores = self.scores
         # One entry per interval end (and the start): for learning curves and equal-step
         # comparisons.
@@ -291,6 +294,10 @@ class DataGenSimulator:
             raise InvalidActionError("action: choose a buffer policy first")
         if acquisition == LOSS_WEIGHTED and not self.loss_weighted_available():
             raise InvalidActionError("action: loss-weighted acquisition needs a training loss")
+        with one_blas_thread():
+            self._advance(acquisition, split)
+
+    def _advance(self, acquisition: int | str, split: int) -> None:
         config = self.config
         start_s = self.now_s
         end_s = min((self.interval + 1) * config.control_interval_s, self.end_time_s)

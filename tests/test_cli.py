@@ -64,6 +64,7 @@ def test_evaluate_table_output(capsys):
         (["evaluate", "SoCDAG-v0", "--policy", "heft", "--set", "num_jobs"], "FIELD=VALUE"),
         (["evaluate", "SoCDAG-v0", "--policy", "heft", "--episodes", "0"], "--episodes"),
         (["evaluate", "SoCDAG-v0"], "--policy"),
+        (["calibrate", "--env", "SoCDAG-v0"], "env: calibration"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message):

@@ -26,6 +26,11 @@ def register(subparsers: Any) -> None:
     calibrate.add_argument("--report", action="store_true", help="print the error report")
     calibrate.add_argument("--json", action="store_true", help="print the report as JSON")
     calibrate.add_argument("--out", metavar="FILE", help="write the fitted coefficients (JSON)")
+    calibrate.add_argument(
+        "--env",
+        metavar="ENV_ID",
+        help="measure an environment's cost table on this machine instead (OnlineDataGen-v0)",
+    )
     calibrate.set_defaults(func=run_calibrate)
 
     cost = subparsers.add_parser(
@@ -180,6 +185,10 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Handler of ``schedgym calibrate``."""
+    if args.env:
+        from schedgym.envs.datagen.calibration import calibrate_env
+
+        return calibrate_env(args.env, args.out)
     from schedgym.costmodels.fitting import fit_calibration, save_calibration
     from schedgym.costmodels.profiles import load_profiles
 

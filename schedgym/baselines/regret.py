@@ -331,7 +331,7 @@ class PortfolioAdapter(Protocol):
     """What :class:`GroupwisePortfolioPolicy` needs to know about one environment family."""
 
     def experts(self) -> dict[str, Policy]:
-        """Fresh instances of the heuristics, by name (the first is the tie-break default)."""
+        """Fresh heuristics reading the simulator's view, by name (first: the tie-break default)."""
 
     def groups(self, env: Any) -> tuple[list[Group], list[GroupFamily]]:
         """The groups over this family's contexts (called once per episode)."""
@@ -448,17 +448,16 @@ class GroupwisePortfolioPolicy(SimulatorPolicy):
         env_copy, experts = copy.deepcopy(snapshot, adapter.share(snapshot[0]))
         expert = experts[expert_index]
         state = adapter.loss_state(env_copy)
-        uses_obs = getattr(expert, "uses_observation", True)
-        fast = not uses_obs and hasattr(env_copy, "advance")
-        observation = None if fast or not uses_obs else env_copy._observation()
+        # The experts read the simulator's view, never the observation (as in run_episode).
+        fast = hasattr(env_copy, "advance")
         started = time.perf_counter()
         done = False
         while not done and not adapter.window_done(env_copy, start):
-            action = expert.act(observation, env_copy)
+            action = expert.act(None, env_copy)
             if fast:
                 _, terminated, truncated, _ = env_copy.advance(action)
             else:
-                observation, _, terminated, truncated, _ = env_copy.step(action)
+                _, _, terminated, truncated, _ = env_copy.step(action)
             done = terminated or truncated
             self.stats.rollout_steps += 1
         self.stats.rollout_s += time.perf_counter() - started

@@ -10,8 +10,9 @@ kind, PE type), which the finest groups can learn once they have data, while the
 carry what is shared before that.
 
 ``regret-portfolio``: :class:`~schedgym.baselines.regret.GroupwisePortfolioPolicy` over HEFT, ETF,
-MET, EFT, CP and FCFS; a decision epoch is a window of simulated time; its loss is the
-time-averaged number of jobs in the system over the window (what the reward integrates).
+MET, EFT, CP and FCFS; a decision epoch is a window of simulated time; a heuristic's loss is
+the time its epoch's jobs spend in the system over a longer horizon, in a counterfactual rollout
+(see :class:`SoCPortfolioAdapter`).
 """
 
 from __future__ import annotations
@@ -174,12 +175,15 @@ class SoCPortfolioAdapter:
     in the backlog); backlog non-empty; one group per application with a job in the SoC
     (intersecting).
 
-    Loss of a heuristic for an epoch: on the snapshot taken at the epoch's start, with every task
-    that had not started given its nominal time (``redact``: the actual times are the simulator's
-    sampled future) and arrivals drawn noise-free, the heuristic runs until the window is
-    covered; the loss is the increase in the jobs-in-system time integral divided by the simulated
-    time covered. Feedback waits until reality has passed the window's end and every task running
-    at its start has finished, so arrivals and those tasks' times are past when they are used.
+    Loss of a heuristic for an epoch begun at ``t0``: on the snapshot taken at ``t0``, with every
+    task that had not started given its nominal time and arrivals drawn noise-free (``redact``:
+    the actual times are the simulator's sampled future), the heuristic runs until
+    ``t0 + horizon_us``; the loss is the total time, within ``[t0, t0 + horizon_us]``, that the
+    epoch's jobs (in the system at ``t0`` or arriving before ``t0 + window_us``) spend in the
+    system, in ms: the part of the reward the epoch's decisions shape, followed long enough for
+    their consequences to show (a window-only integral favoured greedy rules that leave work
+    for later). Feedback waits until reality has passed ``t0 + horizon_us`` and every task
+    running at ``t0`` has finished, so the arrivals and task times used are past by then.
     """
 
     def __init__(self, window_us: float = 500.0, horizon_us: float = 2000.0) -> None:

@@ -23,7 +23,7 @@ BASELINES = ["heft", "etf", "met", "eft", "cp", "fcfs", "random"]
 
 
 def test_every_baseline_is_registered():
-    assert policy_names("schedgym/SoCDAG-v0") == BASELINES
+    assert policy_names("schedgym/SoCDAG-v0")[: len(BASELINES)] == BASELINES
 
 
 def test_heft_topcuoglu_example_makespan_and_order():

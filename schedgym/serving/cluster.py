@@ -99,6 +99,7 @@ class ServingCluster:
         self.migrations_aborted = 0
         self.migration_stall_s: list[float] = []  # per completed migration: pause of the request
         self.migrated_blocks = 0
+        self.active_migrations: dict[int, Migration] = {}  # request id -> migration in flight
 
     # ----------------------------------------------------------------- clock
     def next_event_s(self) -> float:
@@ -211,6 +212,7 @@ class ServingCluster:
         migration.copied_blocks = blocks
         migration.reserved_blocks = blocks
         request.migration = migration
+        self.active_migrations[request.request_id] = migration
         self.migrations_started += 1
         self.migrated_blocks += blocks
         duration = self.migration_time_s(blocks, source.instance_id, destination)
@@ -221,6 +223,7 @@ class ServingCluster:
     def _abort(self, migration: Migration, at: float) -> None:
         request = migration.request
         request.migration = None
+        del self.active_migrations[request.request_id]
         destination = self.instances[migration.destination]
         destination.release_reserved(migration.reserved_blocks, at)
         migration.reserved_blocks = 0
@@ -270,6 +273,7 @@ class ServingCluster:
         source.release_detached(request, at)
         destination.release_reserved(migration.reserved_blocks - held, at)
         request.migration = None
+        del self.active_migrations[request.request_id]
         request.num_migrations += 1
         self.migrations_completed += 1
         self.migration_stall_s.append(at - request.last_token_s)

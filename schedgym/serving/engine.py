@@ -292,6 +292,18 @@ class ServingInstance:
             if done > self._seg_applied:
                 self._apply_decodes(done - self._seg_applied)
 
+    def used_blocks_at(self, now_s: float) -> int:
+        """Blocks in use at ``now_s`` without materialising the segment (a cheap read for
+        policies that only need the memory level)."""
+        used = self.kv.used_blocks
+        if self._kind == _DECODE_RUN:
+            done = bisect_right(self._seg_ends, now_s, self._seg_applied, self._seg_len)
+            if done > self._seg_applied:
+                used += self._new_blocks(self.decode_index, done - self._seg_applied)
+                if self._prealloc_blocks > 0:
+                    used -= self._prealloc_blocks
+        return used
+
     def on_event(self, now_s: float) -> None:
         """The segment in flight ends at ``now_s`` (== ``next_event_s``): apply it, handle
         completions, detaches and arrivals, and start the next iteration(s)."""

@@ -1,0 +1,129 @@
+"""LLMCluster-v0 benchmarks: simulation speed on the Azure trace and Llumnix' effect at full scale.
+
+Run: ``.venv/bin/python benchmarks/bench_llmcluster.py`` (every part) or ``--part speed`` /
+``--part effect`` / ``--part capacity``.
+
+- speed: one hour of the Azure conversation trace (19,366 requests) on 4 Llama-2-7B/A100
+  instances with the Llumnix policy (migration ticks every 50 ms), driven on the simulator
+  (``run_on_simulator``: no observations) and through the Gymnasium env; target under 3 s for
+  the former on one core.
+- effect: the paper's setting at full scale: 16 instances of Llama-2-7B on A100, ShareGPT
+  lengths, Poisson arrivals at the ``high-load`` level (10 requests/s per 4 instances, scaled to
+  40/s), p99 TTFT of round-robin, least-outstanding-requests, Llumnix without and with migration.
+- capacity: the saturation throughput of one instance (what the presets' load levels are
+  relative to).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import schedgym  # noqa: F401
+from schedgym.baselines.llm import LlumnixPolicy, run_on_simulator
+from schedgym.core.policy import make_policy
+from schedgym.core.rng import spawn_streams
+from schedgym.core.rollout import run_episode
+from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
+from schedgym.envs.llmcluster.env import LLMClusterEnv
+from schedgym.envs.llmcluster.simulator import STREAMS, LLMClusterSimulator
+from schedgym.workloads.traces import azure_conv_trace
+
+ENV_ID = "schedgym/LLMCluster-v0"
+SPEED_TARGET_S = 3.0
+
+
+def simulate(config: LLMClusterConfig, policy: object, seed: int) -> tuple[dict, float]:
+    started = time.perf_counter()
+    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+    run_on_simulator(sim, policy)  # type: ignore[arg-type]
+    return sim.summary(), time.perf_counter() - started
+
+
+def speed() -> None:
+    azure_conv_trace()  # load (and cache) the CSV outside the timed part
+    config = LLMClusterConfig(**PRESETS["azure-trace"])
+    best = np.inf
+    for _ in range(3):
+        summary, elapsed = simulate(config, LlumnixPolicy(), 0)
+        best = min(best, elapsed)
+    print(
+        f"azure hour, 4 instances, llumnix, simulator: {best:.2f} s (best of 3; target "
+        f"< {SPEED_TARGET_S:.0f} s)  requests {summary['requests_completed']}  "
+        f"ttft_p99_s {summary['ttft_p99_s']:.3f}  tbt_p99_s {summary['tbt_p99_s']:.4f}  "
+        f"migrations {summary['migrations']}"
+    )
+    env = LLMClusterEnv(config=config)
+    result = run_episode(env, make_policy(ENV_ID, "llumnix"), seed=0)
+    print(
+        f"azure hour, 4 instances, llumnix, through the Gymnasium env: {result.walltime_s:.2f} s "
+        f"({result.steps} decisions)"
+    )
+
+
+def effect(seeds: list[int]) -> None:
+    base = PRESETS["high-load"]
+    config = LLMClusterConfig(
+        **{
+            **base,
+            "num_instances": 16,
+            "request_rate_per_s": 4 * base["request_rate_per_s"],
+            "num_requests": 8000,
+        }
+    )
+    print(
+        f"16 x {config.model} on {config.gpu}, ShareGPT, Poisson {config.request_rate_per_s} "
+        f"req/s, {config.num_requests} requests, seeds {seeds}"
+    )
+    p99 = {}
+    for name in ("round-robin", "lor", "llumnix-no-migration", "llumnix"):
+        runs = [simulate(config, make_policy(ENV_ID, name), seed) for seed in seeds]
+        p99[name] = float(np.mean([summary["ttft_p99_s"] for summary, _ in runs]))
+        print(
+            f"  {name:22s} ttft_p99_s {p99[name]:7.3f}  ttft_p50_s "
+            f"{np.mean([s['ttft_p50_s'] for s, _ in runs]):6.3f}  tbt_p99_s "
+            f"{np.mean([s['tbt_p99_s'] for s, _ in runs]):6.3f}  preemptions "
+            f"{np.mean([s['preemptions'] for s, _ in runs]):7.1f}  migrations "
+            f"{np.mean([s['migrations'] for s, _ in runs]):6.1f}  "
+            f"({np.mean([t for _, t in runs]):.1f} s per run)"
+        )
+    print(
+        f"  p99 TTFT ratio round-robin / llumnix {p99['round-robin'] / p99['llumnix']:.1f}x, "
+        f"lor / llumnix {p99['lor'] / p99['llumnix']:.1f}x"
+    )
+
+
+def capacity() -> None:
+    """Steady completion rate of one overloaded instance (arrivals at 4 req/s)."""
+    config = LLMClusterConfig(
+        num_instances=1, request_rate_per_s=4.0, num_requests=4000, migration=False
+    )
+    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(0), STREAMS))
+    run_on_simulator(sim, make_policy(ENV_ID, "round-robin"))  # type: ignore[arg-type]
+    last_arrival = sim.requests[-1].arrival_s
+    finish = np.array([r.finish_s for r in sim.cluster.completed])
+    steady = (finish > 100.0) & (finish < last_arrival)
+    print(
+        f"one {config.model}/{config.gpu} instance, vLLM batching, ShareGPT <= "
+        f"{config.max_total_tokens} tokens: {steady.sum() / (last_arrival - 100.0):.2f} "
+        "requests/s sustained under overload"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("speed", "effect", "capacity", "all"), default="all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    args = parser.parse_args()
+    if args.part in ("speed", "all"):
+        speed()
+    if args.part in ("capacity", "all"):
+        capacity()
+    if args.part in ("effect", "all"):
+        effect(args.seeds)
+
+
+if __name__ == "__main__":
+    main()

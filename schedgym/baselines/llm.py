@@ -1,0 +1,205 @@
+"""Baselines for LLMCluster: request dispatch (and live migration) across serving instances.
+
+- ``round-robin``: instances in turn.
+- ``random``: a uniformly random instance that is up.
+- ``lor``: least outstanding requests (queued plus running), the load balancing of INFaaS
+  (Romero et al., USENIX ATC 2021) as Llumnix' INFaaS++ baseline uses it.
+- ``llumnix``: Llumnix (Sun et al., "Llumnix: Dynamic Scheduling for Large Language Model
+  Serving", OSDI 2024): dispatch to the instance with the highest *freeness* (free KV blocks per
+  running request, counting queued requests' demand and a headroom for high-priority requests
+  as virtual usage), and at each migration tick migrate a request from the lowest-freeness
+  instance to the highest-freeness one when their freeness lies on either side of the
+  thresholds (the source's normal-priority, shortest request first).
+- ``llumnix-no-migration``: Llumnix' dispatch alone.
+
+Every policy reads the simulator's instances at the decision time (queue lengths, blocks, batch
+sizes); none reads output lengths or future arrivals. Besides ``act`` (Gymnasium actions), each
+has ``choose_dispatch(sim)`` and ``choose_migration(sim)`` working on the simulator directly,
+which the benchmark uses.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from schedgym.core.policy import register_policy
+from schedgym.envs.llmcluster.simulator import DISPATCH, LLMClusterSimulator
+from schedgym.serving.engine import ServingInstance
+from schedgym.serving.request import Request
+
+FAMILY = "LLMCluster"
+
+
+def _sim(env: Any) -> LLMClusterSimulator:
+    return env.unwrapped.simulator
+
+
+class _ClusterPolicy(ABC):
+    """Shared plumbing: turn simulator-level choices into the env's actions."""
+
+    def reset(self, env: Any) -> None:  # noqa: B027 - optional hook, most policies are stateless
+        """Nothing to reset by default."""
+
+    @abstractmethod
+    def choose_dispatch(self, sim: LLMClusterSimulator) -> int:
+        """The instance the pending request goes to."""
+
+    def choose_migration(self, sim: LLMClusterSimulator) -> tuple[Request, int] | None:
+        """No migration unless a subclass migrates."""
+        return None
+
+    def act(self, observation: Any, env: Any) -> int:
+        unwrapped = env.unwrapped
+        sim = _sim(env)
+        if sim.decision_kind == DISPATCH:
+            return int(unwrapped.dispatch_action(self.choose_dispatch(sim)))
+        choice = self.choose_migration(sim)
+        if choice is None:
+            return int(unwrapped.no_migration_action)
+        return int(unwrapped.migration_action(*choice))
+
+
+class RoundRobinPolicy(_ClusterPolicy):
+    """Instances in turn (skipping any that is down)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def reset(self, env: Any) -> None:
+        self._next = 0
+
+    def choose_dispatch(self, sim: LLMClusterSimulator) -> int:
+        n = len(sim.instances)
+        for offset in range(n):
+            candidate = (self._next + offset) % n
+            if sim.up[candidate]:
+                self._next = candidate + 1
+                return candidate
+        raise AssertionError("no instance is up")  # pragma: no cover
+
+
+class RandomPolicy(_ClusterPolicy):
+    """A uniformly random instance that is up; never migrates."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, env: Any) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def choose_dispatch(self, sim: LLMClusterSimulator) -> int:
+        up = np.flatnonzero(sim.up)
+        return int(up[self._rng.integers(up.size)])
+
+
+class LeastOutstandingPolicy(_ClusterPolicy):
+    """INFaaS-style load balancing: the instance with the fewest queued plus running requests
+    (ties to the lowest index)."""
+
+    def choose_dispatch(self, sim: LLMClusterSimulator) -> int:
+        best, best_load = -1, 0
+        for instance in sim.instances:
+            if not sim.up[instance.instance_id]:
+                continue
+            load = instance.num_outstanding()
+            if best < 0 or load < best_load:
+                best, best_load = instance.instance_id, load
+        return best
+
+
+class LlumnixPolicy(_ClusterPolicy):
+    """Llumnix (OSDI 2024): freeness-based dispatch and load-balancing migration.
+
+    Args:
+        migrate: whether to migrate at ticks (``False``: ``llumnix-no-migration``).
+        migrate_out_freeness: an instance below this freeness (blocks per running request) is a
+            migration source.
+        migrate_in_freeness: an instance above this freeness is a migration destination.
+        headroom_fraction: virtual usage added to an instance that holds high-priority requests,
+            as a fraction of its KV capacity (Llumnix' priority headroom), so that fewer
+            requests share it and its high-priority requests decode faster.
+    """
+
+    def __init__(
+        self,
+        migrate: bool = True,
+        migrate_out_freeness: float = 8.0,
+        migrate_in_freeness: float = 40.0,
+        headroom_fraction: float = 0.1,
+    ) -> None:
+        self.migrate = migrate
+        self.migrate_out_freeness = migrate_out_freeness
+        self.migrate_in_freeness = migrate_in_freeness
+        self.headroom_fraction = headroom_fraction
+
+    def _headroom(self, sim: LLMClusterSimulator, instance: ServingInstance) -> float:
+        if self.headroom_fraction <= 0 or sim.config.high_priority_share <= 0:
+            return 0.0
+        for request in instance.decoding.values():
+            if request.priority:
+                return self.headroom_fraction * sim.capacity_blocks
+        for request in instance.waiting:
+            if request.priority:
+                return self.headroom_fraction * sim.capacity_blocks
+        return 0.0
+
+    def freeness_of(self, sim: LLMClusterSimulator) -> list[float]:
+        """Each instance's freeness as this policy sees it (with priority headroom)."""
+        return [
+            sim.freeness(instance, self._headroom(sim, instance))
+            if sim.up[instance.instance_id]
+            else -np.inf
+            for instance in sim.instances
+        ]
+
+    def choose_dispatch(self, sim: LLMClusterSimulator) -> int:
+        freeness = self.freeness_of(sim)
+        return int(np.argmax(freeness))
+
+    def choose_migration(self, sim: LLMClusterSimulator) -> tuple[Request, int] | None:
+        if not self.migrate:
+            return None
+        freeness = self.freeness_of(sim)
+        order = sorted(range(len(freeness)), key=lambda i: freeness[i])
+        sources = [i for i in order if freeness[i] < self.migrate_out_freeness]
+        destinations = [i for i in reversed(order) if freeness[i] > self.migrate_in_freeness]
+        # Pair the lowest-freeness source with the highest-freeness destination, and so on.
+        for source, destination in zip(sources, destinations, strict=False):
+            if source == destination:
+                continue
+            instance = sim.instances[source]
+            for request in sim.migration_candidates(instance):
+                if sim.cluster.can_migrate(request, destination):
+                    return request, destination
+        return None
+
+
+for _name, _factory, _description in (
+    ("round-robin", RoundRobinPolicy, "Instances in turn"),
+    ("random", RandomPolicy, "A uniformly random instance"),
+    ("lor", LeastOutstandingPolicy, "Least outstanding requests (INFaaS++-style balancing)"),
+    ("llumnix", LlumnixPolicy, "Llumnix: freeness dispatch plus live migration (OSDI 2024)"),
+    (
+        "llumnix-no-migration",
+        lambda: LlumnixPolicy(migrate=False),
+        "Llumnix' freeness-based dispatch without migration",
+    ),
+):
+    register_policy(FAMILY, _name, _factory, _description)
+
+
+def run_on_simulator(sim: LLMClusterSimulator, policy: _ClusterPolicy) -> None:
+    """Drive ``sim`` to its end with ``policy``'s simulator-level choices (no observations)."""
+    while not sim.done:
+        if sim.decision_kind == DISPATCH:
+            sim.dispatch(policy.choose_dispatch(sim))
+        else:
+            choice = policy.choose_migration(sim)
+            if choice is None:
+                sim.migrate(None)
+            else:
+                sim.migrate(*choice)

@@ -1,0 +1,210 @@
+"""Configuration of LLMCluster-v0: every knob, validated, with named presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from schedgym.core.config import require_choice, require_number
+from schedgym.core.errors import ConfigError
+from schedgym.core.spaces import INVALID_ACTION_MODES
+from schedgym.costmodels.hardware import check_tp, get_gpu, get_model
+from schedgym.costmodels.inference import ENGINES
+from schedgym.serving.schedulers import SCHEDULERS
+from schedgym.workloads.arrivals import ARRIVAL_PROCESSES
+from schedgym.workloads.traces import SHIPPED_TRACES
+
+ARRIVALS = (*ARRIVAL_PROCESSES, "trace")
+LENGTHS = ("sharegpt", "power-law", "fixed")
+
+
+def _require_bool(field: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field}: must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LLMClusterConfig:
+    """Every knob of LLMCluster-v0. Times in seconds, lengths in tokens.
+
+    Attributes:
+        num_instances: serving instances (1-64), each one model replica on ``tp`` GPUs.
+        model / gpu / tp: what each instance serves on what (names from the cost-model
+            catalogue, e.g. ``Llama-2-7B`` on ``A100``); tp must divide the attention heads.
+        engine_overhead: CPU overhead preset of the cost model (``none`` or ``sarathi``).
+        batch_scheduler: each instance's batching policy (Llumnix runs on vLLM: ``vllm``).
+        kv_blocks_per_instance: KV blocks per instance; ``None`` derives them from GPU memory
+            minus weights and activations (``memory_utilization`` of HBM).
+        max_num_seqs / max_batch_tokens: per-instance batch limits (vLLM's).
+        arrival: ``poisson``, ``gamma`` (with ``arrival_cv``) or ``trace`` (replay ``trace``).
+        request_rate_per_s: cluster-wide mean arrival rate for synthetic arrivals.
+        lengths: ``sharegpt`` (empirical pairs, those over ``max_total_tokens`` dropped),
+            ``power-law`` (means ``power_law_*_mean_tokens``) or ``fixed``.
+        trace: a shipped trace name (``azure_conv``) or a CSV path; ``trace_time_scale`` < 1
+            compresses its time.
+        num_requests / duration_s: the episode's requests: the first ``num_requests``, and/or
+            those arriving before ``duration_s`` (at least one must be set).
+        horizon_s: simulated-time limit; at the limit the episode is truncated and requests
+            still in the system are reported in flight.
+        high_priority_share: fraction of requests in the high-priority class.
+        high_priority_weight: a high-priority request's weight in the reward (>= 1).
+        priority_scheduling: instances queue high-priority requests first and preempt normal
+            ones first (Llumnix' instance-level priorities).
+        migration: whether the agent decides migrations at each tick.
+        migration_tick_s: period of migration decisions (Llumnix: 50 ms).
+        gpus_per_node: GPUs per server; instances on one server copy KV over NVLink, others
+            over the network (bandwidths from the GPU catalogue and NCCL tables).
+        final_stage_max_blocks / max_migration_stages: when a migration's stalling last stage
+            starts (see :mod:`schedgym.serving.cluster`).
+        candidates_per_instance: migration candidates listed per source instance.
+        reward_scale_s: the reward is minus the weighted request-seconds divided by this.
+        invalid_action: ``raise`` or ``substitute`` (see :func:`schedgym.core.spaces.check_action`).
+    """
+
+    num_instances: int = 4
+    model: str = "Llama-2-7B"
+    gpu: str = "A100"
+    tp: int = 1
+    engine_overhead: str = "none"
+    batch_scheduler: str = "vllm"
+    kv_blocks_per_instance: int | None = None
+    memory_utilization: float = 0.9
+    max_num_seqs: int = 256
+    max_batch_tokens: int = 4096
+    arrival: str = "poisson"
+    request_rate_per_s: float = 4.0
+    arrival_cv: float = 1.0
+    lengths: str = "sharegpt"
+    max_total_tokens: int | None = 4096
+    power_law_prompt_mean_tokens: float = 256.0
+    power_law_output_mean_tokens: float = 256.0
+    power_law_max_tokens: int = 6144
+    fixed_prompt_tokens: int = 512
+    fixed_output_tokens: int = 128
+    trace: str = "azure_conv"
+    trace_time_scale: float = 1.0
+    num_requests: int | None = 400
+    duration_s: float | None = None
+    horizon_s: float | None = None
+    high_priority_share: float = 0.0
+    high_priority_weight: float = 4.0
+    priority_scheduling: bool = True
+    migration: bool = True
+    migration_tick_s: float = 0.05
+    gpus_per_node: int = 8
+    final_stage_max_blocks: int = 1
+    max_migration_stages: int = 8
+    candidates_per_instance: int = 4
+    reward_scale_s: float = 1.0
+    invalid_action: str = "raise"
+
+    def __post_init__(self) -> None:
+        require_number("num_instances", self.num_instances, 1, 64, integer=True)
+        get_model(self.model)
+        get_gpu(self.gpu)
+        require_number("tp", self.tp, 1, 8, integer=True)
+        check_tp(get_model(self.model), self.tp)
+        require_choice("engine_overhead", self.engine_overhead, ENGINES)
+        require_choice("batch_scheduler", self.batch_scheduler, SCHEDULERS)
+        if self.kv_blocks_per_instance is not None:
+            require_number(
+                "kv_blocks_per_instance", self.kv_blocks_per_instance, 8, 10_000_000, integer=True
+            )
+        require_number("memory_utilization", self.memory_utilization, 0.1, 1.0)
+        require_number("max_num_seqs", self.max_num_seqs, 1, 4096, integer=True)
+        require_number("max_batch_tokens", self.max_batch_tokens, 16, 1_000_000, integer=True)
+        require_choice("arrival", self.arrival, ARRIVALS)
+        require_number("request_rate_per_s", self.request_rate_per_s, 0.0, 1e5, low_inclusive=False)
+        require_number("arrival_cv", self.arrival_cv, 0.0, 100.0, low_inclusive=False)
+        require_choice("lengths", self.lengths, LENGTHS)
+        if self.max_total_tokens is not None:
+            require_number("max_total_tokens", self.max_total_tokens, 16, 1_000_000, integer=True)
+        require_number(
+            "power_law_max_tokens", self.power_law_max_tokens, 2, 1_000_000, integer=True
+        )
+        for field in ("power_law_prompt_mean_tokens", "power_law_output_mean_tokens"):
+            require_number(
+                field,
+                getattr(self, field),
+                1.0,
+                float(self.power_law_max_tokens),
+                low_inclusive=False,
+                high_inclusive=False,
+            )
+        require_number("fixed_prompt_tokens", self.fixed_prompt_tokens, 1, 1_000_000, integer=True)
+        require_number("fixed_output_tokens", self.fixed_output_tokens, 1, 1_000_000, integer=True)
+        if not isinstance(self.trace, str) or not self.trace:
+            raise ConfigError(f"trace: must be a shipped trace name or a path, got {self.trace!r}")
+        if self.arrival == "trace" and self.trace not in SHIPPED_TRACES:
+            import os
+
+            if not os.path.exists(self.trace):
+                raise ConfigError(
+                    f"trace: {self.trace!r} is neither a shipped trace {sorted(SHIPPED_TRACES)} "
+                    "nor an existing file"
+                )
+        require_number("trace_time_scale", self.trace_time_scale, 0.0, 1e6, low_inclusive=False)
+        if self.num_requests is None and self.duration_s is None:
+            raise ConfigError("num_requests: set num_requests or duration_s (or both)")
+        if self.num_requests is not None:
+            require_number("num_requests", self.num_requests, 1, 10_000_000, integer=True)
+        if self.duration_s is not None:
+            require_number("duration_s", self.duration_s, 0.0, 1e7, low_inclusive=False)
+        if self.horizon_s is not None:
+            require_number("horizon_s", self.horizon_s, 0.0, 1e8, low_inclusive=False)
+        require_number("high_priority_share", self.high_priority_share, 0.0, 1.0)
+        require_number("high_priority_weight", self.high_priority_weight, 1.0, 1000.0)
+        _require_bool("priority_scheduling", self.priority_scheduling)
+        _require_bool("migration", self.migration)
+        require_number("migration_tick_s", self.migration_tick_s, 0.001, 60.0)
+        require_number("gpus_per_node", self.gpus_per_node, 1, 64, integer=True)
+        if self.gpus_per_node % self.tp:
+            raise ConfigError(f"gpus_per_node: must be a multiple of tp={self.tp}")
+        require_number("final_stage_max_blocks", self.final_stage_max_blocks, 0, 1024, integer=True)
+        require_number("max_migration_stages", self.max_migration_stages, 1, 100, integer=True)
+        require_number("candidates_per_instance", self.candidates_per_instance, 1, 64, integer=True)
+        require_number("reward_scale_s", self.reward_scale_s, 0.0, low_inclusive=False)
+        require_choice("invalid_action", self.invalid_action, INVALID_ACTION_MODES)
+
+
+# Load levels. One Llama-2-7B instance on an A100 under vLLM batching with ShareGPT lengths (up
+# to 4096 tokens) sustains about 2.6 requests/s when overloaded (`benchmarks/bench_llmcluster.py
+# --part capacity` measures it), so 4 instances saturate near 10.4 requests/s. Queues form only
+# close to that point: with 80 GB of HBM the KV cache holds about 40 ShareGPT conversations, so
+# an instance is compute-bound well before its memory fills. low-load is about 40% of it;
+# high-load (about 96%) is where TTFT tails separate the dispatch policies, as in Llumnix'
+# high-load runs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "low-load": {"request_rate_per_s": 4.0, "num_requests": 1000},
+    "high-load": {"request_rate_per_s": 10.0, "num_requests": 2000},
+    "bursty": {
+        "arrival": "gamma",
+        "arrival_cv": 4.0,
+        "request_rate_per_s": 6.0,
+        "num_requests": 2000,
+    },
+    "azure-trace": {
+        "arrival": "trace",
+        "trace": "azure_conv",
+        "num_requests": None,
+        "duration_s": 3600.0,
+    },
+    "priority-mix": {
+        "request_rate_per_s": 10.0,
+        "num_requests": 2000,
+        "high_priority_share": 0.1,
+    },
+    # A small, fast instance for smoke tests and the all-envs test suite.
+    "tiny": {
+        "num_instances": 2,
+        "num_requests": 12,
+        "request_rate_per_s": 20.0,
+        "lengths": "power-law",
+        "power_law_prompt_mean_tokens": 64.0,
+        "power_law_output_mean_tokens": 32.0,
+        "power_law_max_tokens": 512,
+        "kv_blocks_per_instance": 64,
+        "migration_tick_s": 0.02,
+        "high_priority_share": 0.2,
+    },
+}

@@ -1,0 +1,319 @@
+"""Gymnasium facade of the LLMCluster simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from schedgym.core.config import resolve_config
+from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.rng import spawn_streams
+from schedgym.core.spaces import MaskedDiscrete, check_action
+from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
+from schedgym.envs.llmcluster.simulator import DISPATCH, MIGRATE, STREAMS, LLMClusterSimulator
+from schedgym.serving.request import Request
+
+NUM_INSTANCE_FEATURES = 9
+NUM_CANDIDATE_FEATURES = 5
+NUM_REQUEST_FEATURES = 3
+NUM_GLOBAL_FEATURES = 6
+# Scales that bring observation entries to order one.
+SEQS_SCALE = 64.0
+TOKENS_SCALE = 4096.0
+ITERATION_SCALE_S = 0.1
+
+
+class LLMClusterEnv(gym.Env):
+    """Request dispatch and live migration across LLM serving instances (Llumnix).
+
+    ## Description
+    ``num_instances`` instances of one model (default Llama-2-7B on A100) each run a vLLM-style
+    continuous-batching engine: paged KV cache in 16-token blocks sized from GPU memory,
+    iteration times from the calibrated inference cost model, preemption by recompute when
+    blocks run out. Requests arrive (Poisson, Gamma, or a replayed trace; ShareGPT, power-law or
+    fixed lengths; optional high-priority class). The agent dispatches each arriving request to
+    an instance and, every migration tick (50 ms), may live-migrate one decoding request to
+    another instance: its KV blocks are copied in stages while it keeps decoding, only the last
+    stage pauses it, the destination reserves blocks first and an aborted migration loses
+    nothing. Time jumps from decision to decision.
+
+    ## Action Space
+    ``Discrete(N + 1 + N * C * N)`` (N instances, C = ``candidates_per_instance``):
+
+    - ``i < N``: dispatch the pending request to instance ``i`` (only at a dispatch decision;
+      masked to instances that are up);
+    - ``N``: no migration (only at a migration tick);
+    - ``N + 1 + (s * C + c) * N + d``: migrate candidate ``c`` of source instance ``s`` to
+      instance ``d`` (masked to listed candidates and destinations with room).
+
+    ``action_masks()`` gives the valid actions; an invalid one raises
+    :class:`~schedgym.core.errors.InvalidActionError`.
+
+    ## Observation Space
+    A ``Dict`` of fixed-shape arrays:
+
+    - ``instance_features`` ``(N, 9)``: running requests / 64, waiting requests / 64, free KV
+      fraction, Llumnix freeness / 100 (free blocks per running request, queued demand counted
+      as used), last iteration time / 0.1 s, queued prefill tokens / 4096, decoding requests / 64,
+      KV used fraction, whether a migration into or out of it is in flight.
+    - ``candidate_features`` ``(N * C, 5)`` and ``candidate_mask`` ``(N * C,)``: per candidate
+      (slot ``s * C + c``): KV tokens / 4096, generated tokens / 4096, high priority, KV blocks /
+      capacity, its instance's freeness / 100.
+    - ``request_features`` ``(3,)``: the pending request's prompt tokens / 4096, high priority,
+      waiting flag (zeros at a migration tick).
+    - ``global_features`` ``(6,)``: decision kind (0 dispatch, 1 migration), requests in system /
+      (64 N), fraction of the episode's requests arrived, fraction completed, time / 3600 s,
+      migrations in flight / N.
+
+    ## Rewards
+    Minus the time integral of the requests in the system between two decisions, each
+    high-priority request weighted by ``high_priority_weight`` (default 4), divided by
+    ``reward_scale_s``: with weight 1 the return is minus the total end-to-end latency in
+    seconds, so maximising it minimises mean latency, with high priority counting more.
+
+    ## Starting State
+    The first request arrives at time 0; the episode starts at its dispatch decision.
+
+    ## Episode End
+    Terminates when every request has arrived and completed; truncates at ``horizon_s`` if set
+    (requests still in the system are counted in ``requests_in_flight``). The final ``info``
+    holds the summary: ``ttft_p50_s``, ``ttft_p99_s``, ``tbt_p50_s``, ``tbt_p99_s``,
+    ``e2e_p50_s``, ``e2e_p99_s`` (and ``_high`` variants for high priority),
+    ``requests_arrived``, ``requests_completed``, ``requests_in_flight``, ``preemptions``,
+    ``migrations``, ``migrations_aborted``, ``throughput_tok_s``, ``makespan_s``,
+    ``mean_requests_in_system``.
+
+    ## Arguments
+    ``config`` (a :class:`LLMClusterConfig`) or ``preset`` (``low-load``, ``high-load``,
+    ``bursty``, ``azure-trace``, ``priority-mix``, ``tiny``), plus any config field as a
+    keyword override, and ``render_mode`` (``ansi`` or ``rgb_array``).
+
+    ## Version History
+    - v0: initial version.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import schedgym
+        >>> env = gym.make("schedgym/LLMCluster-v0", preset="tiny")
+        >>> obs, info = env.reset(seed=0)
+        >>> action = int(env.unwrapped.action_masks().nonzero()[0][0])
+        >>> obs, reward, terminated, truncated, info = env.step(action)
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+
+    def __init__(
+        self,
+        config: LLMClusterConfig | None = None,
+        preset: str | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = resolve_config(LLMClusterConfig, PRESETS, config, preset, overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(
+                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        n = self.config.num_instances
+        c = self.config.candidates_per_instance
+        self.num_instances = n
+        self.num_candidates = n * c
+        self.no_migration_action = n
+        self.num_actions = n + 1 + self.num_candidates * n
+        self.action_space = MaskedDiscrete(self.num_actions, self.action_masks)
+        box = spaces.Box
+        self.observation_space = spaces.Dict(
+            {
+                "instance_features": box(-np.inf, np.inf, (n, NUM_INSTANCE_FEATURES), np.float32),
+                "candidate_features": box(
+                    -np.inf, np.inf, (self.num_candidates, NUM_CANDIDATE_FEATURES), np.float32
+                ),
+                "candidate_mask": spaces.MultiBinary(self.num_candidates),
+                "request_features": box(-np.inf, np.inf, (NUM_REQUEST_FEATURES,), np.float32),
+                "global_features": box(-np.inf, np.inf, (NUM_GLOBAL_FEATURES,), np.float32),
+            }
+        )
+        self.simulator: LLMClusterSimulator | None = None
+        self._candidates: list[Request | None] = [None] * self.num_candidates
+        self._mask: np.ndarray | None = None
+
+    # ------------------------------------------------------------------------------ API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self.simulator = LLMClusterSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        self._last_area = self.simulator.cluster.area_weighted_s
+        self._refresh()
+        return self._observation(), self._info()
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        sim = self._sim()
+        if sim.done:
+            raise InvalidActionError("action: the episode is over; call reset()")
+        mask = self.action_masks()
+        fallback = self.no_migration_action if sim.decision_kind == MIGRATE else None
+        chosen = check_action(action, mask, self.config.invalid_action, fallback)
+        if sim.decision_kind == DISPATCH:
+            sim.dispatch(chosen)
+        elif chosen == self.no_migration_action:
+            sim.migrate(None)
+        else:
+            slot, destination = divmod(chosen - self.no_migration_action - 1, self.num_instances)
+            request = self._candidates[slot]
+            assert request is not None
+            sim.migrate(request, destination)
+        area = sim.cluster.area_weighted_s
+        reward = -(area - self._last_area) / self.config.reward_scale_s
+        self._last_area = area
+        self._refresh()
+        info = self._info()
+        info["action_substituted"] = chosen != int(action)
+        if sim.done:
+            info.update(sim.summary())
+        return (
+            self._observation(),
+            float(reward),
+            sim.done and not sim.truncated,
+            sim.truncated,
+            info,
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """``(num_actions,)`` bool: the valid actions now."""
+        if self._mask is None:
+            return np.zeros(self.num_actions, bool)
+        return self._mask.copy()
+
+    def summary(self) -> dict[str, float | int]:
+        """The episode summary so far (the same keys as the final ``info``)."""
+        return self._sim().summary()
+
+    def render(self) -> Any:
+        from schedgym.envs.llmcluster.render import render_ansi, render_rgb_array
+
+        if self.render_mode == "ansi":
+            return render_ansi(self._sim())
+        if self.render_mode == "rgb_array":
+            return render_rgb_array(self._sim())
+        return None
+
+    # ------------------------------------------------------------------- action helpers
+    def dispatch_action(self, instance_id: int) -> int:
+        """The action that dispatches the pending request to ``instance_id``."""
+        return instance_id
+
+    def migration_action(self, request: Request, destination: int) -> int:
+        """The action that migrates ``request`` (a listed candidate) to ``destination``."""
+        for slot, candidate in enumerate(self._candidates):
+            if candidate is request:
+                return self.no_migration_action + 1 + slot * self.num_instances + destination
+        raise InvalidActionError(f"action: request {request.request_id} is not a listed candidate")
+
+    # -------------------------------------------------------------------------- helpers
+    def _sim(self) -> LLMClusterSimulator:
+        if self.simulator is None:
+            raise InvalidActionError("action: call reset() before step()")
+        return self.simulator
+
+    def _refresh(self) -> None:
+        """Recompute the candidate list and the action mask for the current decision."""
+        sim = self._sim()
+        sim.sync()
+        n, per = self.num_instances, self.config.candidates_per_instance
+        mask = np.zeros(self.num_actions, bool)
+        self._candidates = [None] * self.num_candidates
+        if not sim.done:
+            if sim.decision_kind == DISPATCH:
+                mask[:n] = sim.up
+            else:
+                mask[n] = True
+                for instance in sim.instances:
+                    listed = sim.migration_candidates(instance)[:per]
+                    for c, request in enumerate(listed):
+                        slot = instance.instance_id * per + c
+                        self._candidates[slot] = request
+                        base = n + 1 + slot * n
+                        for destination in range(n):
+                            if sim.up[destination] and sim.cluster.can_migrate(
+                                request, destination
+                            ):
+                                mask[base + destination] = True
+        self._mask = mask
+
+    def _info(self) -> dict[str, Any]:
+        sim = self._sim()
+        return {
+            "time_s": sim.now_s,
+            "decision": "dispatch" if sim.decision_kind == DISPATCH else "migration",
+            "requests_arrived": sim.requests_arrived,
+            "requests_completed": sim.requests_completed,
+            "requests_in_system": sim.requests_in_system,
+        }
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        sim = self._sim()
+        n = self.num_instances
+        capacity = float(sim.capacity_blocks)
+        migrating = np.zeros(n, bool)
+        instance_features = np.zeros((n, NUM_INSTANCE_FEATURES), np.float32)
+        freeness = np.zeros(n)
+        for i, instance in enumerate(sim.instances):
+            freeness[i] = sim.freeness(instance)
+            instance_features[i] = (
+                instance.num_running() / SEQS_SCALE,
+                len(instance.waiting) / SEQS_SCALE,
+                instance.free_blocks / capacity,
+                freeness[i] / 100.0,
+                instance.last_iteration_s / ITERATION_SCALE_S,
+                instance.waiting_prefill_tokens / TOKENS_SCALE,
+                instance.num_decoding / SEQS_SCALE,
+                instance.kv.used_blocks / capacity,
+                0.0,
+            )
+        in_flight = len(sim.cluster.active_migrations)
+        for migration in sim.cluster.active_migrations.values():
+            migrating[migration.source] = True
+            migrating[migration.destination] = True
+        instance_features[:, 8] = migrating
+        candidate_features = np.zeros((self.num_candidates, NUM_CANDIDATE_FEATURES), np.float32)
+        candidate_mask = np.zeros(self.num_candidates, np.int8)
+        for slot, request in enumerate(self._candidates):
+            if request is None:
+                continue
+            instance = sim.instances[request.instance]
+            candidate_features[slot] = (
+                instance.kv_tokens(request) / TOKENS_SCALE,
+                instance.generated(request) / TOKENS_SCALE,
+                float(request.priority),
+                instance.held_blocks(request) / capacity,
+                freeness[request.instance] / 100.0,
+            )
+            candidate_mask[slot] = 1
+        request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
+        pending = sim.pending_request
+        if pending is not None and sim.decision_kind == DISPATCH:
+            request_features[:] = (pending.prompt_tokens / TOKENS_SCALE, pending.priority, 1.0)
+        total = max(1, sim.num_requests)
+        global_features = np.array(
+            [
+                float(sim.decision_kind == MIGRATE),
+                sim.requests_in_system / (SEQS_SCALE * n),
+                sim.requests_arrived / total,
+                sim.requests_completed / total,
+                sim.now_s / 3600.0,
+                in_flight / n,
+            ],
+            np.float32,
+        )
+        return {
+            "instance_features": instance_features,
+            "candidate_features": candidate_features,
+            "candidate_mask": candidate_mask,
+            "request_features": request_features,
+            "global_features": global_features,
+        }

@@ -1,0 +1,343 @@
+"""The LLMCluster simulator: request dispatch and live migration across serving instances.
+
+Pure state machine, no Gymnasium. N continuous-batching instances
+(:class:`~schedgym.serving.engine.ServingInstance`) share one clock
+(:class:`~schedgym.serving.cluster.ServingCluster`). Time jumps from event to event and stops at
+two kinds of decision points:
+
+- ``DISPATCH``: a request has arrived (``pending_request``); choose the instance it queues on.
+- ``MIGRATE``: a migration tick (every ``migration_tick_s`` while requests are in the system and
+  some instance has a decoding request that could move); choose none or one
+  (request, destination) live migration. Ticks with nothing to choose are skipped.
+
+Policies read the instances and request views; they never see a request's output length or
+future arrivals. Instances are materialised lazily: :meth:`LLMClusterSimulator.freeness` reads
+the memory level at ``now_s`` cheaply, and :meth:`LLMClusterSimulator.sync` brings every
+instance's counters to ``now_s`` (the env calls it before building an observation).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+
+from schedgym.core.errors import InvalidActionError
+from schedgym.costmodels.inference import (
+    get_cost_model,
+    kv_blocks_capacity,
+    kv_migration_time_s,
+)
+from schedgym.envs.llmcluster.config import LLMClusterConfig
+from schedgym.serving.cluster import ServingCluster
+from schedgym.serving.engine import ServingInstance
+from schedgym.serving.kv_cache import KVCache
+from schedgym.serving.metrics import latency_summary, request_tbt_s
+from schedgym.serving.request import DECODE, Request
+from schedgym.serving.schedulers import make_scheduler
+from schedgym.workloads.request_lengths import FixedLengths, PowerLawLengths, ShareGPTLengths
+from schedgym.workloads.requests import RequestStream, synthetic_stream, trace_stream
+from schedgym.workloads.traces import SHIPPED_TRACES, read_trace_csv
+
+DISPATCH, MIGRATE = 0, 1
+STREAMS = ("arrivals", "lengths", "priorities")
+
+
+def build_stream(
+    config: LLMClusterConfig, streams: dict[str, np.random.Generator]
+) -> RequestStream:
+    """The episode's requests, drawn from the config's workload."""
+    if config.arrival == "trace":
+        if config.trace in SHIPPED_TRACES:
+            trace = SHIPPED_TRACES[config.trace]()
+        else:
+            trace = read_trace_csv(config.trace)
+        return trace_stream(
+            trace,
+            streams["priorities"],
+            config.num_requests,
+            config.duration_s,
+            config.high_priority_share,
+            config.trace_time_scale,
+        )
+    lengths: ShareGPTLengths | PowerLawLengths | FixedLengths
+    if config.lengths == "sharegpt":
+        lengths = ShareGPTLengths(config.max_total_tokens)
+    elif config.lengths == "power-law":
+        lengths = PowerLawLengths(
+            config.power_law_prompt_mean_tokens,
+            config.power_law_output_mean_tokens,
+            max_tokens=config.power_law_max_tokens,
+        )
+    else:
+        lengths = FixedLengths(config.fixed_prompt_tokens, config.fixed_output_tokens)
+    return synthetic_stream(
+        streams["arrivals"],
+        streams["lengths"],
+        streams["priorities"],
+        lengths,
+        config.request_rate_per_s,
+        config.num_requests,
+        config.duration_s,
+        config.arrival,
+        config.arrival_cv,
+        config.high_priority_share,
+    )
+
+
+def kv_blocks_per_instance(config: LLMClusterConfig) -> int:
+    """KV blocks of one instance: the config's, or what fits in GPU memory."""
+    if config.kv_blocks_per_instance is not None:
+        return config.kv_blocks_per_instance
+    return kv_blocks_capacity(
+        config.model, config.gpu, config.tp, memory_utilization=config.memory_utilization
+    )
+
+
+def _migration_time_s(
+    config: LLMClusterConfig, instances_per_node: int, blocks: int, source: int, destination: int
+) -> float:
+    same_node = source // instances_per_node == destination // instances_per_node
+    return kv_migration_time_s(config.model, config.gpu, blocks, config.tp, same_node)
+
+
+def _request_weight(high_priority_weight: float, request: Request) -> float:
+    return high_priority_weight if request.priority else 1.0
+
+
+class LLMClusterSimulator:
+    """Dispatch and migration across serving instances.
+
+    Args:
+        config: the validated configuration.
+        streams: independent generators named ``arrivals``, ``lengths``, ``priorities``.
+    """
+
+    def __init__(self, config: LLMClusterConfig, streams: dict[str, np.random.Generator]) -> None:
+        self.config = config
+        self.stream = build_stream(config, streams)
+        self.num_requests = self.stream.num_requests
+        self.cost_model = get_cost_model(
+            config.model, config.gpu, config.tp, config.engine_overhead
+        )
+        self.capacity_blocks = kv_blocks_per_instance(config)
+        self.instances = [
+            ServingInstance(
+                i,
+                self.cost_model,
+                KVCache(self.capacity_blocks),
+                make_scheduler(config.batch_scheduler),
+                max_num_seqs=config.max_num_seqs,
+                max_batch_tokens=config.max_batch_tokens,
+                priority_first=config.priority_scheduling and config.high_priority_share > 0,
+            )
+            for i in range(config.num_instances)
+        ]
+        self.cluster = ServingCluster(
+            self.instances,
+            partial(_migration_time_s, config, config.gpus_per_node // config.tp),
+            config.final_stage_max_blocks,
+            config.max_migration_stages,
+            request_weight=partial(_request_weight, config.high_priority_weight),
+        )
+        self.requests: list[Request] = []
+        self.rejected: list[Request] = []  # longer than an instance's whole KV cache
+        self._max_blocks = self.capacity_blocks - self.instances[0].watermark_blocks
+        self.up = np.ones(config.num_instances, bool)  # instances accepting requests
+        self.now_s = 0.0
+        self.decision_kind = DISPATCH
+        self.pending_request: Request | None = None
+        self.done = False
+        self.truncated = False
+        self.decisions = 0
+        self._next_arrival = 0
+        self._next_tick_s = config.migration_tick_s if config.migration else math.inf
+        self._advance()
+
+    # ----------------------------------------------------------------- read-only views
+    @property
+    def requests_arrived(self) -> int:
+        return len(self.requests)
+
+    @property
+    def requests_completed(self) -> int:
+        return len(self.cluster.completed)
+
+    @property
+    def requests_in_system(self) -> int:
+        return self.cluster.in_system + (self.pending_request is not None)
+
+    def freeness(self, instance: ServingInstance, headroom_blocks: float = 0.0) -> float:
+        """Llumnix' freeness of ``instance``: (capacity - virtual usage) / batch size, blocks
+        per running request. Virtual usage is the blocks held plus the blocks the queued
+        requests' prefills need plus ``headroom_blocks`` (Sun et al., OSDI 2024, Section 4.4)."""
+        used = instance.used_blocks_at(self.now_s)
+        virtual = used + instance.waiting_blocks + headroom_blocks
+        return (self.capacity_blocks - virtual) / max(1, instance.num_running())
+
+    def migration_candidates(self, instance: ServingInstance) -> list[Request]:
+        """Requests of ``instance`` that may migrate: decoding, not already migrating, with
+        tokens still to go. Ordered as Llumnix picks them: normal priority before high, then
+        the fewest KV blocks (the cheapest copy) first."""
+        instance.sync(self.now_s)
+        out = [
+            r
+            for r in instance.decoding.values()
+            if r.migration is None
+            and instance.generated(r) < r.output_tokens - 1
+            and not r.prefix_path
+        ]
+        out.sort(key=lambda r: (r.priority, instance.kv_tokens(r), r.request_id))
+        return out
+
+    # ----------------------------------------------------------------- actions
+    def dispatch(self, instance_id: int) -> None:
+        """Queue the pending request on ``instance_id``."""
+        if self.done or self.decision_kind != DISPATCH or self.pending_request is None:
+            raise InvalidActionError("action: no request is waiting for dispatch")
+        if not (0 <= instance_id < len(self.instances)) or not self.up[instance_id]:
+            raise InvalidActionError(f"action: instance {instance_id} is not up")
+        request = self.pending_request
+        self.pending_request = None
+        self.cluster.dispatch(request, instance_id)
+        self.decisions += 1
+        self._advance()
+
+    def migrate(self, request: Request | None, destination: int = -1) -> bool:
+        """At a migration tick: start migrating ``request`` to ``destination``, or nothing
+        for ``None``. Returns whether a migration started."""
+        if self.done or self.decision_kind != MIGRATE:
+            raise InvalidActionError("action: no migration decision is pending")
+        started = False
+        if request is not None:
+            if not self.cluster.can_migrate(request, destination) or not self.up[destination]:
+                raise InvalidActionError(
+                    f"action: request {request.request_id} cannot migrate to {destination}"
+                )
+            started = self.cluster.migrate(request, destination)
+        self.decisions += 1
+        self._advance()
+        return started
+
+    # ----------------------------------------------------------------- dynamics
+    def _has_migration_choice(self) -> bool:
+        """Whether some instance decodes a request that is not already migrating (a cheap
+        test; the exact candidates are listed on demand)."""
+        if len(self.instances) < 2:
+            return False
+        migrating = len(self.cluster.active_migrations)
+        return sum(instance.num_decoding for instance in self.instances) > migrating
+
+    def sync(self) -> None:
+        """Materialise every instance at ``now_s`` (for full observations of their state)."""
+        self.cluster.sync()
+
+    def _advance(self) -> None:
+        """Run to the next decision point (or the end)."""
+        stream = self.stream
+        cluster = self.cluster
+        horizon = self.config.horizon_s if self.config.horizon_s is not None else math.inf
+        tick = self.config.migration_tick_s
+        while True:
+            arrival = (
+                float(stream.arrival_s[self._next_arrival])
+                if self._next_arrival < self.num_requests
+                else math.inf
+            )
+            if cluster.in_system == 0 and arrival < math.inf:
+                # Nothing to migrate until the next arrival: skip the idle ticks.
+                self._next_tick_s = max(self._next_tick_s, math.ceil(arrival / tick) * tick)
+            when = min(arrival, self._next_tick_s)
+            if when == math.inf:
+                cluster.run_to_completion(horizon)
+                if cluster.events:
+                    self._truncate(horizon)
+                else:
+                    self.now_s = max(self.now_s, cluster.now_s)
+                    self.done = True
+                return
+            if when > horizon:
+                self._truncate(horizon)
+                return
+            cluster.advance_to(when)
+            self.now_s = when
+            if arrival <= self._next_tick_s:
+                k = self._next_arrival
+                self._next_arrival += 1
+                request = Request(
+                    k,
+                    arrival,
+                    int(stream.prompt_tokens[k]),
+                    int(stream.output_tokens[k]),
+                    int(stream.priority[k]),
+                )
+                self.requests.append(request)
+                tokens = request.prompt_tokens + request.output_tokens
+                if -(-tokens // self.instances[0].block_tokens) > self._max_blocks:
+                    # Longer than an instance's KV cache can ever hold: refused on arrival, as
+                    # vLLM refuses prompts beyond its limits, and reported.
+                    self.rejected.append(request)
+                    continue
+                self.pending_request = request
+                self.decision_kind = DISPATCH
+                return
+            self._next_tick_s = when + tick
+            if cluster.in_system == 0 or not cluster.events:
+                # Nothing runs (or nothing is left): no tick can change anything until the
+                # next arrival.
+                self._next_tick_s = (
+                    math.ceil(arrival / tick) * tick if arrival < math.inf else math.inf
+                )
+                continue
+            if self._has_migration_choice():
+                self.decision_kind = MIGRATE
+                return
+
+    def _truncate(self, horizon: float) -> None:
+        self.cluster.advance_to(horizon)
+        self.now_s = horizon
+        self.truncated = True
+        self.done = True
+        self.pending_request = None
+
+    # ----------------------------------------------------------------- metrics
+    def summary(self) -> dict[str, float | int]:
+        """The episode's metrics (see the env's docstring for the keys)."""
+        completed = self.cluster.completed
+        out: dict[str, float | int] = {}
+        out.update(latency_summary(completed, self.instances))
+        high = [r for r in completed if r.priority]
+        out.update(latency_summary(high, None, suffix="_high"))
+        tbt_high = (
+            np.concatenate([request_tbt_s(r, self.instances) for r in high])
+            if high
+            else np.zeros(0)
+        )
+        from schedgym.core.metrics import percentile
+
+        out["tbt_p50_s_high"] = percentile(tbt_high, 50)
+        out["tbt_p99_s_high"] = percentile(tbt_high, 99)
+        elapsed = max(self.now_s, 1e-9)
+        tokens = sum(instance.tokens_generated for instance in self.instances)
+        in_flight = self.cluster.in_system + (self.pending_request is not None)
+        out.update(
+            {
+                "requests_arrived": self.requests_arrived,
+                "requests_completed": self.requests_completed,
+                "requests_in_flight": in_flight,
+                "requests_rejected": len(self.rejected),
+                "preemptions": sum(instance.preemptions for instance in self.instances),
+                "migrations": self.cluster.migrations_completed,
+                "migrations_aborted": self.cluster.migrations_aborted,
+                "throughput_tok_s": tokens / elapsed,
+                "makespan_s": self.now_s,
+                "mean_requests_in_system": self.cluster.area_requests_s / elapsed,
+            }
+        )
+        return out
+
+    def decoding_requests(self) -> list[Request]:
+        """Every request decoding anywhere (for inspection and tests)."""
+        return [r for instance in self.instances for r in instance.decoding.values()
+                if r.state == DECODE]  # fmt: skip

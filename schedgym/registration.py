@@ -36,6 +36,12 @@ ENVS: tuple[EnvEntry, ...] = (
         smoke_preset="tiny",
     ),
     EnvEntry(
+        "schedgym/LLMCluster-v0",
+        "schedgym.envs.llmcluster.env:LLMClusterEnv",
+        "schedgym.baselines.llm",
+        smoke_preset="tiny",
+    ),
+    EnvEntry(
         "schedgym/MeshAssign-v0",
         "schedgym.envs.mesh.env:MeshAssignEnv",
         "schedgym.baselines.mesh",

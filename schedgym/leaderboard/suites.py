@@ -49,6 +49,10 @@ SUITES: dict[str, Suite] = {
             Scenario("schedgym/SoCDAG-v0", "light", "light"),
             Scenario("schedgym/SoCDAG-v0", "medium", "medium"),
             Scenario("schedgym/SoCDAG-v0", "heavy", "heavy"),
+            Scenario("schedgym/LLMCluster-v0", "high-load", "high-load", {"num_requests": 600}),
+            Scenario(
+                "schedgym/LLMCluster-v0", "priority-mix", "priority-mix", {"num_requests": 600}
+            ),
             Scenario("schedgym/MeshAssign-v0", "long-tail-heavy", "long-tail-heavy"),
             Scenario("schedgym/MeshAssign-v0", "uniform-short", "uniform-short"),
             Scenario("schedgym/OnlineDataGen-v0", "small", "small"),
@@ -70,6 +74,7 @@ SUITES: dict[str, Suite] = {
         seeds=(1000, 1001),
         ranking_metric={
             "schedgym/SoCDAG-v0": ("mean_job_latency_us", True),
+            "schedgym/LLMCluster-v0": ("ttft_p99_s", True),
             "schedgym/MeshAssign-v0": ("step_time_s", True),
             "schedgym/OnlineDataGen-v0": ("val_mse", True),
             # max(p99 TBT / SLO, median scheduling delay / 2 s): Sarathi-Serve's capacity

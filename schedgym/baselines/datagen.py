@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from schedgym.baselines.common import RandomMaskedPolicy
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import register_policy
 from schedgym.envs.datagen.buffers import BUFFER_KINDS
@@ -52,21 +53,6 @@ def _buffer_index(buffer: str) -> int:
 def _uniform(env: Any) -> int:
     """The acquisition index of uniform sampling over the whole space."""
     return int(_env(env).num_regions)
-
-
-class RandomPolicy:
-    """A uniformly random valid action at every decision."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, env: Any) -> None:
-        self._rng = np.random.default_rng(self.seed)
-
-    def act(self, observation: Any, env: Any) -> int:
-        valid = np.flatnonzero(_env(env).action_masks())
-        return int(valid[self._rng.integers(valid.size)])
 
 
 class OnlinePolicy:
@@ -208,6 +194,6 @@ for _name, _factory, _description in (
         AdaptivePolicy,
         "Loss-weighted sampling with a uniform floor (Breed, Dymchenko et al. 2024)",
     ),
-    ("random", RandomPolicy, "Uniformly random valid action"),
+    ("random", RandomMaskedPolicy, "Uniformly random valid action"),
 ):
     register_policy(FAMILY, _name, _factory, _description)

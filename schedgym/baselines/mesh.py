@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from schedgym.baselines.common import RandomMaskedPolicy
 from schedgym.core.policy import register_policy
 from schedgym.envs.mesh.simulator import MeshSimulator
 
@@ -237,21 +238,6 @@ class ByteScalePolicy:
         return sim.encode(k, int(np.argmin(finish)))
 
 
-class RandomPolicy:
-    """A uniformly random valid (degree, group)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, env: Any) -> None:
-        self._rng = np.random.default_rng(self.seed)
-
-    def act(self, observation: Any, env: Any) -> int:
-        valid = np.flatnonzero(_sim(env).decision_mask())
-        return int(valid[self._rng.integers(valid.size)])
-
-
 for _name, _factory, _description in (
     (
         "static",
@@ -261,6 +247,6 @@ for _name, _factory, _description in (
     ("token-balanced", TokenBalancedPolicy, "Static mesh, Karmarkar-Karp token balancing over DP"),
     ("balanced-cp", BalancedCPPolicy, "Smallest fitting CP, s^2/c least-loaded, 5% rebalancing"),
     ("bytescale", ByteScalePolicy, "ByteScale: data-aware sharding + balance scheduler (2025)"),
-    ("random", RandomPolicy, "Uniformly random valid (degree, group)"),
+    ("random", RandomMaskedPolicy, "Uniformly random valid (degree, group)"),
 ):
     register_policy(FAMILY, _name, _factory, _description)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from schedgym.baselines.common import RandomMaskedPolicy
 from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.prefillchunk.simulator import (
     PREFILL_ONLY,
@@ -97,21 +96,6 @@ class FasterTransformerPolicy(SimulatorPolicy):
         return int(unwrapped.action_index(STALL_FREE, unwrapped.budgets[-1]))
 
 
-class RandomPolicy(SimulatorPolicy):
-    """Uniformly random valid (mode, budget)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, env: Any) -> None:
-        self._rng = np.random.default_rng(self.seed)
-
-    def act(self, observation: Any, env: Any) -> int:
-        valid = np.flatnonzero(env.unwrapped.action_masks())
-        return int(valid[self._rng.integers(valid.size)])
-
-
 for _name, _factory, _description in (
     ("vllm", VLLMPolicy, "vLLM: prefill-first whole prompts, decodes pause (Kwon et al. 2023)"),
     ("orca", OrcaPolicy, "Orca: whole prompts mixed with the decodes (Yu et al. 2022)"),
@@ -130,6 +114,6 @@ for _name, _factory, _description in (
         lambda: SarathiPolicy(2048),
         "Sarathi-Serve: stall-free chunks, 2048-token budget (Agrawal et al. 2024)",
     ),
-    ("random", RandomPolicy, "Uniformly random valid (mode, budget)"),
+    ("random", RandomMaskedPolicy, "Uniformly random valid (mode, budget)"),
 ):
     register_policy(FAMILY, _name, _factory, _description)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from schedgym.baselines.common import RandomMaskedPolicy
 from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator
 
@@ -87,21 +88,6 @@ class BatchLLMPolicy(SimulatorPolicy):
         return group
 
 
-class RandomPolicy(SimulatorPolicy):
-    """Uniformly random valid action (a release or running on)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, env: Any) -> None:
-        self._rng = np.random.default_rng(self.seed)
-
-    def act(self, observation: Any, env: Any) -> int:
-        valid = np.flatnonzero(env.unwrapped.action_masks())
-        return int(valid[self._rng.integers(valid.size)])
-
-
 for _name, _factory, _description in (
     ("fcfs-lru", FCFSLRUPolicy, "vLLM-like: submission order, LRU prefix cache, 256 seats"),
     (
@@ -109,6 +95,6 @@ for _name, _factory, _description in (
         BatchLLMPolicy,
         "BatchLLM: prefix groups together, decode-ratio first, memory-centric batching",
     ),
-    ("random", RandomPolicy, "Uniformly random valid release or run"),
+    ("random", RandomMaskedPolicy, "Uniformly random valid release or run"),
 ):
     register_policy(FAMILY, _name, _factory, _description)

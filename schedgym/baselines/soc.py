@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from schedgym.baselines.common import RandomMaskedPolicy
 from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.soc.dag import DagTemplate, Platform
 from schedgym.envs.soc.simulator import DONE, READY, SoCSimulator
@@ -54,24 +56,6 @@ def _finish_times(sim: SoCSimulator, node: int, pes: np.ndarray) -> tuple[np.nda
     available = np.where(sim.pe_node[pes] >= 0, sim.pe_expected_free_us[pes], sim.now_us)
     start = np.maximum(np.maximum(available, sim.data_ready_us(node)[pes]), sim.now_us)
     return start, start + sim.node_exec_us[node, sim.pe_type[pes]]
-
-
-class RandomPolicy(SimulatorPolicy):
-    """Uniformly random (ready task, idle capable PE) pair; waits only when nothing can start."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._rng = np.random.default_rng(seed)
-
-    def reset(self, env: Any) -> None:
-        self._rng = np.random.default_rng(self.seed)
-
-    def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
-        valid = np.flatnonzero(sim.decision_mask().ravel())
-        if valid.size == 0:
-            return _wait_or_first_valid(env)
-        return int(valid[self._rng.integers(valid.size)])
 
 
 class FCFSPolicy(SimulatorPolicy):
@@ -497,6 +481,10 @@ for _name, _factory, _description in (
     ("eft", EFTPolicy, "Earliest Finish Time / MCT (Braun et al. 2001)"),
     ("cp", CriticalPathPolicy, "Critical path first, HLFET (Adam et al. 1974)"),
     ("fcfs", FCFSPolicy, "Oldest ready task to the fastest idle capable PE"),
-    ("random", RandomPolicy, "Uniformly random valid (task, PE) pair"),
+    (
+        "random",
+        partial(RandomMaskedPolicy, noop_action=lambda env: env.unwrapped.wait_action),
+        "Uniformly random valid (task, PE) pair; waits only when nothing can start",
+    ),
 ):
     register_policy(FAMILY, _name, _factory, _description)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from schedgym.core.config import resolve_config
-from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.env import SchedulingEnv
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, check_action
+from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.datagen.buffers import BUFFER_KINDS
 from schedgym.envs.datagen.config import PRESETS, DataGenConfig
 from schedgym.envs.datagen.simulator import LOSS_WEIGHTED, UNIFORM, DataGenSimulator
@@ -24,7 +22,7 @@ NUM_GLOBAL_FEATURES = 17
 LOG_FLOOR = 1e-12
 
 
-class OnlineDataGenEnv(gym.Env):
+class OnlineDataGenEnv(SchedulingEnv):
     """Online data generation for a deep surrogate of the 2D heat equation (Melissa).
 
     ## Description
@@ -99,7 +97,9 @@ class OnlineDataGenEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(int(mask.nonzero()[0][0]))
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+    config_class = DataGenConfig
+    presets = PRESETS
+    render_module = "schedgym.envs.datagen.render"
 
     def __init__(
         self,
@@ -108,12 +108,8 @@ class OnlineDataGenEnv(gym.Env):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = resolve_config(DataGenConfig, PRESETS, config, preset, overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(
-                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
-        self.render_mode = render_mode
+        super().__init__(config, preset, render_mode, **overrides)
+        self.config: DataGenConfig
         self.num_regions = self.config.num_regions
         self.num_acquisitions = self.num_regions + 2
         self.num_splits = len(self.config.solver_fractions)
@@ -149,12 +145,8 @@ class OnlineDataGenEnv(gym.Env):
         self.simulator = DataGenSimulator(self.config, spawn_streams(self.np_random, STREAMS))
         return self._observation(), self._info()
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def _apply(self, action: int) -> tuple[float, bool, bool]:
         sim = self._sim()
-        if sim.done:
-            raise InvalidActionError("action: the episode is over; call reset()")
-        requested = action
-        action = check_action(action, self.action_masks(), self.config.invalid_action)
         acquisition, split, buffer = self.decode_action(action)
         sim.choose_buffer(BUFFER_KINDS[buffer])
         rule: int | str = acquisition
@@ -170,11 +162,7 @@ class OnlineDataGenEnv(gym.Env):
             max(sim.scores.mse, LOG_FLOOR)
         )
         reward = log_decrease * self.config.reward_scale_core_s / interval_compute
-        info = self._info()
-        info["action_substituted"] = action != int(requested)
-        if sim.done:
-            info.update(sim.summary())
-        return self._observation(), float(reward), sim.done, False, info
+        return reward, sim.done, False
 
     def action_masks(self) -> np.ndarray:
         """``((K + 2) * S * 3,)`` bool: the valid actions now."""
@@ -190,24 +178,9 @@ class OnlineDataGenEnv(gym.Env):
             mask[self.num_regions + 1] = False
         return mask.ravel()
 
-    def summary(self) -> dict[str, float | int]:
-        """The episode summary so far (the same keys as the final ``info``)."""
-        return self._sim().summary()
-
-    def render(self) -> Any:
-        from schedgym.envs.datagen.render import render_ansi, render_rgb_array
-
-        if self.render_mode == "ansi":
-            return render_ansi(self._sim())
-        if self.render_mode == "rgb_array":
-            return render_rgb_array(self._sim())
-        return None
-
     # -------------------------------------------------------------------------- helpers
     def _sim(self) -> DataGenSimulator:
-        if self.simulator is None:
-            raise InvalidActionError("action: call reset() before step()")
-        return self.simulator
+        return super()._sim()
 
     def _info(self) -> dict[str, Any]:
         sim = self._sim()

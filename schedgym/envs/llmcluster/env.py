@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from schedgym.core.config import resolve_config
-from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.env import SchedulingEnv
+from schedgym.core.errors import InvalidActionError
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, check_action
+from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
 from schedgym.envs.llmcluster.simulator import DISPATCH, MIGRATE, STREAMS, LLMClusterSimulator
 from schedgym.serving.request import Request
@@ -26,7 +25,7 @@ TOKENS_SCALE = 4096.0
 ITERATION_SCALE_S = 0.1
 
 
-class LLMClusterEnv(gym.Env):
+class LLMClusterEnv(SchedulingEnv):
     """Request dispatch and live migration across LLM serving instances (Llumnix).
 
     ## Description
@@ -103,7 +102,9 @@ class LLMClusterEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(action)
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+    config_class = LLMClusterConfig
+    presets = PRESETS
+    render_module = "schedgym.envs.llmcluster.render"
 
     def __init__(
         self,
@@ -112,12 +113,8 @@ class LLMClusterEnv(gym.Env):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = resolve_config(LLMClusterConfig, PRESETS, config, preset, overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(
-                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
-        self.render_mode = render_mode
+        super().__init__(config, preset, render_mode, **overrides)
+        self.config: LLMClusterConfig
         n = self.config.num_instances
         c = self.config.candidates_per_instance
         self.num_instances = n
@@ -151,56 +148,32 @@ class LLMClusterEnv(gym.Env):
         self._refresh()
         return self._observation(), self._info()
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def _substitute_fallback(self) -> int | None:
         sim = self._sim()
-        if sim.done:
-            raise InvalidActionError("action: the episode is over; call reset()")
-        mask = self.action_masks()
-        fallback = self.no_migration_action if sim.decision_kind == MIGRATE else None
-        chosen = check_action(action, mask, self.config.invalid_action, fallback)
+        return self.no_migration_action if sim.decision_kind == MIGRATE else None
+
+    def _apply(self, action: int) -> tuple[float, bool, bool]:
+        sim = self._sim()
         if sim.decision_kind == DISPATCH:
-            sim.dispatch(chosen)
-        elif chosen == self.no_migration_action:
+            sim.dispatch(action)
+        elif action == self.no_migration_action:
             sim.migrate(None)
         else:
-            slot, destination = divmod(chosen - self.no_migration_action - 1, self.num_instances)
+            slot, destination = divmod(action - self.no_migration_action - 1, self.num_instances)
             request = self._candidates[slot]
-            assert request is not None
+            assert request is not None  # the mask only offers filled candidate slots
             sim.migrate(request, destination)
         area = sim.cluster.area_weighted_s
         reward = -(area - self._last_area) / self.config.reward_scale_s
         self._last_area = area
         self._refresh()
-        info = self._info()
-        info["action_substituted"] = chosen != int(action)
-        if sim.done:
-            info.update(sim.summary())
-        return (
-            self._observation(),
-            float(reward),
-            sim.done and not sim.truncated,
-            sim.truncated,
-            info,
-        )
+        return reward, sim.done and not sim.truncated, sim.truncated
 
     def action_masks(self) -> np.ndarray:
         """``(num_actions,)`` bool: the valid actions now."""
         if self._mask is None:
             return np.zeros(self.num_actions, bool)
         return self._mask.copy()
-
-    def summary(self) -> dict[str, float | int]:
-        """The episode summary so far (the same keys as the final ``info``)."""
-        return self._sim().summary()
-
-    def render(self) -> Any:
-        from schedgym.envs.llmcluster.render import render_ansi, render_rgb_array
-
-        if self.render_mode == "ansi":
-            return render_ansi(self._sim())
-        if self.render_mode == "rgb_array":
-            return render_rgb_array(self._sim())
-        return None
 
     # ------------------------------------------------------------------- action helpers
     def dispatch_action(self, instance_id: int) -> int:
@@ -216,9 +189,7 @@ class LLMClusterEnv(gym.Env):
 
     # -------------------------------------------------------------------------- helpers
     def _sim(self) -> LLMClusterSimulator:
-        if self.simulator is None:
-            raise InvalidActionError("action: call reset() before step()")
-        return self.simulator
+        return super()._sim()
 
     def _refresh(self) -> None:
         """Recompute the candidate list and the action mask for the current decision."""

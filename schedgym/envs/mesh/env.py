@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from schedgym.core.config import resolve_config
-from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.env import SchedulingEnv
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, check_action
+from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.mesh.config import PRESETS, MeshConfig
 from schedgym.envs.mesh.simulator import MeshSimulator
 
@@ -27,7 +25,7 @@ _LOG2_MAX_CONTEXT = 21.0
 _MICROBATCH_SCALE = 16.0
 
 
-class MeshAssignEnv(gym.Env):
+class MeshAssignEnv(SchedulingEnv):
     """Variable-length sequences assigned to a device mesh for long-context training (ByteScale).
 
     ## Description
@@ -99,7 +97,9 @@ class MeshAssignEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(int(mask.nonzero()[0][0]))
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+    config_class = MeshConfig
+    presets = PRESETS
+    render_module = "schedgym.envs.mesh.render"
 
     def __init__(
         self,
@@ -108,12 +108,8 @@ class MeshAssignEnv(gym.Env):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = resolve_config(MeshConfig, PRESETS, config, preset, overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(
-                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
-        self.render_mode = render_mode
+        super().__init__(config, preset, render_mode, **overrides)
+        self.config: MeshConfig
         self.padded_ranks = self.config.padded_ranks
         self.num_ranks = self.config.num_gpus
         self.num_actions = 2 * self.padded_ranks - 1
@@ -140,26 +136,18 @@ class MeshAssignEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
+        self._last_batch_step_time_s: float | None = None
         self.simulator = MeshSimulator(self.config, spawn_streams(self.np_random, STREAMS))
         sim = self.simulator
         self._node_feature = (sim.rank_node / sim.num_nodes).astype(np.float32)
         return self._observation(), self._info()
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def _apply(self, action: int) -> tuple[float, bool, bool]:
         sim = self._sim()
-        if sim.done:
-            raise InvalidActionError("action: the episode is over; call reset()")
-        requested = action
-        action = check_action(action, sim.decision_mask(), self.config.invalid_action)
         result = sim.place(action)
+        self._last_batch_step_time_s = None if result is None else result.step_time_s
         reward = 0.0 if result is None else -result.step_time_s / result.ideal_step_s
-        info = self._info()
-        info["action_substituted"] = action != int(requested)
-        if result is not None:
-            info["batch_step_time_s"] = result.step_time_s
-        if sim.done:
-            info.update(sim.summary())
-        return self._observation(), float(reward), sim.done, False, info
+        return reward, sim.done, False
 
     def action_masks(self) -> np.ndarray:
         """``(2 * max_ranks - 1,)`` bool: the valid (degree, group) actions now."""
@@ -167,33 +155,21 @@ class MeshAssignEnv(gym.Env):
             return np.zeros(self.num_actions, bool)
         return self.simulator.decision_mask().copy()
 
-    def summary(self) -> dict[str, float | int]:
-        """The episode summary so far (the same keys as the final ``info``)."""
-        return self._sim().summary()
-
-    def render(self) -> Any:
-        from schedgym.envs.mesh.render import render_ansi, render_rgb_array
-
-        if self.render_mode == "ansi":
-            return render_ansi(self._sim())
-        if self.render_mode == "rgb_array":
-            return render_rgb_array(self._sim())
-        return None
-
     # -------------------------------------------------------------------------- helpers
     def _sim(self) -> MeshSimulator:
-        if self.simulator is None:
-            raise InvalidActionError("action: call reset() before step()")
-        return self.simulator
+        return super()._sim()
 
     def _info(self) -> dict[str, Any]:
         sim = self._sim()
-        return {
+        info = {
             "batch": sim.batch_index,
             "sequences_placed": sim.cursor,
             "batch_sequences": sim.batch_size,
             "latest_finish_s": float(sim.finish_s.max()),
         }
+        if self._last_batch_step_time_s is not None:
+            info["batch_step_time_s"] = self._last_batch_step_time_s
+        return info
 
     def _observation(self) -> dict[str, np.ndarray]:
         sim = self._sim()

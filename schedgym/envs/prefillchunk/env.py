@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from schedgym.core.config import resolve_config
-from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.env import SchedulingEnv
+from schedgym.core.errors import ConfigError
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, as_action_index, check_action
+from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.prefillchunk.config import PRESETS, PrefillChunkConfig
 from schedgym.envs.prefillchunk.simulator import MODE_NAMES, PrefillChunkSimulator
 
@@ -22,7 +21,7 @@ QUEUE_FEATURES = 3
 TOKEN_SCALE = 1024.0  # brings token counts in observations to order one
 
 
-class PrefillChunkEnv(gym.Env):
+class PrefillChunkEnv(SchedulingEnv):
     """Per-iteration batch composition on one LLM replica (Sarathi-Serve).
 
     ## Description
@@ -102,7 +101,9 @@ class PrefillChunkEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(action)
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+    config_class = PrefillChunkConfig
+    presets = PRESETS
+    render_module = "schedgym.envs.prefillchunk.render"
 
     def __init__(
         self,
@@ -111,12 +112,8 @@ class PrefillChunkEnv(gym.Env):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = resolve_config(PrefillChunkConfig, PRESETS, config, preset, overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(
-                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
-        self.render_mode = render_mode
+        super().__init__(config, preset, render_mode, **overrides)
+        self.config: PrefillChunkConfig
         self.budgets = self.config.token_budgets
         self.num_budgets = len(self.budgets)
         self.action_space = MaskedDiscrete(NUM_MODES * self.num_budgets, self.action_masks)
@@ -144,36 +141,15 @@ class PrefillChunkEnv(gym.Env):
         self.simulator = PrefillChunkSimulator(self.config, spawn_streams(self.np_random, STREAMS))
         return self._observation(), self._info()
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        reward, terminated, truncated, info = self.advance(action)
-        return self._observation(), reward, terminated, truncated, info
-
-    def advance(self, action: int) -> tuple[float, bool, bool, dict[str, Any]]:
-        """``step`` without building the observation (for policies that read the simulator)."""
+    def _apply(self, action: int) -> tuple[float, bool, bool]:
         sim = self._sim()
-        if sim.done:
-            raise InvalidActionError("action: the episode is over; call reset()")
-        if self.config.invalid_action == "raise":
-            executed = as_action_index(action)
-            substituted = False
-        else:
-            executed = check_action(action, self.action_masks(), self.config.invalid_action)
-            substituted = executed != as_action_index(action)
-        if not 0 <= executed < NUM_MODES * self.num_budgets:
-            raise InvalidActionError(
-                f"action: must be in [0, {NUM_MODES * self.num_budgets - 1}], got {executed}"
-            )
-        mode, index = divmod(executed, self.num_budgets)
+        mode, index = divmod(action, self.num_budgets)
         sim.step(mode, self.budgets[index])
         config = self.config
         reward = (sim.last_tokens - config.slo_penalty * sim.last_violations) / (
             config.reward_scale_tokens
         )
-        info = self._info()
-        info["action_substituted"] = substituted
-        if sim.done:
-            info.update(sim.summary())
-        return float(reward), sim.done and not sim.truncated, sim.truncated, info
+        return reward, sim.done and not sim.truncated, sim.truncated
 
     def action_masks(self) -> np.ndarray:
         """``(3 * len(token_budgets),)`` bool: the valid actions now."""
@@ -186,24 +162,9 @@ class PrefillChunkEnv(gym.Env):
         mask[0] = sim.instance.num_decoding > 0
         return mask
 
-    def summary(self) -> dict[str, float | int]:
-        """The episode summary so far (the same keys as the final ``info``)."""
-        return self._sim().summary()
-
-    def render(self) -> Any:
-        from schedgym.envs.prefillchunk.render import render_ansi, render_rgb_array
-
-        if self.render_mode == "ansi":
-            return render_ansi(self._sim())
-        if self.render_mode == "rgb_array":
-            return render_rgb_array(self._sim())
-        return None
-
     # -------------------------------------------------------------------------- helpers
     def _sim(self) -> PrefillChunkSimulator:
-        if self.simulator is None:
-            raise InvalidActionError("action: call reset() before step()")
-        return self.simulator
+        return super()._sim()
 
     def _info(self) -> dict[str, Any]:
         sim = self._sim()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from schedgym.core.config import resolve_config
-from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.env import SchedulingEnv
+from schedgym.core.errors import InvalidActionError
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, as_action_index, check_action
+from schedgym.core.spaces import MaskedDiscrete, as_action_index
 from schedgym.envs.prefixbatch.config import PRESETS, PrefixBatchConfig
 from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator
 
@@ -21,7 +20,7 @@ NUM_GLOBAL_FEATURES = 8
 TOKEN_SCALE = 1024.0  # brings token counts in observations to order one
 
 
-class PrefixBatchEnv(gym.Env):
+class PrefixBatchEnv(SchedulingEnv):
     """A large offline batch whose prompts share prefixes, on one LLM replica (BatchLLM).
 
     ## Description
@@ -83,7 +82,9 @@ class PrefixBatchEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(action)
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+    config_class = PrefixBatchConfig
+    presets = PRESETS
+    render_module = "schedgym.envs.prefixbatch.render"
 
     def __init__(
         self,
@@ -92,12 +93,8 @@ class PrefixBatchEnv(gym.Env):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = resolve_config(PrefixBatchConfig, PRESETS, config, preset, overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(
-                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
-        self.render_mode = render_mode
+        super().__init__(config, preset, render_mode, **overrides)
+        self.config: PrefixBatchConfig
         self.max_groups = self.config.max_groups
         self.run_action = self.max_groups
         self.action_space = MaskedDiscrete(self.max_groups + 1, self.action_masks)
@@ -120,38 +117,28 @@ class PrefixBatchEnv(gym.Env):
         self.simulator = PrefixBatchSimulator(self.config, spawn_streams(self.np_random, STREAMS))
         return self._observation(), self._info()
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        reward, terminated, truncated, info = self.advance(action)
-        return self._observation(), reward, terminated, truncated, info
-
-    def advance(self, action: int) -> tuple[float, bool, bool, dict[str, Any]]:
-        """``step`` without building the observation (for policies that read the simulator)."""
-        sim = self._sim()
-        if sim.done:
-            raise InvalidActionError("action: the episode is over; call reset()")
+    def _validated_action(self, action: Any) -> int:
         if self.config.invalid_action == "raise":
-            executed = as_action_index(action)
-            substituted = False
-        else:
-            executed = check_action(
-                action, self.action_masks(), self.config.invalid_action, self.run_action
-            )
-            substituted = executed != as_action_index(action)
+            # release() and run() check what the mask encodes; building it costs O(groups).
+            return as_action_index(action)
+        return super()._validated_action(action)
+
+    def _substitute_fallback(self) -> int | None:
+        return self.run_action
+
+    def _apply(self, action: int) -> tuple[float, bool, bool]:
+        sim = self._sim()
         before = sim.now_s
-        if executed == self.run_action:
+        if action == self.run_action:
             sim.run()
-        elif 0 <= executed < self.max_groups:
-            if executed >= sim.num_groups:
-                raise InvalidActionError(f"action: group slot {executed} holds no group")
-            sim.release(executed)
+        elif 0 <= action < self.max_groups:
+            if action >= sim.num_groups:
+                raise InvalidActionError(f"action: group slot {action} holds no group")
+            sim.release(action)
         else:
-            raise InvalidActionError(f"action: must be in [0, {self.run_action}], got {executed}")
+            raise InvalidActionError(f"action: must be in [0, {self.run_action}], got {action}")
         reward = -(sim.now_s - before) / self.config.reward_scale_s
-        info = self._info()
-        info["action_substituted"] = substituted
-        if sim.done:
-            info.update(sim.summary())
-        return float(reward), sim.done, False, info
+        return reward, sim.done, False
 
     def action_masks(self) -> np.ndarray:
         """``(max_groups + 1,)`` bool: the valid actions now."""
@@ -163,24 +150,9 @@ class PrefixBatchEnv(gym.Env):
         mask[-1] = sim.can_run()
         return mask
 
-    def summary(self) -> dict[str, float | int]:
-        """The episode summary so far (the same keys as the final ``info``)."""
-        return self._sim().summary()
-
-    def render(self) -> Any:
-        from schedgym.envs.prefixbatch.render import render_ansi, render_rgb_array
-
-        if self.render_mode == "ansi":
-            return render_ansi(self._sim())
-        if self.render_mode == "rgb_array":
-            return render_rgb_array(self._sim())
-        return None
-
     # -------------------------------------------------------------------------- helpers
     def _sim(self) -> PrefixBatchSimulator:
-        if self.simulator is None:
-            raise InvalidActionError("action: call reset() before step()")
-        return self.simulator
+        return super()._sim()
 
     def _info(self) -> dict[str, Any]:
         sim = self._sim()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from schedgym.core.config import resolve_config
+from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.graph import GraphLimits, graph_spaces
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, as_action_index, check_action
+from schedgym.core.spaces import MaskedDiscrete, as_action_index
 from schedgym.envs.soc.config import PRESETS, SoCConfig
 from schedgym.envs.soc.simulator import (
     DONE,
@@ -29,7 +28,7 @@ STREAMS = ("arrivals", "jobs", "noise", "profile")
 NUM_GLOBAL_FEATURES = 6
 
 
-class SoCDAGEnv(gym.Env):
+class SoCDAGEnv(SchedulingEnv):
     """Streaming DAG jobs on a heterogeneous system-on-chip (DeepSoCS, DS3).
 
     ## Description
@@ -94,7 +93,9 @@ class SoCDAGEnv(gym.Env):
         >>> obs, reward, terminated, truncated, info = env.step(int(mask.nonzero()[0][0]))
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+    config_class = SoCConfig
+    presets = PRESETS
+    render_module = "schedgym.envs.soc.render"
 
     def __init__(
         self,
@@ -103,14 +104,9 @@ class SoCDAGEnv(gym.Env):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = resolve_config(SoCConfig, PRESETS, config, preset, overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            from schedgym.core.errors import ConfigError
-
-            raise ConfigError(
-                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
-            )
-        self.render_mode = render_mode
+        super().__init__(config, preset, render_mode, **overrides)
+        self.config: SoCConfig
+        self.simulator: SoCSimulator | None = None
         platform = platform_for(self.config)
         self.num_pes = platform.num_pes
         self.num_pe_types = platform.num_pe_types
@@ -132,7 +128,6 @@ class SoCDAGEnv(gym.Env):
             }
         )
         self._pe_type_onehot = np.eye(self.num_pe_types, dtype=np.float32)[platform.pe_type]
-        self.simulator: SoCSimulator | None = None
 
     # ------------------------------------------------------------------------------ API
     def reset(
@@ -146,42 +141,27 @@ class SoCDAGEnv(gym.Env):
         self._last_area_us = self.simulator.jobs_in_system_area_us
         return self._observation(), self._info()
 
-    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        reward, terminated, truncated, info = self.advance(action)
-        return self._observation(), reward, terminated, truncated, info
-
-    def advance(self, action: int) -> tuple[float, bool, bool, dict[str, Any]]:
-        """``step`` without building the observation, for policies that read the simulator.
-
-        Returns ``(reward, terminated, truncated, info)``. :func:`schedgym.core.rollout.run_episode`
-        uses it for policies whose ``uses_observation`` is False (every baseline).
-        """
-        sim = self._sim()
-        if sim.done:
-            raise InvalidActionError("action: the episode is over; call reset()")
+    def _validated_action(self, action: Any) -> int:
         if self.config.invalid_action == "raise":
             # The simulator checks exactly what the mask encodes, without building the mask.
-            executed = as_action_index(action)
-            substituted = False
-        else:
-            executed = check_action(
-                action, self.action_masks(), self.config.invalid_action, self.wait_action
-            )
-            substituted = executed != as_action_index(action)
-        if executed == self.wait_action:
+            return as_action_index(action)
+        return super()._validated_action(action)
+
+    def _substitute_fallback(self) -> int | None:
+        return self.wait_action
+
+    def _apply(self, action: int) -> tuple[float, bool, bool]:
+        sim = self._sim()
+        if action == self.wait_action:
             sim.wait()
-        elif 0 <= executed < self.wait_action:
-            sim.start(*divmod(executed, self.num_pes))
+        elif 0 <= action < self.wait_action:
+            sim.start(*divmod(action, self.num_pes))
         else:
-            raise InvalidActionError(f"action: must be in [0, {self.wait_action}], got {executed}")
+            raise InvalidActionError(f"action: must be in [0, {self.wait_action}], got {action}")
         area = sim.jobs_in_system_area_us
         reward = -(area - self._last_area_us) / self.config.reward_scale_us
         self._last_area_us = area
-        info = self._info()
-        info["action_substituted"] = substituted
-        if sim.done:
-            info.update(sim.summary())
-        return float(reward), sim.done and not sim.truncated, sim.truncated, info
+        return reward, sim.done and not sim.truncated, sim.truncated
 
     def action_masks(self) -> np.ndarray:
         """``(num_node_slots * num_pes + 1,)`` bool: the valid actions now."""
@@ -197,24 +177,9 @@ class SoCDAGEnv(gym.Env):
         mask[-1] = sim.can_wait()
         return mask
 
-    def summary(self) -> dict[str, float | int]:
-        """The episode summary so far (the same keys as the final ``info``)."""
-        return self._sim().summary()
-
-    def render(self) -> Any:
-        from schedgym.envs.soc.render import render_ansi, render_rgb_array
-
-        if self.render_mode == "ansi":
-            return render_ansi(self._sim())
-        if self.render_mode == "rgb_array":
-            return render_rgb_array(self._sim())
-        return None
-
     # -------------------------------------------------------------------------- helpers
     def _sim(self) -> SoCSimulator:
-        if self.simulator is None:
-            raise InvalidActionError("action: call reset() before step()")
-        return self.simulator
+        return super()._sim()
 
     def _info(self) -> dict[str, Any]:
         sim = self._sim()

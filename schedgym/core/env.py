@@ -1,0 +1,118 @@
+"""The plumbing every schedgym Gymnasium facade shares.
+
+An environment subclasses :class:`SchedulingEnv`, names its config class, presets and render
+module, and implements the problem-specific parts: ``reset`` (build the simulator),
+``action_masks``, ``_apply`` (execute one valid action, return the reward), ``_observation`` and
+``_info``. Config resolution, render-mode checks, action validation (``invalid_action`` raise or
+substitute), ``step`` = ``advance`` + observation, the episode summary in the final ``info`` and
+rendering live here once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from schedgym.core.config import resolve_config
+from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.spaces import as_action_index, check_action
+
+
+class SchedulingEnv(gym.Env, ABC):
+    """Base of the schedgym environments (see the module docstring).
+
+    Class attributes to set:
+        config_class: the frozen config dataclass (with an ``invalid_action`` field).
+        presets: preset name -> config field overrides.
+        render_module: module with ``render_ansi(simulator)`` and ``render_rgb_array(simulator)``.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}  # noqa: RUF012
+    config_class: ClassVar[type]
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]]
+    render_module: ClassVar[str]
+
+    def __init__(
+        self,
+        config: Any = None,
+        preset: str | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = resolve_config(self.config_class, self.presets, config, preset, overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(
+                f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.simulator: Any = None
+
+    # ------------------------------------------------------------------- to implement
+    @abstractmethod
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask of the valid actions now (all False before reset and after the end)."""
+
+    @abstractmethod
+    def _apply(self, action: int) -> tuple[float, bool, bool]:
+        """Execute a valid action; return ``(reward, terminated, truncated)``."""
+
+    @abstractmethod
+    def _observation(self) -> dict[str, np.ndarray]:
+        """The observation of the current state."""
+
+    @abstractmethod
+    def _info(self) -> dict[str, Any]:
+        """Per-step ``info`` (the summary is added at the end by ``advance``)."""
+
+    def _substitute_fallback(self) -> int | None:
+        """The preferred substitute for an invalid action (a no-op), if the env has one."""
+        return None
+
+    def _validated_action(self, action: Any) -> int:
+        """The action to execute; raises InvalidActionError or substitutes per the config."""
+        return check_action(
+            action, self.action_masks(), self.config.invalid_action, self._substitute_fallback()
+        )
+
+    # -------------------------------------------------------------------------- shared
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        reward, terminated, truncated, info = self.advance(action)
+        return self._observation(), reward, terminated, truncated, info
+
+    def advance(self, action: Any) -> tuple[float, bool, bool, dict[str, Any]]:
+        """``step`` without building the observation, for policies that read the simulator.
+
+        Returns ``(reward, terminated, truncated, info)``; the final ``info`` carries the
+        episode summary. :func:`schedgym.core.rollout.run_episode` uses it for policies whose
+        ``uses_observation`` is False (the baselines).
+        """
+        sim = self._sim()
+        if sim.done:
+            raise InvalidActionError("action: the episode is over; call reset()")
+        executed = self._validated_action(action)
+        reward, terminated, truncated = self._apply(executed)
+        info = self._info()
+        info["action_substituted"] = executed != as_action_index(action)
+        if terminated or truncated:
+            info.update(sim.summary())
+        return float(reward), terminated, truncated, info
+
+    def summary(self) -> dict[str, float | int]:
+        """The episode summary so far (the same keys as the final ``info``)."""
+        return dict(self._sim().summary())
+
+    def render(self) -> Any:
+        if self.render_mode is None:
+            return None
+        module = importlib.import_module(self.render_module)
+        return getattr(module, f"render_{self.render_mode}")(self._sim())
+
+    def _sim(self) -> Any:
+        if self.simulator is None:
+            raise InvalidActionError("action: call reset() before step()")
+        return self.simulator

@@ -36,6 +36,9 @@ class SchedulingEnv(gym.Env, ABC):
     config_class: ClassVar[type]
     presets: ClassVar[Mapping[str, Mapping[str, Any]]]
     render_module: ClassVar[str]
+    # True when the simulator itself rejects every action the mask forbids (with
+    # InvalidActionError): then ``raise`` mode validates without building the mask.
+    simulator_validates_actions: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -75,6 +78,8 @@ class SchedulingEnv(gym.Env, ABC):
 
     def _validated_action(self, action: Any) -> int:
         """The action to execute; raises InvalidActionError or substitutes per the config."""
+        if self.simulator_validates_actions and self.config.invalid_action == "raise":
+            return as_action_index(action)
         return check_action(
             action, self.action_masks(), self.config.invalid_action, self._substitute_fallback()
         )

@@ -10,7 +10,7 @@ from gymnasium import spaces
 from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, as_action_index
+from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.prefixbatch.config import PRESETS, PrefixBatchConfig
 from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator
 
@@ -86,6 +86,9 @@ class PrefixBatchEnv(SchedulingEnv):
     presets = PRESETS
     render_module = "schedgym.envs.prefixbatch.render"
 
+    # release() and run() check what the mask encodes; building the mask costs O(groups).
+    simulator_validates_actions = True
+
     def __init__(
         self,
         config: PrefixBatchConfig | None = None,
@@ -116,12 +119,6 @@ class PrefixBatchEnv(SchedulingEnv):
         super().reset(seed=seed)
         self.simulator = PrefixBatchSimulator(self.config, spawn_streams(self.np_random, STREAMS))
         return self._observation(), self._info()
-
-    def _validated_action(self, action: Any) -> int:
-        if self.config.invalid_action == "raise":
-            # release() and run() check what the mask encodes; building it costs O(groups).
-            return as_action_index(action)
-        return super()._validated_action(action)
 
     def _substitute_fallback(self) -> int | None:
         return self.run_action

@@ -11,7 +11,7 @@ from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.graph import GraphLimits, graph_spaces
 from schedgym.core.rng import spawn_streams
-from schedgym.core.spaces import MaskedDiscrete, as_action_index
+from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.soc.config import PRESETS, SoCConfig
 from schedgym.envs.soc.simulator import (
     DONE,
@@ -97,6 +97,9 @@ class SoCDAGEnv(SchedulingEnv):
     presets = PRESETS
     render_module = "schedgym.envs.soc.render"
 
+    # start() and wait() check exactly what the mask encodes; the mask costs O(slots x PEs).
+    simulator_validates_actions = True
+
     def __init__(
         self,
         config: SoCConfig | None = None,
@@ -140,12 +143,6 @@ class SoCDAGEnv(SchedulingEnv):
         self._edge_slot_job = np.full(self.config.max_active_jobs, -1, np.int64)
         self._last_area_us = self.simulator.jobs_in_system_area_us
         return self._observation(), self._info()
-
-    def _validated_action(self, action: Any) -> int:
-        if self.config.invalid_action == "raise":
-            # The simulator checks exactly what the mask encodes, without building the mask.
-            return as_action_index(action)
-        return super()._validated_action(action)
 
     def _substitute_fallback(self) -> int | None:
         return self.wait_action

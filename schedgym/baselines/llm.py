@@ -6,10 +6,10 @@
   (Romero et al., USENIX ATC 2021) as Llumnix' INFaaS++ baseline uses it.
 - ``llumnix``: Llumnix (Sun et al., "Llumnix: Dynamic Scheduling for Large Language Model
   Serving", OSDI 2024): dispatch to the instance with the highest *freeness* (free KV blocks per
-  running request, counting queued requests' demand and a headroom for high-priority requests
-  as virtual usage), and at each migration tick migrate a request from the lowest-freeness
-  instance to the highest-freeness one when their freeness lies on either side of the
-  thresholds (the source's normal-priority, shortest request first).
+  request once the queued requests' demand and a headroom for high-priority requests count as
+  virtual usage), and at each migration tick migrate a request from a low-freeness instance (or
+  one with preempted requests waiting) to a high-freeness one, the thresholds and metric
+  variants as in the paper's code (see :class:`LlumnixPolicy`).
 - ``llumnix-no-migration``: Llumnix' dispatch alone.
 
 Every policy reads the simulator's instances at the decision time (queue lengths, blocks, batch
@@ -114,11 +114,28 @@ class LeastOutstandingPolicy(_ClusterPolicy):
 class LlumnixPolicy(_ClusterPolicy):
     """Llumnix (OSDI 2024): freeness-based dispatch and load-balancing migration.
 
+    Freeness is Llumnix' load metric: an instance's KV capacity minus its requests' *virtual
+    usage*, divided by the number of requests sharing it (free blocks per request, roughly the
+    decode steps the batch can still take). Virtual usage is the blocks held, plus the demand
+    of queued requests, plus a headroom for high-priority requests (Sun et al., Section 4.4.1).
+    The two uses differ as in the paper's code (AlibabaPAI/llumnix, metric ``remaining_steps``):
+
+    - dispatch: every queued request's demand counts, and the divisor counts running plus
+      queued requests; the request goes to the freest instance.
+    - migration (de-fragmentation): only the head-of-line queued request's demand counts (it
+      is the one blocked by memory) and the divisor adds one when the queue is non-empty. At
+      each tick, instances below ``migrate_out_freeness``, or with a preempted request waiting
+      to be recomputed, are sources; instances above ``migrate_in_freeness`` with no preempted
+      request waiting are destinations; the lowest-freeness source pairs with the
+      highest-freeness destination, and so on. Llumnix' code uses one threshold for both
+      (``--migrate-out-threshold``, default 3 blocks per request), so that is the default.
+    - the migrated request: normal priority before high, then the fewest KV blocks (the
+      cheapest, shortest copy; Llumnix' SJF choice).
+
     Args:
         migrate: whether to migrate at ticks (``False``: ``llumnix-no-migration``).
-        migrate_out_freeness: an instance below this freeness (blocks per running request) is a
-            migration source.
-        migrate_in_freeness: an instance above this freeness is a migration destination.
+        migrate_out_freeness: an instance below this migration freeness is a source.
+        migrate_in_freeness: an instance above this migration freeness is a destination.
         headroom_fraction: virtual usage added to an instance that holds high-priority requests,
             as a fraction of its KV capacity (Llumnix' priority headroom), so that fewer
             requests share it and its high-priority requests decode faster.
@@ -127,8 +144,8 @@ class LlumnixPolicy(_ClusterPolicy):
     def __init__(
         self,
         migrate: bool = True,
-        migrate_out_freeness: float = 8.0,
-        migrate_in_freeness: float = 40.0,
+        migrate_out_freeness: float = 3.0,
+        migrate_in_freeness: float = 3.0,
         headroom_fraction: float = 0.1,
     ) -> None:
         self.migrate = migrate
@@ -147,14 +164,31 @@ class LlumnixPolicy(_ClusterPolicy):
                 return self.headroom_fraction * sim.capacity_blocks
         return 0.0
 
+    def _freeness(
+        self, sim: LLMClusterSimulator, instance: ServingInstance, dispatch: bool
+    ) -> float:
+        if not sim.up[instance.instance_id]:
+            return -np.inf
+        used = instance.used_blocks_at(sim.now_s)
+        waiting = instance.waiting
+        if dispatch:
+            queued_blocks = instance.waiting_blocks
+            requests = instance.num_running() + len(waiting)
+        else:
+            queued_blocks = instance.admission_blocks(waiting[0]) if waiting else 0
+            requests = instance.num_running() + (1 if waiting else 0)
+        free = sim.capacity_blocks - used - queued_blocks - self._headroom(sim, instance)
+        if requests == 0:
+            return np.inf if free >= 0 else free
+        return free / requests
+
     def freeness_of(self, sim: LLMClusterSimulator) -> list[float]:
-        """Each instance's freeness as this policy sees it (with priority headroom)."""
-        return [
-            sim.freeness(instance, self._headroom(sim, instance))
-            if sim.up[instance.instance_id]
-            else -np.inf
-            for instance in sim.instances
-        ]
+        """Each instance's dispatch freeness as this policy sees it (with priority headroom)."""
+        return [self._freeness(sim, instance, True) for instance in sim.instances]
+
+    def migration_freeness_of(self, sim: LLMClusterSimulator) -> list[float]:
+        """Each instance's migration freeness (head-of-line demand only)."""
+        return [self._freeness(sim, instance, False) for instance in sim.instances]
 
     def choose_dispatch(self, sim: LLMClusterSimulator) -> int:
         freeness = self.freeness_of(sim)
@@ -163,10 +197,19 @@ class LlumnixPolicy(_ClusterPolicy):
     def choose_migration(self, sim: LLMClusterSimulator) -> tuple[Request, int] | None:
         if not self.migrate:
             return None
-        freeness = self.freeness_of(sim)
+        freeness = self.migration_freeness_of(sim)
+        preempted = [_has_preempted_waiting(instance) for instance in sim.instances]
         order = sorted(range(len(freeness)), key=lambda i: freeness[i])
-        sources = [i for i in order if freeness[i] < self.migrate_out_freeness]
-        destinations = [i for i in reversed(order) if freeness[i] > self.migrate_in_freeness]
+        sources = [
+            i
+            for i in order
+            if sim.up[i] and (freeness[i] < self.migrate_out_freeness or preempted[i])
+        ]
+        destinations = [
+            i
+            for i in reversed(order)
+            if sim.up[i] and freeness[i] > self.migrate_in_freeness and not preempted[i]
+        ]
         # Pair the lowest-freeness source with the highest-freeness destination, and so on.
         for source, destination in zip(sources, destinations, strict=False):
             if source == destination:
@@ -176,6 +219,18 @@ class LlumnixPolicy(_ClusterPolicy):
                 if sim.cluster.can_migrate(request, destination):
                     return request, destination
         return None
+
+
+def _has_preempted_waiting(instance: ServingInstance) -> bool:
+    """Whether a preempted request waits to be recomputed on ``instance`` (Llumnix' "killed"
+    requests: such an instance is always a migration source, never a destination)."""
+    for request in instance.waiting:
+        if request.num_preemptions:
+            return True
+        if not request.priority:
+            # Preempted requests re-queue at the front of their class: the rest are new.
+            return False
+    return False
 
 
 for _name, _factory, _description in (

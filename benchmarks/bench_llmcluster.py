@@ -1,7 +1,7 @@
 """LLMCluster-v0 benchmarks: simulation speed on the Azure trace and Llumnix' effect at full scale.
 
 Run: ``.venv/bin/python benchmarks/bench_llmcluster.py`` (every part) or ``--part speed`` /
-``--part effect`` / ``--part capacity``.
+``--part effect`` / ``--part effect-a10`` / ``--part capacity``.
 
 - speed: one hour of the Azure conversation trace (19,366 requests) on 4 Llama-2-7B/A100
   instances with the Llumnix policy (migration ticks every 50 ms), driven on the simulator
@@ -10,8 +10,11 @@ Run: ``.venv/bin/python benchmarks/bench_llmcluster.py`` (every part) or ``--par
 - effect: the paper's setting at full scale: 16 instances of Llama-2-7B on A100, ShareGPT
   lengths, Poisson arrivals at the ``high-load`` level (10 requests/s per 4 instances, scaled to
   40/s), p99 TTFT of round-robin, least-outstanding-requests, Llumnix without and with migration.
-- capacity: the saturation throughput of one instance (what the presets' load levels are
-  relative to).
+- effect-a10: the paper's own testbed, the ``llumnix-a10`` preset (16 Llama-2-7B instances on
+  24 GB A10s, 4 per server, ShareGPT, Poisson at 89% of capacity): p99 TTFT and preemptions of
+  the same policies; here KV memory binds and migration matters.
+- capacity: the saturation throughput of one instance on each GPU (what the presets' load
+  levels are relative to; see the comment above ``PRESETS``).
 """
 
 from __future__ import annotations
@@ -63,20 +66,7 @@ def speed() -> None:
     )
 
 
-def effect(seeds: list[int]) -> None:
-    base = PRESETS["high-load"]
-    config = LLMClusterConfig(
-        **{
-            **base,
-            "num_instances": 16,
-            "request_rate_per_s": 4 * base["request_rate_per_s"],
-            "num_requests": 8000,
-        }
-    )
-    print(
-        f"16 x {config.model} on {config.gpu}, ShareGPT, Poisson {config.request_rate_per_s} "
-        f"req/s, {config.num_requests} requests, seeds {seeds}"
-    )
+def compare(config: LLMClusterConfig, seeds: list[int]) -> None:
     p99 = {}
     for name in ("round-robin", "lor", "llumnix-no-migration", "llumnix"):
         runs = [simulate(config, make_policy(ENV_ID, name), seed) for seed in seeds]
@@ -91,38 +81,76 @@ def effect(seeds: list[int]) -> None:
         )
     print(
         f"  p99 TTFT ratio round-robin / llumnix {p99['round-robin'] / p99['llumnix']:.1f}x, "
-        f"lor / llumnix {p99['lor'] / p99['llumnix']:.1f}x"
+        f"lor / llumnix {p99['lor'] / p99['llumnix']:.1f}x, llumnix-no-migration / llumnix "
+        f"{p99['llumnix-no-migration'] / p99['llumnix']:.2f}x"
     )
 
 
-def capacity() -> None:
-    """Steady completion rate of one overloaded instance (arrivals at 4 req/s)."""
+def effect(seeds: list[int]) -> None:
+    base = PRESETS["high-load"]
     config = LLMClusterConfig(
-        num_instances=1, request_rate_per_s=4.0, num_requests=4000, migration=False
+        **{
+            **base,
+            "num_instances": 16,
+            "request_rate_per_s": 4 * base["request_rate_per_s"],
+            "num_requests": 8000,
+        }
     )
-    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(0), STREAMS))
-    run_on_simulator(sim, make_policy(ENV_ID, "round-robin"))  # type: ignore[arg-type]
-    last_arrival = sim.requests[-1].arrival_s
-    finish = np.array([r.finish_s for r in sim.cluster.completed])
-    steady = (finish > 100.0) & (finish < last_arrival)
     print(
-        f"one {config.model}/{config.gpu} instance, vLLM batching, ShareGPT <= "
-        f"{config.max_total_tokens} tokens: {steady.sum() / (last_arrival - 100.0):.2f} "
-        "requests/s sustained under overload"
+        f"16 x {config.model} on {config.gpu}, ShareGPT, Poisson {config.request_rate_per_s} "
+        f"req/s, {config.num_requests} requests, seeds {seeds}"
     )
+    compare(config, seeds)
+
+
+def effect_a10(seeds: list[int]) -> None:
+    config = LLMClusterConfig(**PRESETS["llumnix-a10"])
+    print(
+        f"llumnix-a10: {config.num_instances} x {config.model} on {config.gpu} "
+        f"({config.gpus_per_node} per server), ShareGPT, Poisson {config.request_rate_per_s} "
+        f"req/s, {config.num_requests} requests, seeds {seeds}"
+    )
+    compare(config, seeds)
+
+
+def capacity(seeds: list[int]) -> None:
+    """Steady completion rate of one overloaded instance on each GPU (mean over seeds)."""
+    for gpu, rate in (("A100", 4.0), ("A10-24GB", 1.0)):
+        rates = []
+        for seed in seeds:
+            config = LLMClusterConfig(
+                num_instances=1, gpu=gpu, request_rate_per_s=rate, num_requests=3000
+            )
+            sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+            run_on_simulator(sim, make_policy(ENV_ID, "round-robin"))  # type: ignore[arg-type]
+            last_arrival = sim.requests[-1].arrival_s
+            finish = np.array([r.finish_s for r in sim.cluster.completed])
+            start = 0.1 * last_arrival  # past the warm-up
+            steady = (finish > start) & (finish < last_arrival)
+            rates.append(steady.sum() / (last_arrival - start))
+        print(
+            f"one {config.model}/{config.gpu} instance, vLLM batching, ShareGPT <= "
+            f"{config.max_total_tokens} tokens, offered {rate} req/s: {np.mean(rates):.3f} "
+            f"requests/s sustained under overload (seeds {seeds}: "
+            f"{', '.join(f'{r:.3f}' for r in rates)})"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("speed", "effect", "capacity", "all"), default="all")
+    parser.add_argument(
+        "--part", choices=("speed", "effect", "effect-a10", "capacity", "all"), default="all"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args()
     if args.part in ("speed", "all"):
         speed()
     if args.part in ("capacity", "all"):
-        capacity()
+        capacity([0, 1, 2])
     if args.part in ("effect", "all"):
         effect(args.seeds)
+    if args.part in ("effect-a10", "all"):
+        effect_a10(args.seeds)
 
 
 if __name__ == "__main__":

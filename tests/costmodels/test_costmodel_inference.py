@@ -169,3 +169,61 @@ def test_generalises_to_unprofiled_gpus_in_datasheet_order() -> None:
 def test_bad_input_names_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=f"^{field}:"):
         iteration_time_s(**kwargs)
+
+
+def test_decode_profile_reads_kv_per_query_head():
+    """The decode-attention profile (Llama-3.1-70B, 64 query / 8 KV heads, H100 TP4) decides how
+    its kernel reads the KV cache: charging the reads per query head with ``kv_cache_size`` as
+    the batch total fits held-out batch sizes within 10%; one read per KV head (either reading
+    of ``kv_cache_size``) fits far worse and needs more than the GPU's peak bandwidth."""
+    import dataclasses
+
+    from schedgym.costmodels import fitting
+    from schedgym.costmodels.profiles import holdout_mask, load_profiles
+    from schedgym.costmodels.roofline import decode_attention_time_s
+
+    profiles = load_profiles()
+    curve = next(c for c in profiles.attention if c.phase == "decode")
+    gpu = profiles.gpu(curve.gpu)
+    grouped = dataclasses.replace(curve.model, heads=curve.model.kv_heads)
+    batch, kv = curve.batch_size, curve.kv_tokens
+    laws = {
+        "query-heads, total": lambda co, s: decode_attention_time_s(
+            curve.model, curve.tp, gpu, co, batch[s], kv[s]
+        ),
+        "kv-heads, total": lambda co, s: decode_attention_time_s(
+            grouped, curve.tp, gpu, co, batch[s], kv[s]
+        ),
+        "kv-heads, per sequence": lambda co, s: decode_attention_time_s(
+            grouped, curve.tp, gpu, co, batch[s], batch[s] * kv[s]
+        ),
+    }
+    held = holdout_mask(batch)
+    names = ("memory_eff", "floor_s", "sharpness", "cta_latency_s")
+    mape, eff = {}, {}
+    for name, law in laws.items():
+        coeffs = fitting._fit(names, lambda co, law=law: law(co, ~held), curve.times_s[~held])
+        predicted = law(coeffs, held)
+        mape[name] = float(np.mean(np.abs(predicted / curve.times_s[held] - 1.0))) * 100.0
+        eff[name] = coeffs.memory_eff
+    assert mape["query-heads, total"] < 10.0
+    assert eff["query-heads, total"] < 1.0
+    for name in ("kv-heads, total", "kv-heads, per sequence"):
+        assert mape[name] > 2.5 * mape["query-heads, total"]
+        assert eff[name] > 1.0  # a bandwidth above the datasheet's: not a physical fit
+
+
+def test_gqa_decode_reads_each_kv_head_once():
+    """``gqa_decode`` divides the bandwidth-bound decode attention by the query heads per KV
+    head (4 for Mistral-7B) and changes nothing for a model without GQA or a lone sequence."""
+    per_query = InferenceCostModel("Mistral-7B", "A100")
+    grouped = InferenceCostModel("Mistral-7B", "A100", gqa_decode=True)
+    big = (128, 128 * 2000)
+    ratio = per_query.decode_attention_s(*big) / grouped.decode_attention_s(*big)
+    assert 3.0 < ratio <= 4.0
+    assert grouped.decode_attention_s(1, 500) == pytest.approx(
+        per_query.decode_attention_s(1, 500), rel=0.05
+    )
+    mha = InferenceCostModel("Llama-2-7B", "A100")
+    mha_grouped = InferenceCostModel("Llama-2-7B", "A100", gqa_decode=True)
+    assert mha.decode_attention_s(*big) == mha_grouped.decode_attention_s(*big)

@@ -24,7 +24,7 @@ FAMILY = "PrefillChunk"
 
 
 def _sim(env: Any) -> PrefillChunkSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
+    return env.unwrapped.simulator
 
 
 class FixedModePolicy(SimulatorPolicy):
@@ -62,10 +62,34 @@ class OrcaPolicy(FixedModePolicy):
 
 class SarathiPolicy(FixedModePolicy):
     """Sarathi-Serve (Agrawal et al., OSDI 2024): stall-free batching, every running decode
-    plus prefill chunks up to a fixed token budget (512 or 2048 prefill tokens here)."""
+    plus prefill chunks up to a fixed token budget (512 or 2048).
+
+    Sarathi's budget (``chunk_size``) bounds the iteration's tokens, decodes included: its
+    scheduler counts one token per running decode and gives the prompt chunks
+    ``chunk_size - num_batched_tokens`` (sarathi-serve, ``SarathiScheduler``). With the env's
+    ``budget_counts_decodes`` the env applies exactly that and this policy passes its budget.
+    Otherwise the env's budget counts prefill tokens only, and the policy asks for the largest
+    configured budget within ``budget - running decodes`` (decode-only when none fits), so an
+    iteration never exceeds Sarathi's token budget; the configured budgets' coarseness makes
+    that a little more conservative than Sarathi.
+    """
 
     def __init__(self, budget: int = 512) -> None:
         super().__init__(STALL_FREE, budget)
+
+    def act(self, observation: Any, env: Any) -> int:
+        unwrapped = env.unwrapped
+        sim = _sim(env)
+        assert self.budget is not None
+        if not sim.has_prefill_work():
+            return 0
+        if unwrapped.config.budget_counts_decodes:
+            return int(unwrapped.action_index(STALL_FREE, self.budget))
+        room = self.budget - sim.instance.num_decoding
+        fitting = [b for b in unwrapped.budgets if 0 < b <= room]
+        if not fitting:
+            return 0  # the decodes fill the budget: a decode-only iteration
+        return int(unwrapped.action_index(STALL_FREE, fitting[-1]))
 
 
 class FasterTransformerPolicy(SimulatorPolicy):

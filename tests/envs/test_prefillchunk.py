@@ -246,3 +246,47 @@ def test_capacity_command_rejects_bad_input(capsys):
         ]
     )
     assert code == 2
+
+
+def test_budget_counting_decodes_leaves_the_prompts_the_rest():
+    """Sarathi-Serve's token budget counts each running decode as one token: with
+    ``budget_counts_decodes`` a stall-free 512 budget with d decodes prefills 512 - d tokens,
+    without it 512 tokens ride on top of the decodes."""
+    for counts, expected in ((True, lambda d: 512 - d), (False, lambda d: 512)):
+        env = small_env(
+            num_requests=6, prompt_tokens=3000, output_tokens=50, budget_counts_decodes=counts
+        )
+        env.reset(seed=0)
+        sim = env.simulator
+        checked = 0
+        while not sim.done and checked < 5:
+            inst = sim.instance
+            decodes = inst.num_decoding
+            remaining = sum(r.remaining_prefill for r in [*inst.prefilling, *inst.waiting])
+            before = inst.prefill_tokens_computed
+            env.step(env.action_index(0, 512))
+            if decodes and remaining >= 512:
+                assert inst.prefill_tokens_computed - before == expected(decodes)
+                checked += 1
+        assert checked > 0
+
+
+def test_sarathi_policy_keeps_iterations_within_its_token_budget():
+    """Without the env's decode counting, ``sarathi-512`` asks for the largest configured
+    prefill budget within 512 minus the running decodes, so no iteration exceeds 512 tokens."""
+    from schedgym.core.policy import make_policy
+
+    env = small_env(num_requests=20, prompt_tokens=1500, output_tokens=200, qps=50.0)
+    policy = make_policy("schedgym/PrefillChunk-v0", "sarathi-512")
+    env.reset(seed=1)
+    sim = env.simulator
+    mixed = 0
+    while not sim.done:
+        inst = sim.instance
+        decodes = inst.num_decoding
+        before = inst.prefill_tokens_computed
+        env.step(policy.act(None, env))
+        prefilled = inst.prefill_tokens_computed - before
+        assert prefilled + decodes <= 512
+        mixed += decodes > 0 and prefilled > 0
+    assert mixed > 0

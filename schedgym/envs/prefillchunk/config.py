@@ -26,6 +26,11 @@ class PrefillChunkConfig:
 
     Attributes:
         model / gpu / tp: what the replica runs (the cost model's catalogue names).
+        gqa_decode_attention: the decode-attention kernel reads each KV head once per group of
+            query heads (FlashInfer's, Sarathi-Serve's default backend); ``False`` (default)
+            charges the reads per query head as the calibration profile's kernel behaves (see
+            :class:`~schedgym.costmodels.inference.InferenceCostModel`). Matters for GQA models
+            such as Mistral-7B (4 query heads per KV head).
         engine_overhead: CPU overhead of the engine per iteration: ``none`` (GPU time only, a
             modern engine whose CPU work hides behind the GPU) or ``sarathi`` (fitted to the
             2023 Sarathi-Serve engine).
@@ -38,6 +43,11 @@ class PrefillChunkConfig:
         max_total_tokens: ShareGPT conversations longer than this (prompt + output) are not
             drawn: the model's context window.
         token_budgets: the prefill token budgets the agent picks from; must include 0.
+        budget_counts_decodes: ``False`` (default): a budget counts prefill tokens only, the
+            running decodes ride on top. ``True``: Sarathi-Serve's semantics, where the budget
+            (its ``chunk_size``) bounds the iteration's tokens and each running decode takes
+            one, so the prefill chunks get the budget minus the decodes (none when the decodes
+            fill it; a budget of 0 is still decode-only).
         max_batch_requests: requests admitted at once (vLLM's ``max_num_seqs``).
         kv_memory_utilization: fraction of GPU memory the engine may use (vLLM's 0.9); the KV
             capacity is what is left after weights and activations.
@@ -55,6 +65,7 @@ class PrefillChunkConfig:
     gpu: str = "A100"
     tp: int = 1
     engine_overhead: str = "none"
+    gqa_decode_attention: bool = False
     qps: float = 1.0
     arrival_process: str = "poisson"
     arrival_cv: float = 1.0
@@ -64,6 +75,7 @@ class PrefillChunkConfig:
     output_tokens: int = 256
     max_total_tokens: int = 8192
     token_budgets: tuple[int, ...] = DEFAULT_TOKEN_BUDGETS
+    budget_counts_decodes: bool = False
     max_batch_requests: int = 256
     kv_memory_utilization: float = 0.9
     slo_tbt_s: float = 0.1
@@ -115,6 +127,14 @@ class PrefillChunkConfig:
         if len(budgets) < 2:
             raise ConfigError("token_budgets: needs at least one budget above 0")
         object.__setattr__(self, "token_budgets", budgets)
+        if not isinstance(self.gqa_decode_attention, bool):
+            raise ConfigError(
+                f"gqa_decode_attention: must be true or false, got {self.gqa_decode_attention!r}"
+            )
+        if not isinstance(self.budget_counts_decodes, bool):
+            raise ConfigError(
+                f"budget_counts_decodes: must be true or false, got {self.budget_counts_decodes!r}"
+            )
         require_number("max_batch_requests", self.max_batch_requests, 1, 4096, integer=True)
         require_number(
             "kv_memory_utilization", self.kv_memory_utilization, 0.0, 1.0, low_inclusive=False

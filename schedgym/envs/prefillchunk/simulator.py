@@ -16,6 +16,8 @@ Batch composition modes (``budget`` is the iteration's prefill-token budget):
 - ``WHOLE_MIXED`` (Orca): every running decode plus whole prompts (partial ones first, then new
   requests in arrival order) while their tokens fit the budget; the first always goes, as an
   engine's batch-token limit is at least the context window.
+- With ``budget_counts_decodes`` (Sarathi-Serve's ``chunk_size``), the budget bounds the whole
+  iteration: the running decodes take one token each and the prompts get what is left.
 - ``PREFILL_ONLY`` (vLLM): when a prompt is partly prefilled or the queue's head can be
   admitted, an iteration of whole prompts as in ``WHOLE_MIXED`` while the decodes pause;
   otherwise a decode-only iteration.
@@ -49,10 +51,12 @@ class BudgetComposer:
 
     name = "prefillchunk"
 
-    def __init__(self) -> None:
+    def __init__(self, budget_counts_decodes: bool = False) -> None:
         self.mode = STALL_FREE
         self.budget = 0
         self.armed = False
+        # Sarathi-Serve's semantics: the budget bounds the iteration's tokens, decodes included.
+        self.budget_counts_decodes = budget_counts_decodes
         # What the last plan did, for the simulator's per-iteration accounting.
         self.last_decodes = 0
         self.last_recomputes: list[Request] = []
@@ -74,6 +78,8 @@ class BudgetComposer:
             decode = instance.prepare_decode()
         self.last_decodes = instance.num_decoding if decode else 0
         left = self.budget
+        if self.budget_counts_decodes:
+            left -= self.last_decodes
         prefills: list[tuple[Request, int]] = []
         if left > 0:
             for request in instance.prefilling:
@@ -119,7 +125,7 @@ class PrefillChunkSimulator:
             Request(i, float(arrivals[i]), int(prompts[i]), int(outputs[i])) for i in range(n)
         ]
         self.cost_model = get_cost_model(
-            config.model, config.gpu, config.tp, config.engine_overhead
+            config.model, config.gpu, config.tp, config.engine_overhead, config.gqa_decode_attention
         )
         self.capacity_blocks = kv_blocks_capacity(
             config.model,
@@ -128,7 +134,7 @@ class PrefillChunkSimulator:
             memory_utilization=config.kv_memory_utilization,
             max_batch_tokens=max(config.token_budgets) + config.max_batch_requests,
         )
-        self.composer = BudgetComposer()
+        self.composer = BudgetComposer(config.budget_counts_decodes)
         self.instance = ServingInstance(
             0,
             self.cost_model,

@@ -1,7 +1,8 @@
 """Groupwise-regret baselines: the synthetic proof, regret-heft on noisy, the portfolio table.
 
 Run: ``.venv/bin/python benchmarks/bench_regret.py`` (every part) or ``--part synthetic`` /
-``--part heft`` / ``--part portfolio`` / ``--part clone``.
+``--part heft`` / ``--part portfolio [--envs PrefillChunk ...]`` / ``--part sjf`` /
+``--part clone``.
 
 - ``synthetic``: the intersecting-group stream (age band, sex, region) with the target depending
   on region only and on all three; per group: the fitted growth exponent of the cumulative regret
@@ -10,6 +11,8 @@ Run: ``.venv/bin/python benchmarks/bench_regret.py`` (every part) or ``--part sy
 - ``heft``: ``regret-heft`` against ``heft`` (nominal times) on SoCDAG ``noisy`` (200 jobs).
 - ``portfolio``: every heuristic and ``regret-portfolio`` on the quick suite's scenarios of the
   families that have a portfolio, mean of the ranking metric over the suite's seeds.
+- ``sjf``: ``regret-sjf`` against the policy it builds on (``sarathi-512`` on PrefillChunk,
+  ``llumnix`` on LLMCluster) on the quick suite's scenarios: ranking metric, TTFT, delay.
 - ``clone``: the cost of one snapshot (deep copy of the unwrapped env and the experts).
 """
 
@@ -31,7 +34,11 @@ from schedgym.baselines.regret import (
     synthetic_groups,
     synthetic_stream,
 )
+from schedgym.baselines.regret_datagen import DataGenPortfolioAdapter
+from schedgym.baselines.regret_llm import LLMPortfolioAdapter
 from schedgym.baselines.regret_mesh import MeshPortfolioAdapter
+from schedgym.baselines.regret_prefill import PrefillPortfolioAdapter
+from schedgym.baselines.regret_prefix import PrefixPortfolioAdapter
 from schedgym.baselines.regret_soc import SoCPortfolioAdapter
 from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
@@ -40,7 +47,29 @@ from schedgym.leaderboard.suites import get_suite
 PORTFOLIO_EXPERTS = {
     "schedgym/SoCDAG-v0": ("heft", "etf", "eft", "cp", "fcfs", "met"),
     "schedgym/MeshAssign-v0": ("bytescale", "balanced-cp", "token-balanced", "static"),
+    "schedgym/PrefillChunk-v0": (
+        "vllm",
+        "orca",
+        "fastertransformer",
+        "sarathi-512",
+        "sarathi-2048",
+    ),
+    "schedgym/PrefixBatch-v0": ("fcfs-lru", "batchllm"),
+    "schedgym/OnlineDataGen-v0": (
+        "online-firo",
+        "online-fifo",
+        "online-reservoir",
+        "adaptive",
+        "offline",
+    ),
+    "schedgym/LLMCluster-v0": ("round-robin", "lor", "llumnix", "llumnix-no-migration"),
 }
+# Shortest predicted job first against the baselines it builds on (same composition/dispatch).
+SJF_BASELINES = {
+    "schedgym/PrefillChunk-v0": ("sarathi-512",),
+    "schedgym/LLMCluster-v0": ("llumnix",),
+}
+SJF_METRICS = ("ttft_p50_s", "ttft_p99_s", "sched_delay_p50_s", "latency_mean_s")
 
 
 def synthetic(rounds: int) -> None:
@@ -99,10 +128,12 @@ def heft(seeds: list[int]) -> None:
         )
 
 
-def portfolio() -> None:
+def portfolio(envs: list[str] | None = None) -> None:
     suite = get_suite("quick")
     for scenario in suite.scenarios:
         if scenario.env_id not in PORTFOLIO_EXPERTS:
+            continue
+        if envs and not any(e in scenario.env_id for e in envs):
             continue
         metric, _ = suite.ranking_metric[scenario.env_id]
         seeds = list(suite.seeds)
@@ -118,20 +149,55 @@ def portfolio() -> None:
             rows[name] = (float(np.mean(values)), time.perf_counter() - started)
         best = min(v for n, (v, _) in rows.items() if n != "regret-portfolio")
         for name, (value, wall) in rows.items():
-            print(f"| {name} | {value:.2f} | {value / best:.3f} | {wall:.1f} |")
+            print(f"| {name} | {value:.4g} | {value / best:.3f} | {wall:.1f} |")
+
+
+def sjf() -> None:
+    """``regret-sjf`` against the policy it builds on, on the quick suite's scenarios."""
+    suite = get_suite("quick")
+    for scenario in suite.scenarios:
+        if scenario.env_id not in SJF_BASELINES:
+            continue
+        ranking, _ = suite.ranking_metric[scenario.env_id]
+        seeds = list(suite.seeds)
+        env = gym.make(
+            scenario.env_id,
+            preset=scenario.preset,
+            disable_env_checker=True,
+            **scenario.overrides,
+        )
+        print(f"\n{scenario.env_id} / {scenario.name} (means over seeds {seeds})")
+        rows = {}
+        for name in (*SJF_BASELINES[scenario.env_id], "regret-sjf"):
+            runs = [run_episode(env, make_policy(scenario.env_id, name), s).metrics for s in seeds]
+            rows[name] = {k: float(np.mean([m[k] for m in runs])) for k in runs[0]}
+        keys = [k for k in dict.fromkeys((ranking, *SJF_METRICS)) if k in rows["regret-sjf"]]
+        print("| policy | " + " | ".join(keys) + " |")
+        print("|---" * (len(keys) + 1) + "|")
+        for name, metrics in rows.items():
+            print(f"| {name} | " + " | ".join(f"{metrics[k]:.4g}" for k in keys) + " |")
 
 
 def clone_cost() -> None:
-    for env_id, preset, adapter in (
-        ("schedgym/SoCDAG-v0", "heavy", SoCPortfolioAdapter()),
-        ("schedgym/MeshAssign-v0", "long-tail-heavy", MeshPortfolioAdapter()),
+    for env_id, preset, overrides, adapter in (
+        ("schedgym/SoCDAG-v0", "heavy", {}, SoCPortfolioAdapter()),
+        ("schedgym/MeshAssign-v0", "long-tail-heavy", {}, MeshPortfolioAdapter()),
+        ("schedgym/PrefillChunk-v0", "high-load", {"num_requests": 200}, PrefillPortfolioAdapter()),
+        (
+            "schedgym/PrefixBatch-v0",
+            "prefix-heavy",
+            {"num_requests": 400, "kv_capacity_blocks": 4000},
+            PrefixPortfolioAdapter(),
+        ),
+        ("schedgym/OnlineDataGen-v0", "small", {}, DataGenPortfolioAdapter()),
+        ("schedgym/LLMCluster-v0", "high-load", {"num_requests": 600}, LLMPortfolioAdapter()),
     ):
-        env = gym.make(env_id, preset=preset, disable_env_checker=True)
+        env = gym.make(env_id, preset=preset, disable_env_checker=True, **overrides)
         env.reset(seed=0)
         experts = list(adapter.experts().values())
         for expert in experts:
             expert.reset(env)
-        for _ in range(50):
+        for _ in range(50 if env_id != "schedgym/OnlineDataGen-v0" else 5):
             env.unwrapped.step(experts[0].act(None, env))
         unwrapped = env.unwrapped
         reps = 50
@@ -139,12 +205,15 @@ def clone_cost() -> None:
         for _ in range(reps):
             copy.deepcopy((unwrapped, experts), adapter.share(unwrapped))
         per_ms = 1000 * (time.perf_counter() - started) / reps
-        print(f"\nsnapshot of {env_id} ({preset}, after 50 decisions): {per_ms:.2f} ms")
+        print(f"\nsnapshot of {env_id} ({preset}, a few decisions in): {per_ms:.2f} ms")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=("all", "synthetic", "heft", "portfolio", "clone"))
+    parser.add_argument("--part", choices=("all", "synthetic", "heft", "portfolio", "sjf", "clone"))
+    parser.add_argument(
+        "--envs", nargs="+", help="portfolio: only these environments (substrings of their ids)"
+    )
     parser.add_argument("--rounds", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(1000, 1008)))
     args = parser.parse_args()
@@ -154,7 +223,9 @@ def main() -> None:
     if part in ("all", "heft"):
         heft(args.seeds)
     if part in ("all", "portfolio"):
-        portfolio()
+        portfolio(args.envs)
+    if part in ("all", "sjf"):
+        sjf()
     if part in ("all", "clone"):
         clone_cost()
 

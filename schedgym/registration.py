@@ -72,6 +72,10 @@ ENVS: tuple[EnvEntry, ...] = (
 REGRET_POLICY_MODULES: dict[str, str] = {
     "SoCDAG": "schedgym.baselines.regret_soc",
     "MeshAssign": "schedgym.baselines.regret_mesh",
+    "PrefillChunk": "schedgym.baselines.regret_prefill",
+    "PrefixBatch": "schedgym.baselines.regret_prefix",
+    "OnlineDataGen": "schedgym.baselines.regret_datagen",
+    "LLMCluster": "schedgym.baselines.regret_llm",
 }
 
 

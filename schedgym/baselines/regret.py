@@ -345,8 +345,12 @@ class PortfolioAdapter(Protocol):
     def share(self, env: Any) -> dict[int, Any]:
         """``copy.deepcopy`` memo entries: immutable objects clones may share."""
 
-    def redact(self, clone: Any) -> None:
-        """Replace what the policy may not know yet in a snapshot with its expectation."""
+    def redact(self, clone: Any, reality: Any) -> None:
+        """Replace what the policy may not know yet in a snapshot with its expectation.
+
+        ``reality`` is the live unwrapped env at the moment feedback is computed: what it has
+        revealed by then (past arrivals, completed requests, ...) is known; nothing else is.
+        """
 
     def window_done(self, clone: Any, start: Any) -> bool:
         """Whether a counterfactual rollout begun at epoch ``start`` has covered its window."""
@@ -386,6 +390,29 @@ class PortfolioStats:
     losses: list[np.ndarray] = field(default_factory=list)
 
 
+class TimeWindowEpochs:
+    """Decision epochs that are consecutive windows of simulated time.
+
+    An epoch starts at the first decision at or after the previous epoch's start plus
+    ``window``; a new simulator object (a new episode) starts a new epoch. ``key(sim, now)`` is
+    the adapter's ``epoch_key``: it changes exactly when an epoch starts.
+    """
+
+    def __init__(self, window: float) -> None:
+        if window <= 0:
+            raise ValueError(f"window: must be positive, got {window}")
+        self.window = window
+        self._sim: Any = None
+        self.start = 0.0
+
+    def key(self, sim: Any, now: float) -> Hashable:
+        if self._sim is not sim:
+            self._sim, self.start = sim, now
+        elif now >= self.start + self.window:
+            self.start = now
+        return (id(sim), self.start)
+
+
 class GroupwisePortfolioPolicy(SimulatorPolicy):
     """Follow, per decision epoch, the heuristic chosen by the groupwise aggregator.
 
@@ -401,9 +428,11 @@ class GroupwisePortfolioPolicy(SimulatorPolicy):
     the unwrapped env and every heuristic's state are deep-copied (a snapshot; the copy shares the
     simulator's immutable tables). Feedback for that epoch is computed only once reality has
     passed the epoch's window (delayed feedback: nothing about the window is learnt before it is
-    past). Then, on the snapshot, whatever the policy could not have known at the window's end is
-    replaced by its expectation (``adapter.redact``: e.g. actual execution times of tasks that
-    have not run are set to their nominal values), and each heuristic, from its own copied state,
+    past). Then, on the snapshot, whatever the policy could not have known when the feedback is
+    computed is replaced by its expectation (``adapter.redact``, given the live env as the
+    knowledge cutoff: e.g. actual execution times of tasks that have not run are set to their
+    nominal values, output lengths of requests that have not finished to their conditional
+    mean, arrivals not yet seen dropped), and each heuristic, from its own copied state,
     runs the snapshot until the window is covered; its loss is the window's cost
     (``adapter.window_loss``: e.g. the time-averaged number of jobs in the system). Losses are
     shifted by the round's best and divided by the largest spread seen so far in the episode, so
@@ -463,8 +492,8 @@ class GroupwisePortfolioPolicy(SimulatorPolicy):
         self.stats.rollout_s += time.perf_counter() - started
         return float(adapter.window_loss(env_copy, state))
 
-    def _feedback(self, epoch: _Epoch) -> None:
-        self.adapter.redact(epoch.snapshot[0])
+    def _feedback(self, epoch: _Epoch, env: Any) -> None:
+        self.adapter.redact(epoch.snapshot[0], env.unwrapped)
         raw = np.array(
             [self._rollout_loss(epoch.snapshot, i, epoch.start) for i in range(len(self._experts))]
         )
@@ -480,7 +509,7 @@ class GroupwisePortfolioPolicy(SimulatorPolicy):
             final
             or self.adapter.feedback_ready(env, self._pending[0].start, self._pending[0].pending)
         ):
-            self._feedback(self._pending.popleft())
+            self._feedback(self._pending.popleft(), env)
 
     # ------------------------------------------------------------------------------- acting
     def _start_epoch(self, env: Any) -> None:

@@ -94,7 +94,7 @@ class MeshPortfolioAdapter:
         sim = _sim(env)
         return sim.done or (sim.batch_index, self._chunk(sim)) != start
 
-    def redact(self, clone: Any) -> None:
+    def redact(self, clone: Any, reality: Any) -> None:
         """Nothing: the batch is known at its start and the cost model is deterministic."""
 
     def window_done(self, clone: Any, start: Any) -> bool:

@@ -28,6 +28,7 @@ from schedgym.baselines.regret import (
     GroupFamily,
     GroupwiseOnlineRegressor,
     GroupwisePortfolioPolicy,
+    TimeWindowEpochs,
 )
 from schedgym.core.policy import Policy, register_policy
 from schedgym.envs.soc.dag import DagTemplate
@@ -193,6 +194,7 @@ class SoCPortfolioAdapter:
             raise ValueError(f"horizon_us: must be at least window_us, got {horizon_us}")
         self.window_us = window_us
         self.horizon_us = horizon_us
+        self._epochs = TimeWindowEpochs(window_us)
 
     def experts(self) -> dict[str, Policy]:
         return {name: factory() for name, factory in PORTFOLIO_EXPERTS.items()}
@@ -223,11 +225,7 @@ class SoCPortfolioAdapter:
 
     def epoch_key(self, env: Any) -> Any:
         sim = _sim(env)
-        if not hasattr(self, "_epoch_sim") or self._epoch_sim is not sim:
-            self._epoch_sim, self._epoch_start = sim, sim.now_us
-        elif sim.now_us >= self._epoch_start + self.window_us:
-            self._epoch_start = sim.now_us
-        return (id(sim), self._epoch_start)
+        return self._epochs.key(sim, sim.now_us)
 
     def share(self, env: Any) -> dict[int, Any]:
         sim = env.simulator
@@ -257,7 +255,7 @@ class SoCPortfolioAdapter:
                 return False
         return True
 
-    def redact(self, clone: Any) -> None:
+    def redact(self, clone: Any, reality: Any) -> None:
         sim: SoCSimulator = clone.simulator
         sim.config = dataclasses.replace(sim.config, noise_std=0.0, profile_bias_std=0.0)
         sim._bias_cache = {}

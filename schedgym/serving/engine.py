@@ -339,6 +339,17 @@ class ServingInstance:
         self._prealloc_blocks = need if need else -1  # -1: checked, nothing to take
         return True
 
+    def reorder_waiting(self, key: Any) -> None:
+        """Reorder the admission queue by ``key(request)``, smallest first (a stable sort).
+
+        A hook for policies that order admissions (shortest predicted job first): the engine
+        admits the queue's head first. The queue's aggregates (``waiting_prefill_tokens``,
+        ``waiting_blocks``) are sums over it, so a permutation keeps them exact. With
+        ``priority_first`` the key must keep high-priority requests ahead of normal ones.
+        """
+        if len(self.waiting) > 1:
+            self.waiting = deque(sorted(self.waiting, key=key))
+
     def admission_blocks(self, request: Request) -> int:
         """Blocks admitting ``request`` takes now (its prefill's KV, minus cached prefix)."""
         blocks = -(-request.prefill_target // self.block_tokens)

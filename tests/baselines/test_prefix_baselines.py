@@ -24,7 +24,7 @@ def throughput(preset, policy, seed, **overrides):
 
 
 def test_registered_names():
-    assert policy_names(ENV_ID) == ["fcfs-lru", "batchllm", "random"]
+    assert policy_names(ENV_ID)[:3] == ["fcfs-lru", "batchllm", "random"]
 
 
 @pytest.mark.parametrize("name", ["fcfs-lru", "batchllm", "random"])

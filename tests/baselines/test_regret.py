@@ -173,7 +173,7 @@ def test_portfolio_snapshot_redaction_hides_sampled_times():
         env.unwrapped.advance(int(np.flatnonzero(env.unwrapped.action_masks())[0]))
     adapter = SoCPortfolioAdapter()
     clone = __import__("copy").deepcopy(env.unwrapped, adapter.share(env.unwrapped))
-    adapter.redact(clone)
+    adapter.redact(clone, env.unwrapped)
     sim = clone.simulator
     unstarted = (sim.node_state == READY) | (sim.node_state == WAITING)
     assert unstarted.any()

@@ -1,0 +1,255 @@
+"""Groupwise-regret policies for PrefillChunk: ``regret-portfolio`` and ``regret-sjf``.
+
+``regret-portfolio``: :class:`~schedgym.baselines.regret.GroupwisePortfolioPolicy` over the
+batch-composition baselines (vLLM, Orca, FasterTransformer, Sarathi-512, Sarathi-2048, in their
+registration order; ``random`` is not a heuristic). A decision epoch is a window of simulated
+time; see :class:`PrefillPortfolioAdapter` for the groups and how a heuristic's loss is measured.
+
+``regret-sjf``: shortest predicted job first. The env's action picks an iteration's (mode,
+budget) and cannot express an order: the engine admits its queue's head first. The closest
+faithful variant, through the engine's additive hook
+:meth:`~schedgym.serving.engine.ServingInstance.reorder_waiting` (outside the action: an action
+trace alone does not replay it; the policy is deterministic, so rerunning it does), orders the
+admission queue before every iteration by predicted job size (prefill iterations plus predicted
+remaining decode tokens, :func:`~schedgym.baselines.regret_serving.sjf_key`) and composes the
+iteration as Sarathi-Serve does (stall-free, 512-token budget), so it differs from
+``sarathi-512`` only in which request is admitted. Output lengths come from an
+:class:`~schedgym.baselines.regret_serving.OutputLengthPredictor` trained online on the
+requests that have completed (groups: everyone, prompt-length bands); the output length of a
+request that has not finished is never read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from schedgym.baselines import prefill
+from schedgym.baselines.regret import (
+    Group,
+    GroupFamily,
+    GroupwisePortfolioPolicy,
+    TimeWindowEpochs,
+)
+from schedgym.baselines.regret_serving import (
+    CompletedLengths,
+    OutputLengthPredictor,
+    rebuild_finish_heap,
+    redact_requests,
+    share_engine_logs,
+    share_memo,
+    sjf_key,
+)
+from schedgym.core.policy import Policy, SimulatorPolicy, register_policy
+from schedgym.envs.prefillchunk.simulator import PrefillChunkSimulator
+
+FAMILY = prefill.FAMILY
+
+PORTFOLIO_EXPERTS: dict[str, Any] = {
+    "vllm": prefill.VLLMPolicy,
+    "orca": prefill.OrcaPolicy,
+    "fastertransformer": prefill.FasterTransformerPolicy,
+    "sarathi-512": lambda: prefill.SarathiPolicy(512),
+    "sarathi-2048": lambda: prefill.SarathiPolicy(2048),
+}
+
+# Group thresholds: queued requests, tokens still to prefill, running decodes.
+QUEUE_SHORT, QUEUE_LONG = 1, 4
+PREFILL_SMALL, PREFILL_LARGE = 512, 2048
+DECODES_MANY = 16
+# The window loss: late tokens as a multiple of the 1% a p99 allows, plus waiting over 2 s
+# (the two terms of the suite's slo_excess_ratio).
+P99_SHARE = 0.01
+DELAY_SCALE_S = 2.0
+
+
+def _sim(env: Any) -> PrefillChunkSimulator:
+    return env.unwrapped.simulator  # type: ignore[no-any-return]
+
+
+class PrefillPortfolioAdapter:
+    """Experts, contexts, groups and windows of the PrefillChunk portfolio.
+
+    Decision epochs: windows of ``window_s`` simulated seconds. Context, from the simulator's
+    view at the epoch's start: requests queued (load level), prompt tokens still to prefill
+    (request-size band), running decodes, and the recent share of late tokens. Groups
+    (intersecting): everyone; queue empty / short (1-3) / long (4+); tokens to prefill small
+    (< 512) / medium / large (> 2048); decodes none / few / many (> 16); late tokens recently
+    (the running average of late-token share above 1%).
+
+    Loss of a heuristic for an epoch begun at ``t0``: the heuristic runs a snapshot taken at
+    ``t0`` until ``t0 + horizon_s``; the loss is ``late share / 1% + mean wait / 2 s``, the two
+    terms of the suite's ``slo_excess_ratio`` restricted to the window: the share of tokens
+    generated in the window whose gap exceeded the TBT SLO (over the 1% a p99 at the SLO
+    allows), and the mean time the requests waiting for admission in the window waited in it
+    (over Sarathi-Serve's 2 s scheduling-delay bound). Feedback is computed once reality has
+    passed ``t0 + horizon_s``; before the rollouts the snapshot is redacted to what is known
+    then (:meth:`redact`): requests that have not arrived are dropped, and every request that
+    has not finished gets its conditional expected output length given the tokens it has
+    produced, from the completed requests' lengths. The arrivals inside the window are past
+    by then, so the rollout sees the real ones.
+    """
+
+    def __init__(self, window_s: float = 4.0, horizon_s: float = 8.0) -> None:
+        if horizon_s < window_s:
+            raise ValueError(f"horizon_s: must be at least window_s, got {horizon_s}")
+        self.window_s = window_s
+        self.horizon_s = horizon_s
+        self._epochs = TimeWindowEpochs(window_s)
+
+    def experts(self) -> dict[str, Policy]:
+        return {name: factory() for name, factory in PORTFOLIO_EXPERTS.items()}
+
+    def groups(self, env: Any) -> tuple[list[Group], list[GroupFamily]]:
+        return (
+            [
+                Group("all", lambda c: True),
+                Group("queue:empty", lambda c: c["queued"] < QUEUE_SHORT),
+                Group("queue:short", lambda c: QUEUE_SHORT <= c["queued"] < QUEUE_LONG),
+                Group("queue:long", lambda c: c["queued"] >= QUEUE_LONG),
+                Group("prefill:small", lambda c: c["prefill_tokens"] < PREFILL_SMALL),
+                Group(
+                    "prefill:medium",
+                    lambda c: PREFILL_SMALL <= c["prefill_tokens"] <= PREFILL_LARGE,
+                ),
+                Group("prefill:large", lambda c: c["prefill_tokens"] > PREFILL_LARGE),
+                Group("decodes:none", lambda c: c["decodes"] == 0),
+                Group("decodes:few", lambda c: 0 < c["decodes"] <= DECODES_MANY),
+                Group("decodes:many", lambda c: c["decodes"] > DECODES_MANY),
+                Group("late", lambda c: c["late_share"] > P99_SHARE),
+            ],
+            [],
+        )
+
+    def context(self, env: Any) -> dict[str, Any]:
+        sim = _sim(env)
+        inst = sim.instance
+        return {
+            "queued": len(inst.waiting),
+            "prefill_tokens": inst.waiting_prefill_tokens,
+            "decodes": inst.num_decoding,
+            "late_share": sim.recent_violation_frac,
+        }
+
+    def epoch_key(self, env: Any) -> Any:
+        sim = _sim(env)
+        return self._epochs.key(sim, sim.now_s)
+
+    def share(self, env: Any) -> dict[int, Any]:
+        sim = env.simulator
+        memo = share_memo(sim.config, sim.cost_model)
+        memo.update(share_engine_logs(sim.instance))
+        memo[id(sim.finished)] = list(sim.finished)  # a finished request never changes again
+        for request in sim.finished:
+            memo[id(request)] = request
+        return memo
+
+    def start_marker(self, env: Any) -> tuple[Any, Any]:
+        return _sim(env).now_s, None
+
+    def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
+        sim = _sim(env)
+        return sim.done or sim.now_s >= start + self.horizon_s
+
+    def redact(self, clone: Any, reality: Any) -> None:
+        """Keep what is known when feedback is computed (``reality``'s present), nothing else."""
+        sim: PrefillChunkSimulator = clone.simulator
+        real: PrefillChunkSimulator = reality.simulator
+        known = real.requests_arrived
+        if len(sim.requests) > known:
+            sim.requests = sim.requests[:known]  # arrivals not seen yet: dropped
+        finished = {r.request_id for r in real.finished}
+        real_requests = real.requests
+        redact_requests(
+            sim.requests,
+            finished,
+            lambda rid: real.instance.generated(real_requests[rid]),
+            CompletedLengths(r.output_tokens for r in real.finished),
+        )
+        rebuild_finish_heap(sim.instance, sim.now_s)
+
+    def window_done(self, clone: Any, start: Any) -> bool:
+        sim = clone.simulator
+        return sim.done or sim.now_s >= start + self.horizon_s  # type: ignore[no-any-return]
+
+    def loss_state(self, clone: Any) -> Any:
+        sim = clone.simulator
+        return sim.now_s, sim.total_violations, sim.instance.tokens_generated
+
+    def window_loss(self, clone: Any, start_state: Any) -> float:
+        sim: PrefillChunkSimulator = clone.simulator
+        start_s, violations, tokens = start_state
+        end_s = start_s + self.horizon_s
+        late = sim.total_violations - violations
+        generated = sim.instance.tokens_generated - tokens
+        late_share = late / generated if generated else 0.0
+        waits = []
+        for request in sim.requests[: sim.requests_arrived]:
+            if request.arrival_s >= end_s:
+                break
+            admitted = request.admitted_s
+            if admitted == admitted and admitted <= start_s:
+                continue  # admitted before the window
+            until = min(admitted, end_s) if admitted == admitted else min(sim.now_s, end_s)
+            waits.append(max(until - max(request.arrival_s, start_s), 0.0))
+        mean_wait = float(np.mean(waits)) if waits else 0.0
+        return late_share / P99_SHARE + mean_wait / DELAY_SCALE_S
+
+
+class PrefillPortfolioPolicy(GroupwisePortfolioPolicy):
+    """``regret-portfolio`` on PrefillChunk (see :class:`PrefillPortfolioAdapter`)."""
+
+    def __init__(
+        self, seed: int = 0, selection: str = "mode", window_s: float = 4.0, horizon_s: float = 8.0
+    ) -> None:
+        super().__init__(
+            PrefillPortfolioAdapter(window_s, horizon_s), seed=seed, selection=selection
+        )
+
+
+class RegretSJFPolicy(SimulatorPolicy):
+    """Shortest predicted job first (``regret-sjf``; see the module docstring).
+
+    Before every decision the predictor takes in the requests completed since the previous
+    one; when more than one request waits, the admission queue is sorted by predicted job
+    size; the iteration is composed as ``sarathi-<budget>``.
+
+    Args:
+        budget: Sarathi's prefill-token budget (one of the env's ``token_budgets``).
+    """
+
+    def __init__(self, budget: int = 512) -> None:
+        self.budget = budget
+        self.composition = prefill.SarathiPolicy(budget)
+
+    def reset(self, env: Any) -> None:
+        sim = _sim(env)
+        self.predictor = OutputLengthPredictor(max_tokens=float(sim.config.max_total_tokens))
+        self._learnt = 0
+        self.composition.reset(env)
+
+    def act(self, observation: Any, env: Any) -> int:
+        sim = _sim(env)
+        finished = sim.finished
+        if self._learnt < len(finished):
+            self.predictor.learn(finished[self._learnt :])
+            self._learnt = len(finished)
+        inst = sim.instance
+        if len(inst.waiting) > 1:
+            inst.reorder_waiting(sjf_key(self.predictor, inst.generated, self.budget))
+        return self.composition.act(observation, env)
+
+
+register_policy(
+    FAMILY,
+    "regret-portfolio",
+    PrefillPortfolioPolicy,
+    "Groupwise-regret portfolio over vLLM/Orca/FasterTransformer/Sarathi-512/Sarathi-2048",
+)
+register_policy(
+    FAMILY,
+    "regret-sjf",
+    RegretSJFPolicy,
+    "Sarathi-512 admitting the shortest predicted job first (groupwise-regret output lengths)",
+)

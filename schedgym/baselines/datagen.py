@@ -23,7 +23,7 @@ import numpy as np
 
 from schedgym.baselines.common import RandomMaskedPolicy
 from schedgym.core.errors import ConfigError
-from schedgym.core.policy import register_policy
+from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.datagen.buffers import BUFFER_KINDS
 from schedgym.envs.datagen.simulator import DataGenSimulator
 
@@ -55,7 +55,7 @@ def _uniform(env: Any) -> int:
     return int(_env(env).num_regions)
 
 
-class OnlinePolicy:
+class OnlinePolicy(SimulatorPolicy):
     """Melissa's online training: uniform sampling, a fixed solver/trainer split, one buffer.
 
     Args:
@@ -75,7 +75,7 @@ class OnlinePolicy:
         return int(_env(env).encode_action(_uniform(env), split, self.buffer))
 
 
-class OfflinePolicy:
+class OfflinePolicy(SimulatorPolicy):
     """The classic pipeline: generate a fixed dataset first, then train many epochs over it.
 
     Phase 1 gives every core to solver workers (uniform sampling, the trainer idle) until the
@@ -140,7 +140,7 @@ class OfflinePolicy:
         return chosen
 
 
-class AdaptivePolicy:
+class AdaptivePolicy(SimulatorPolicy):
     """Breed-like adaptive sampling: new simulations go where the training loss is high.
 
     Uses the environment's loss-weighted acquisition: each simulation's region is drawn with

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import heapq
 import math
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
 
 from schedgym.baselines.common import RandomMaskedPolicy
-from schedgym.core.policy import register_policy
+from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.mesh.simulator import MeshSimulator
 
 FAMILY = "MeshAssign"
@@ -83,7 +84,7 @@ def karmarkar_karp(weights: np.ndarray, num_parts: int) -> np.ndarray:
     return assignment
 
 
-class _BatchPlanPolicy:
+class _BatchPlanPolicy(SimulatorPolicy):
     """A policy that plans the whole batch when it starts, then replays the plan."""
 
     def __init__(self) -> None:
@@ -94,8 +95,9 @@ class _BatchPlanPolicy:
         self._plan = []
         self._plan_batch = -1
 
+    @abstractmethod
     def _make_plan(self, sim: MeshSimulator) -> list[int]:
-        raise NotImplementedError
+        """One action per sequence of the current batch, in presentation order."""
 
     def act(self, observation: Any, env: Any) -> int:
         sim = _sim(env)
@@ -214,7 +216,7 @@ class BalancedCPPolicy(_BatchPlanPolicy):
         return False
 
 
-class ByteScalePolicy:
+class ByteScalePolicy(SimulatorPolicy):
     """ByteScale: data-aware sharding plus the balance scheduler (Ge et al. 2025, Sec. 4-5).
 
     Data-aware sharding (Hybrid Data Parallelism): each sequence gets the fewest ranks it needs,

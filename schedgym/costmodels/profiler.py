@@ -175,7 +175,7 @@ def profile_device(
     Raises:
         ConfigError: bad device, grid, model, tp or scale; ``device: cuda`` without a GPU.
     """
-    import torch  # the profiler is the one place torch is needed
+    import torch  # lazy: the profiler is the one place below agents/ that needs torch
 
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device: must be cpu or cuda, got {device!r}")

@@ -22,20 +22,20 @@ from schedgym.core.rollout import run_episode
 from schedgym.registration import env_entry, env_ids
 
 
-def random_masked_steps_per_s(env_id: str, steps: int) -> float:
+def random_masked_steps_per_s(env_id: str, steps: int, max_seconds: float) -> float:
     env = gym.make(env_id, disable_env_checker=True).unwrapped
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     done_steps, seed = 0, 0
     started = time.perf_counter()
-    while done_steps < steps:
+    while done_steps < steps and time.perf_counter() - started < max_seconds:
         action = int(rng.choice(np.flatnonzero(env.action_masks())))
         _, _, terminated, truncated, _ = env.step(action)
         done_steps += 1
         if terminated or truncated:
             seed += 1
             env.reset(seed=seed)
-    return steps / (time.perf_counter() - started)
+    return done_steps / (time.perf_counter() - started)
 
 
 class _Observing:
@@ -53,13 +53,16 @@ class _Observing:
         return self.policy.act(observation, env)  # type: ignore[attr-defined]
 
 
-def baseline_steps_per_s(env_id: str, name: str, min_steps: int, observe: bool = False) -> float:
+def baseline_steps_per_s(
+    env_id: str, name: str, min_steps: int, max_seconds: float, observe: bool = False
+) -> float:
     env = gym.make(env_id, disable_env_checker=True)
     policy = make_policy(env_id, name)
     if observe:
         policy = _Observing(policy)
     steps, elapsed, seed = 0, 0.0, 0
-    while steps < min_steps:
+    # Whole episodes: at least min_steps, or one episode once max_seconds have been spent.
+    while steps < min_steps and (elapsed < max_seconds or steps == 0):
         result = run_episode(env, policy, seed)
         steps += result.steps
         elapsed += result.walltime_s
@@ -78,15 +81,26 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=None, help="env id (repeatable)")
     parser.add_argument("--steps", type=int, default=20_000, help="steps per measurement")
     parser.add_argument("--heft-jobs", type=int, default=10_000)
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=10.0,
+        help="time cap per measurement (OnlineDataGen steps train a surrogate: they are slow)",
+    )
     args = parser.parse_args()
     ids = [env_entry(e).env_id for e in args.env] if args.env else env_ids()
     for env_id in ids:
         print(f"{env_id}")
-        rate = random_masked_steps_per_s(env_id, args.steps)
+        rate = random_masked_steps_per_s(env_id, args.steps, args.max_seconds)
         print(f"  random masked, with observations  : {rate:10,.0f} steps/s")
-        rates = {n: baseline_steps_per_s(env_id, n, args.steps // 4) for n in policy_names(env_id)}
+        rates = {
+            n: baseline_steps_per_s(env_id, n, args.steps // 4, args.max_seconds)
+            for n in policy_names(env_id)
+        }
         fastest = max(rates, key=rates.__getitem__)
-        rate = baseline_steps_per_s(env_id, fastest, args.steps // 4, observe=True)
+        rate = baseline_steps_per_s(
+            env_id, fastest, args.steps // 4, args.max_seconds, observe=True
+        )
         print(f"  fastest baseline ({fastest}), with obs. : {rate:10,.0f} steps/s")
         for name, rate in sorted(rates.items(), key=lambda kv: -kv[1]):
             print(f"  baseline {name:<18}, no obs. : {rate:10,.0f} steps/s")

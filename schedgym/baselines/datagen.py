@@ -67,9 +67,6 @@ class OnlinePolicy(SimulatorPolicy):
         self.buffer = _buffer_index(buffer)
         self.solver_fraction = solver_fraction
 
-    def reset(self, env: Any) -> None:
-        pass
-
     def act(self, observation: Any, env: Any) -> int:
         split = _nearest_split(env, self.solver_fraction)
         return int(_env(env).encode_action(_uniform(env), split, self.buffer))
@@ -140,7 +137,7 @@ class OfflinePolicy(SimulatorPolicy):
         return chosen
 
 
-class AdaptivePolicy(SimulatorPolicy):
+class AdaptivePolicy(OnlinePolicy):
     """Breed-like adaptive sampling: new simulations go where the training loss is high.
 
     Uses the environment's loss-weighted acquisition: each simulation's region is drawn with
@@ -152,13 +149,6 @@ class AdaptivePolicy(SimulatorPolicy):
         buffer: ``fifo``, ``firo`` or ``reservoir``.
         solver_fraction: share of the cores running solver workers (the nearest split choice).
     """
-
-    def __init__(self, buffer: str = "firo", solver_fraction: float = 0.5) -> None:
-        self.buffer = _buffer_index(buffer)
-        self.solver_fraction = solver_fraction
-
-    def reset(self, env: Any) -> None:
-        pass
 
     def act(self, observation: Any, env: Any) -> int:
         unwrapped = _env(env)

@@ -413,6 +413,23 @@ class TimeWindowEpochs:
         return (id(sim), self.start)
 
 
+class TimeWindowAdapter:
+    """Shared part of the adapters whose epochs are windows of simulated time and whose losses
+    come from rollouts ``horizon_s`` long. Subclasses set ``expert_factories``."""
+
+    expert_factories: dict[str, Any] = {}  # noqa: RUF012  (name -> zero-argument factory)
+
+    def __init__(self, window_s: float, horizon_s: float) -> None:
+        if horizon_s < window_s:
+            raise ValueError(f"horizon_s: must be at least window_s, got {horizon_s}")
+        self.window_s = window_s
+        self.horizon_s = horizon_s
+        self._epochs = TimeWindowEpochs(window_s)
+
+    def experts(self) -> dict[str, Policy]:
+        return {name: factory() for name, factory in self.expert_factories.items()}
+
+
 class GroupwisePortfolioPolicy(SimulatorPolicy):
     """Follow, per decision epoch, the heuristic chosen by the groupwise aggregator.
 

@@ -31,7 +31,7 @@ from schedgym.baselines.regret import (
     Group,
     GroupFamily,
     GroupwisePortfolioPolicy,
-    TimeWindowEpochs,
+    TimeWindowAdapter,
 )
 from schedgym.baselines.regret_serving import (
     CompletedLengths,
@@ -43,7 +43,7 @@ from schedgym.baselines.regret_serving import (
     share_memo,
     sjf_key,
 )
-from schedgym.core.policy import Policy, register_policy
+from schedgym.core.policy import register_policy
 from schedgym.envs.llmcluster.simulator import DISPATCH, LLMClusterSimulator
 
 FAMILY = llm.FAMILY
@@ -65,7 +65,7 @@ def _sim(env: Any) -> LLMClusterSimulator:
     return env.unwrapped.simulator  # type: ignore[no-any-return]
 
 
-class LLMPortfolioAdapter:
+class LLMPortfolioAdapter(TimeWindowAdapter):
     """Experts, contexts, groups and windows of the LLMCluster portfolio.
 
     Decision epochs: windows of ``window_s`` simulated seconds. Context at an epoch's start:
@@ -85,15 +85,10 @@ class LLMPortfolioAdapter:
     decode stretches planned on the old lengths are cut.
     """
 
-    def __init__(self, window_s: float = 2.0, horizon_s: float = 6.0) -> None:
-        if horizon_s < window_s:
-            raise ValueError(f"horizon_s: must be at least window_s, got {horizon_s}")
-        self.window_s = window_s
-        self.horizon_s = horizon_s
-        self._epochs = TimeWindowEpochs(window_s)
+    expert_factories = PORTFOLIO_EXPERTS
 
-    def experts(self) -> dict[str, Policy]:
-        return {name: factory() for name, factory in PORTFOLIO_EXPERTS.items()}
+    def __init__(self, window_s: float = 2.0, horizon_s: float = 6.0) -> None:
+        super().__init__(window_s, horizon_s)
 
     def groups(self, env: Any) -> tuple[list[Group], list[GroupFamily]]:
         return (

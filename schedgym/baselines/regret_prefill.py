@@ -31,7 +31,7 @@ from schedgym.baselines.regret import (
     Group,
     GroupFamily,
     GroupwisePortfolioPolicy,
-    TimeWindowEpochs,
+    TimeWindowAdapter,
 )
 from schedgym.baselines.regret_serving import (
     CompletedLengths,
@@ -43,7 +43,7 @@ from schedgym.baselines.regret_serving import (
     sjf_key,
 )
 from schedgym.core.metrics import percentile
-from schedgym.core.policy import Policy, SimulatorPolicy, register_policy
+from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.prefillchunk.simulator import PrefillChunkSimulator
 
 FAMILY = prefill.FAMILY
@@ -70,7 +70,7 @@ def _sim(env: Any) -> PrefillChunkSimulator:
     return env.unwrapped.simulator  # type: ignore[no-any-return]
 
 
-class PrefillPortfolioAdapter:
+class PrefillPortfolioAdapter(TimeWindowAdapter):
     """Experts, contexts, groups and windows of the PrefillChunk portfolio.
 
     Decision epochs: windows of ``window_s`` simulated seconds. Context, from the simulator's
@@ -98,15 +98,10 @@ class PrefillPortfolioAdapter:
     by then, so the rollout sees the real ones.
     """
 
-    def __init__(self, window_s: float = 4.0, horizon_s: float = 8.0) -> None:
-        if horizon_s < window_s:
-            raise ValueError(f"horizon_s: must be at least window_s, got {horizon_s}")
-        self.window_s = window_s
-        self.horizon_s = horizon_s
-        self._epochs = TimeWindowEpochs(window_s)
+    expert_factories = PORTFOLIO_EXPERTS
 
-    def experts(self) -> dict[str, Policy]:
-        return {name: factory() for name, factory in PORTFOLIO_EXPERTS.items()}
+    def __init__(self, window_s: float = 4.0, horizon_s: float = 8.0) -> None:
+        super().__init__(window_s, horizon_s)
 
     def groups(self, env: Any) -> tuple[list[Group], list[GroupFamily]]:
         return (

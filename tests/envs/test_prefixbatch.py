@@ -230,3 +230,139 @@ def test_masked_release_raises():
     env.reset(seed=0)
     with pytest.raises(InvalidActionError):
         env.step(env.run_action)  # nothing runs yet
+
+
+# ------------------------------------------- vectorised mask and observation = per-group loop
+def _reference_releasable_mask(sim) -> np.ndarray:
+    """The straightforward per-group mask: every group's next request, walked one by one."""
+    mask = np.zeros(sim.num_groups, bool)
+    if sim.seats_left() <= 0:
+        return mask
+    headroom = sim.headroom_blocks()
+    inst = sim.instance
+    for group in range(sim.num_groups):
+        request = sim.next_request(group)
+        if request < 0:
+            continue
+        need = sim.admission_blocks(request) + inst.own_evictable_blocks(sim.requests[request])
+        mask[group] = need <= headroom
+    return mask
+
+
+def _reference_observation(env: PrefixBatchEnv) -> dict[str, np.ndarray]:
+    """The straightforward per-group observation (the features' definition)."""
+    from schedgym.envs.prefixbatch.env import GROUP_FEATURES, TOKEN_SCALE
+
+    sim = env.simulator
+    g = sim.num_groups
+    capacity = sim.capacity_blocks
+    sizes = np.array([len(m) for m in sim.group_members], np.float32)
+    pending = sim.group_pending.astype(np.float32)
+    safe = np.maximum(pending, 1.0)
+    groups = np.zeros((env.max_groups, GROUP_FEATURES), np.float32)
+    groups[:g, 0] = pending / sizes
+    groups[:g, 1] = sim.group_pending_prompt / safe / TOKEN_SCALE
+    groups[:g, 2] = sim.group_pending_output / safe / TOKEN_SCALE
+    groups[:g, 3] = sim.batch.group_prefix_tokens / TOKEN_SCALE
+    prefix = sim.instance.kv.prefix
+    for group in range(g):
+        request = sim.next_request(group)
+        if request < 0:
+            continue
+        path = sim.requests[request].prefix_path
+        if path:
+            groups[group, 4] = prefix.lookup_tokens(path) > 0
+        groups[group, 6] = sim.admission_blocks(request) / capacity
+    groups[:g, 5] = sim.group_running / sim.config.max_batch_requests
+    group_mask = np.zeros(env.max_groups, np.int8)
+    group_mask[:g] = 1
+    inst = sim.instance
+    seats = sim.config.max_batch_requests
+    n = len(sim.requests)
+    global_features = np.array(
+        [
+            inst.free_blocks / capacity,
+            prefix.evictable_blocks / capacity,
+            inst.num_running() / seats,
+            len(inst.waiting) / seats,
+            inst.num_decoding / seats,
+            sim.requests_completed / n,
+            sim.released / n,
+            sim.now_s / 100.0,
+        ],
+        np.float32,
+    )
+    return {"groups": groups, "group_mask": group_mask, "global_features": global_features}
+
+
+def _assert_same_observation(obs: dict[str, np.ndarray], env: PrefixBatchEnv) -> None:
+    reference = _reference_observation(env)
+    assert obs.keys() == reference.keys()
+    for key, value in reference.items():
+        assert obs[key].dtype == value.dtype
+        assert obs[key].tobytes() == value.tobytes(), key  # bit for bit
+
+
+def _rollout_against_reference(env: PrefixBatchEnv, seed: int, choose) -> int:
+    """Run an episode, choosing with ``choose(valid_actions, step)``, checking every mask and
+    observation against the per-group reference; returns the steps taken."""
+    obs, _ = env.reset(seed=seed)
+    _assert_same_observation(obs, env)
+    steps = 0
+    while True:
+        sim = env.simulator
+        mask = env.action_masks()
+        reference = _reference_releasable_mask(sim)
+        assert mask[: sim.num_groups].tobytes() == reference.tobytes()
+        assert not mask[sim.num_groups : env.run_action].any()
+        assert mask[env.run_action] == sim.can_run()
+        assert [sim.releasable(g) for g in range(sim.num_groups)] == reference.tolist()
+        obs, _, terminated, _, _ = env.step(choose(np.flatnonzero(mask), steps))
+        steps += 1
+        _assert_same_observation(obs, env)
+        if terminated:
+            return steps
+
+
+# Small versions of the presets, memory-tight so that prefixes are evicted and requests
+# preempted (the events that change the prefix cache the vectorised features read).
+EQUIVALENCE_CASES = [
+    {"preset": "tiny"},
+    {"preset": "tiny", "kv_capacity_blocks": 70, "turns_per_conversation": 2},
+    {"preset": "prefix-heavy", "num_requests": 200, "kv_capacity_blocks": 700},
+    {"preset": "mixed", "num_requests": 150, "kv_capacity_blocks": 600},
+    {"preset": "no-sharing", "num_requests": 60},
+]
+
+
+@pytest.mark.parametrize("case", EQUIVALENCE_CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vectorised_mask_and_observation_match_the_per_group_loop(case, seed):
+    env = PrefixBatchEnv(**case)
+    rng = np.random.default_rng(seed + 100)
+    steps = _rollout_against_reference(env, seed, lambda valid, _: int(rng.choice(valid)))
+    assert env.simulator.requests_completed == len(env.simulator.requests)
+    assert steps >= len(env.simulator.requests)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    picks=st.lists(st.integers(0, 10**6), max_size=80),
+    capacity=st.sampled_from([70, 120, 400]),
+    turns=st.sampled_from([1, 2, 3]),
+    seats=st.sampled_from([2, 1024]),
+)
+def test_vectorised_features_match_under_any_action_sequence(seed, picks, capacity, turns, seats):
+    env = PrefixBatchEnv(
+        preset="tiny",
+        kv_capacity_blocks=capacity,
+        turns_per_conversation=turns,
+        max_batch_requests=seats,
+    )
+
+    def choose(valid: np.ndarray, step: int) -> int:
+        # The drawn picks index the valid actions; past them, the last valid (often "run on").
+        return int(valid[picks[step] % len(valid)] if step < len(picks) else valid[-1])
+
+    _rollout_against_reference(env, seed, choose)

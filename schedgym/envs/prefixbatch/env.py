@@ -163,24 +163,19 @@ class PrefixBatchEnv(SchedulingEnv):
         sim = self._sim()
         g = sim.num_groups
         capacity = sim.capacity_blocks
-        sizes = np.array([len(m) for m in sim.group_members], np.float32)
         pending = sim.group_pending.astype(np.float32)
         safe = np.maximum(pending, 1.0)
         groups = np.zeros((self.max_groups, GROUP_FEATURES), np.float32)
-        groups[:g, 0] = pending / sizes
+        groups[:g, 0] = pending / sim.group_sizes.astype(np.float32)
         groups[:g, 1] = sim.group_pending_prompt / safe / TOKEN_SCALE
         groups[:g, 2] = sim.group_pending_output / safe / TOKEN_SCALE
         groups[:g, 3] = sim.batch.group_prefix_tokens / TOKEN_SCALE
-        prefix = sim.instance.kv.prefix
-        for group in range(g):
-            request = sim.next_request(group)
-            if request < 0:
-                continue
-            path = sim.requests[request].prefix_path
-            if path and prefix is not None:
-                groups[group, 4] = prefix.lookup_tokens(path) > 0
-            groups[group, 6] = sim.admission_blocks(request) / capacity
+        # Groups with no pending request keep zeros in the two next-request features.
+        has_next, admission, _, resident = sim.group_admission_needs()
+        groups[:g, 4] = resident & has_next
+        groups[:g, 6] = np.where(has_next, admission / capacity, 0.0)
         groups[:g, 5] = sim.group_running / sim.config.max_batch_requests
+        prefix = sim.instance.kv.prefix
         group_mask = np.zeros(self.max_groups, np.int8)
         group_mask[:g] = 1
         inst = sim.instance

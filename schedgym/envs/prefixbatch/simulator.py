@@ -21,18 +21,46 @@ prefills, or the next completion of a decode stretch). Time jumps from event to 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 
 import numpy as np
 
 from schedgym.core.errors import InvalidActionError
 from schedgym.costmodels.inference import get_cost_model, kv_blocks_capacity
 from schedgym.envs.prefixbatch.config import PrefixBatchConfig
-from schedgym.serving.kv_cache import KVCache
+from schedgym.serving.kv_cache import KVCache, PrefixCache
 from schedgym.serving.prefix_admission import PrefixSafeInstance
 from schedgym.serving.request import Request
 from schedgym.serving.schedulers import SarathiScheduler
 from schedgym.workloads.prefix_tree import PrefixBatch, generate_prefix_batch
 from schedgym.workloads.request_lengths import ShareGPTLengths
+
+
+class _ChangeTrackingPrefixCache(PrefixCache):
+    """A :class:`PrefixCache` that also records the ids of the nodes whose residency or
+    reference count may have changed, so the simulator refreshes only those nodes' state.
+
+    Each override calls the base method unchanged: the cache behaves exactly as the engine's.
+    """
+
+    def __init__(self, block_tokens: int) -> None:
+        super().__init__(block_tokens)
+        self.changed: set[int] = set()
+
+    def acquire(self, path: Sequence[tuple[int, int]], now_s: float) -> tuple[int, int]:
+        self.changed.update(node_id for node_id, _ in path)
+        return super().acquire(path, now_s)
+
+    def release(self, path: Sequence[tuple[int, int]], now_s: float) -> None:
+        self.changed.update(node_id for node_id, _ in path)
+        super().release(path, now_s)
+
+    def evict(self, blocks_needed: int) -> int:
+        # Eviction already scans every resident node per victim; one more pass is cheap.
+        resident = list(self.nodes)
+        freed = super().evict(blocks_needed)
+        self.changed.update(node_id for node_id in resident if node_id not in self.nodes)
+        return freed
 
 
 class PrefixBatchSimulator:
@@ -70,7 +98,8 @@ class PrefixBatchSimulator:
         self.group_output_tokens = np.zeros(self.num_groups, np.int64)
         np.add.at(self.group_prompt_tokens, batch.request_group, batch.request_prompt_tokens)
         np.add.at(self.group_output_tokens, batch.request_group, batch.request_output_tokens)
-        self.group_pending = np.array([len(m) for m in members], np.int64)
+        self.group_sizes = np.array([len(m) for m in members], np.int64)
+        self.group_pending = self.group_sizes.copy()
         self.group_pending_prompt = self.group_prompt_tokens.copy()
         self.group_pending_output = self.group_output_tokens.copy()
         self.group_running = np.zeros(self.num_groups, np.int64)
@@ -92,13 +121,16 @@ class PrefixBatchSimulator:
                 max_batch_tokens=config.token_budget,
             )
         self.capacity_blocks = capacity
+        kv = KVCache(capacity, prefix_caching=True)
+        self._prefix = kv.prefix = _ChangeTrackingPrefixCache(kv.block_tokens)
         self.instance = PrefixSafeInstance(
             0,
             cost_model,
-            KVCache(capacity, prefix_caching=True),
+            kv,
             SarathiScheduler(config.token_budget),
             max_num_seqs=config.max_batch_requests,
         )
+        self._init_group_needs(block)
         self.total_prompt_tokens = int(batch.request_prompt_tokens.sum())
         self.total_output_tokens = int(batch.request_output_tokens.sum())
         self.now_s = 0.0
@@ -115,6 +147,79 @@ class PrefixBatchSimulator:
         self._queued_key: tuple[int, int] = (-1, -1)
         self._queued_value = 0
         self._advance()
+
+    def _init_group_needs(self, block: int) -> None:
+        """Arrays behind :meth:`group_admission_needs` (the vectorised mask and observation).
+
+        A pending request's admission need depends only on its own static prompt and prefix
+        path and on the state of its path's nodes in the prefix cache. Keep, per request, its
+        path as a row of node ids (padded with a sentinel node that is never resident and
+        weighs nothing) and its fixed part; per node, what it adds to the need in its current
+        state. Each step then costs one gather over (groups, path length) instead of a Python
+        walk of every group's path.
+        """
+        batch = self.batch
+        n = len(self.requests)
+        paths = [req.prefix_path for req in self.requests]
+        depth = max((len(path) for path in paths), default=0)
+        sentinel = batch.num_nodes
+        # Row n is the "no pending request" row: an empty path.
+        self._path_nodes = np.full((n + 1, depth), sentinel, np.int64)
+        fixed = np.zeros(n + 1, np.int64)
+        for request, path in enumerate(paths):
+            if path:
+                self._path_nodes[request, : len(path)] = [node_id for node_id, _ in path]
+            # ServingInstance.admission_blocks: the prefill's blocks (a pending request's
+            # prefill_target is its prompt) minus its shared path, plus its missing nodes.
+            shared = sum(tokens for _, tokens in path)
+            fixed[request] = -(-self.requests[request].prefill_target // block) - shared // block
+        self._fixed_blocks = fixed
+        self._block = block
+        self._node_tokens = np.append(batch.node_tokens.astype(np.int64), 0)  # sentinel: 0
+        # Per node (sentinel last): tokens new_blocks_for() counts (missing nodes), blocks
+        # own_evictable_blocks() counts (resident, unreferenced) and residency (lookup_tokens).
+        self._node_missing_tokens = self._node_tokens.copy()
+        self._node_evictable_blocks = np.zeros(sentinel + 1, np.int64)
+        self._node_resident = np.zeros(sentinel + 1, bool)
+        # Each group's next pending request (n: none), updated by release().
+        self._group_next_request = np.array(
+            [m[0] if m else n for m in self.group_members], np.int64
+        )
+
+    def _sync_nodes(self) -> None:
+        """Refresh the node arrays for the nodes the prefix cache touched since the last call."""
+        prefix = self._prefix
+        if not prefix.changed:
+            return
+        nodes = prefix.nodes
+        for node_id in prefix.changed:
+            node = nodes.get(node_id)
+            if node is None:
+                self._node_missing_tokens[node_id] = self._node_tokens[node_id]
+                self._node_evictable_blocks[node_id] = 0
+                self._node_resident[node_id] = False
+            else:
+                self._node_missing_tokens[node_id] = 0
+                self._node_evictable_blocks[node_id] = node.blocks if node.refcount == 0 else 0
+                self._node_resident[node_id] = True
+        prefix.changed.clear()
+
+    def group_admission_needs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per group, for its next pending request: ``(has_next, admission, own_evictable,
+        path_resident)`` -- whether there is one, :meth:`admission_blocks`, the instance's
+        ``own_evictable_blocks`` and whether the first node of its prefix path is resident
+        (groups without a pending request read False, the fixed part of nothing, 0, False)."""
+        self._sync_nodes()
+        requests = self._group_next_request
+        paths = self._path_nodes[requests]
+        missing = self._node_missing_tokens[paths].sum(axis=1)
+        admission = self._fixed_blocks[requests] + missing // self._block
+        own_evictable = self._node_evictable_blocks[paths].sum(axis=1)
+        if paths.shape[1]:
+            resident = self._node_resident[paths[:, 0]]
+        else:
+            resident = np.zeros(self.num_groups, bool)
+        return requests < len(self.requests), admission, own_evictable, resident
 
     # ----------------------------------------------------------------- read-only views
     def next_request(self, group: int) -> int:
@@ -191,19 +296,12 @@ class PrefixBatchSimulator:
         return need <= self.headroom_blocks()
 
     def releasable_mask(self) -> np.ndarray:
-        """``(num_groups,)`` bool: the releasable groups (O(groups); for masks, not hot paths)."""
-        mask = np.zeros(self.num_groups, bool)
+        """``(num_groups,)`` bool: the releasable groups (:meth:`releasable` for every group,
+        vectorised)."""
         if self.seats_left() <= 0:
-            return mask
-        headroom = self.headroom_blocks()
-        inst = self.instance
-        for group in np.flatnonzero(self.group_pending > 0).tolist():
-            request = self.next_request(group)
-            need = self.admission_blocks(request) + inst.own_evictable_blocks(
-                self.requests[request]
-            )
-            mask[group] = need <= headroom
-        return mask
+            return np.zeros(self.num_groups, bool)
+        has_next, admission, own_evictable, _ = self.group_admission_needs()
+        return has_next & (admission + own_evictable <= self.headroom_blocks())
 
     def can_run(self) -> bool:
         """Whether the engine has work to run on to (else a request must be released)."""
@@ -229,6 +327,8 @@ class PrefixBatchSimulator:
             )
         request = self.next_request(group)
         self.group_next[group] += 1
+        following = self.next_request(group)
+        self._group_next_request[group] = following if following >= 0 else len(self.requests)
         self._released[request] = True
         self.released += 1
         self.group_pending[group] -= 1

@@ -429,6 +429,18 @@ class TimeWindowAdapter:
     def experts(self) -> dict[str, Policy]:
         return {name: factory() for name, factory in self.expert_factories.items()}
 
+    def start_marker(self, env: Any) -> tuple[Any, Any]:
+        return env.unwrapped.simulator.now_s, None
+
+    def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
+        """Feedback waits until reality has passed the rollout horizon (or the episode ended)."""
+        sim = env.unwrapped.simulator
+        return sim.done or sim.now_s >= start + self.horizon_s  # type: ignore[no-any-return]
+
+    def window_done(self, clone: Any, start: Any) -> bool:
+        sim = clone.simulator
+        return sim.done or sim.now_s >= start + self.horizon_s  # type: ignore[no-any-return]
+
 
 class GroupwisePortfolioPolicy(SimulatorPolicy):
     """Follow, per decision epoch, the heuristic chosen by the groupwise aggregator.

@@ -40,6 +40,7 @@ from schedgym.baselines.regret_serving import (
     rebuild_finish_heap,
     redact_requests,
     share_engine_logs,
+    share_finished,
     share_memo,
     sjf_key,
 )
@@ -132,18 +133,8 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         memo = share_memo(sim.config, sim.cost_model)
         for instance in sim.instances:
             memo.update(share_engine_logs(instance))
-        completed = sim.cluster.completed
-        memo[id(completed)] = list(completed)
-        for request in completed:  # a finished request never changes again
-            memo[id(request)] = request
+        share_finished(memo, sim.cluster.completed)
         return memo
-
-    def start_marker(self, env: Any) -> tuple[Any, Any]:
-        return _sim(env).now_s, None
-
-    def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
-        sim = _sim(env)
-        return sim.done or sim.now_s >= start + self.horizon_s
 
     def redact(self, clone: Any, reality: Any) -> None:
         """Keep what is known when feedback is computed (``reality``'s present), nothing else."""
@@ -178,10 +169,6 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         for instance in sim.instances:
             rebuild_finish_heap(instance, sim.now_s)
             sim.cluster._schedule(instance)
-
-    def window_done(self, clone: Any, start: Any) -> bool:
-        sim = clone.simulator
-        return sim.done or sim.now_s >= start + self.horizon_s  # type: ignore[no-any-return]
 
     def loss_state(self, clone: Any) -> Any:
         return clone.simulator.now_s

@@ -39,6 +39,7 @@ from schedgym.baselines.regret_serving import (
     rebuild_finish_heap,
     redact_requests,
     share_engine_logs,
+    share_finished,
     share_memo,
     sjf_key,
 )
@@ -142,17 +143,8 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
         sim = env.simulator
         memo = share_memo(sim.config, sim.cost_model)
         memo.update(share_engine_logs(sim.instance))
-        memo[id(sim.finished)] = list(sim.finished)  # a finished request never changes again
-        for request in sim.finished:
-            memo[id(request)] = request
+        share_finished(memo, sim.finished)
         return memo
-
-    def start_marker(self, env: Any) -> tuple[Any, Any]:
-        return _sim(env).now_s, None
-
-    def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
-        sim = _sim(env)
-        return sim.done or sim.now_s >= start + self.horizon_s
 
     def redact(self, clone: Any, reality: Any) -> None:
         """Keep what is known when feedback is computed (``reality``'s present), nothing else."""
@@ -170,10 +162,6 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
             CompletedLengths(r.output_tokens for r in real.finished),
         )
         rebuild_finish_heap(sim.instance, sim.now_s)
-
-    def window_done(self, clone: Any, start: Any) -> bool:
-        sim = clone.simulator
-        return sim.done or sim.now_s >= start + self.horizon_s  # type: ignore[no-any-return]
 
     def loss_state(self, clone: Any) -> Any:
         return clone.simulator.now_s

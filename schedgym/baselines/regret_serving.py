@@ -206,6 +206,14 @@ def share_engine_logs(instance: ServingInstance) -> dict[int, Any]:
     return memo
 
 
+def share_finished(memo: dict[int, Any], finished: list[Any]) -> None:
+    """Memo entries that copy the list of finished requests shallowly and share the requests
+    themselves: a finished request never changes again."""
+    memo[id(finished)] = list(finished)
+    for request in finished:
+        memo[id(request)] = request
+
+
 def share_memo(*objects: Any) -> dict[int, Any]:
     """``copy.deepcopy`` memo entries that make clones share immutable objects."""
     return {id(obj): obj for obj in objects if obj is not None}

@@ -365,4 +365,7 @@ def test_vectorised_features_match_under_any_action_sequence(seed, picks, capaci
         # The drawn picks index the valid actions; past them, the last valid (often "run on").
         return int(valid[picks[step] % len(valid)] if step < len(picks) else valid[-1])
 
-    _rollout_against_reference(env, seed, choose)
+    # The rollout compares every mask and observation with the per-group reference.
+    steps = _rollout_against_reference(env, seed, choose)
+    assert env.simulator.requests_completed == len(env.simulator.requests)
+    assert steps >= len(env.simulator.requests)

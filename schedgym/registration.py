@@ -111,3 +111,6 @@ def register_envs() -> None:
     # Groupwise-regret policies (regret-heft, regret-portfolio) live in their own modules.
     for family, module in REGRET_POLICY_MODULES.items():
         register_policy_module(family, module)
+    # Trained agents (``gnn``, ``PATH.zip``): torch is imported only when one is built.
+    for entry in ENVS:
+        register_policy_module(env_family(entry.env_id), "schedgym.agents.registry")

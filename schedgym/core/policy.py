@@ -19,6 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from schedgym.core.errors import ConfigError
@@ -65,6 +66,8 @@ class PolicySpec:
 _POLICIES: dict[str, dict[str, PolicySpec]] = {}
 # Which module registers each family's policies; filled by schedgym.registration.
 _POLICY_MODULES: dict[str, list[str]] = {}
+# Policies named by a file path, by suffix (``.zip`` -> a trained agent checkpoint).
+_PATH_POLICIES: dict[str, Callable[..., Policy]] = {}
 
 
 def env_family(env_id: str) -> str:
@@ -87,6 +90,11 @@ def register_policy(
     _POLICIES.setdefault(family, {})[name] = PolicySpec(family, name, factory, description)
 
 
+def register_path_policy(suffix: str, factory: Callable[..., Policy]) -> None:
+    """Policies named by a path ending in ``suffix`` are built by ``factory(path, **kwargs)``."""
+    _PATH_POLICIES[suffix] = factory
+
+
 def _load(family: str) -> dict[str, PolicySpec]:
     for module in _POLICY_MODULES.get(family, []):
         importlib.import_module(module)
@@ -101,6 +109,11 @@ def policy_names(env_id: str) -> list[str]:
 def policy_spec(env_id: str, name: str) -> PolicySpec:
     """The spec of policy ``name`` for ``env_id``."""
     registered = _load(env_family(env_id))
+    for suffix, factory in _PATH_POLICIES.items():
+        if name.endswith(suffix) and name not in registered:
+            return PolicySpec(
+                env_family(env_id), name, partial(factory, name), f"policy loaded from {name}"
+            )
     if name not in registered:
         raise ConfigError(
             f"policy: unknown policy {name!r} for {env_id}; known: {sorted(registered)}"

@@ -1,0 +1,74 @@
+"""``schedgym train``: MaskablePPO with the per-candidate scoring agents (the agents extra)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="train a GNN agent with MaskablePPO")
+    p.add_argument("env_id", help="e.g. SoCDAG-v0 or schedgym/SoCDAG-v0")
+    p.add_argument(
+        "--preset",
+        action="append",
+        default=None,
+        help="train on this preset (repeatable: a mix); default: the hyperparameter file's",
+    )
+    p.add_argument("--timesteps", type=int, default=10_000, help="total environment steps")
+    p.add_argument("--seed", type=int, default=0, help="run seed (training seeds derive from it)")
+    p.add_argument("--n-envs", type=int, default=1, help="parallel environments (processes)")
+    p.add_argument("--config", default=None, help="YAML overriding the shipped hyperparameters")
+    p.add_argument(
+        "--wandb",
+        choices=("offline", "online", "disabled"),
+        default=None,
+        help="wandb logging (default offline when wandb is installed; WANDB_MODE is honoured)",
+    )
+    p.add_argument("--resume", default=None, help="continue from this last.zip")
+    p.add_argument("--out", default="runs/train", help="folder for checkpoints and run.json")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from schedgym.agents.policy import require_agents_extra
+    from schedgym.core.errors import ConfigError
+
+    require_agents_extra()
+    if args.threads < 1:
+        raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+    import torch
+
+    from schedgym.training.train import train
+
+    torch.set_num_threads(args.threads)
+    meta = train(
+        args.env_id,
+        presets=args.preset,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        config_file=args.config,
+        wandb_mode=args.wandb or "offline",
+        wandb_explicit=args.wandb is not None,
+        resume=args.resume,
+        out=args.out,
+        device=args.device,
+        progress=not args.no_progress,
+        command="schedgym train "
+        + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
+    )
+    validation = meta.get("validation", {})
+    best = meta.get("best_validation", {})
+    print(
+        f"trained {meta['env_id']} for {meta['num_timesteps']} steps in "
+        f"{meta['wall_time_s']:.0f} s; "
+        f"validation {validation.get('metric')} = {validation.get('mean')}, best "
+        f"{best.get('mean')} at {best.get('timesteps')} steps; checkpoints in {args.out}"
+    )
+    return 0

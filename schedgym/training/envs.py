@@ -1,0 +1,86 @@
+"""Training environments: a mix of scenarios (presets plus overrides) behind one env.
+
+Lives in an importable module because SubprocVecEnv starts workers with forkserver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from schedgym.agents.layouts import observation_shapes
+from schedgym.core.errors import ConfigError
+
+
+def make_scenario_env(env_id: str, scenario: dict[str, Any]) -> gym.Env:
+    """``gym.make(env_id, **scenario)`` without the passive checker (it costs per step)."""
+    return gym.make(env_id, disable_env_checker=True, **scenario)
+
+
+class ScenarioMixEnv(gym.Env):
+    """Draws one of several scenarios of the same environment per episode.
+
+    All scenarios must share observation shapes and action count (same padding), so one network
+    serves them. The draw comes from this env's own ``np_random``, so seeding the first reset
+    fixes the whole sequence of scenarios and episodes.
+    """
+
+    def __init__(self, env_id: str, scenarios: list[dict[str, Any]]) -> None:
+        if not scenarios:
+            raise ConfigError("scenarios: need at least one")
+        self.envs = [make_scenario_env(env_id, s) for s in scenarios]
+        self.scenarios = scenarios
+        first = self.envs[0]
+        for scenario, env in zip(scenarios, self.envs, strict=True):
+            if observation_shapes(env.observation_space) != observation_shapes(
+                first.observation_space
+            ) or (env.action_space.n != first.action_space.n):
+                raise ConfigError(
+                    f"scenarios: {scenario} has other observation shapes or actions than "
+                    f"{scenarios[0]}; mixed scenarios must share their padding"
+                )
+        self.observation_space = first.observation_space
+        self.action_space = gym.spaces.Discrete(int(first.action_space.n))
+        self.current = first
+        self.scenario_index = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.scenario_index = int(self.np_random.integers(len(self.envs)))
+        self.current = self.envs[self.scenario_index]
+        episode_seed = int(self.np_random.integers(2**31 - 1))
+        return self.current.reset(seed=episode_seed, options=options)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        return self.current.step(action)
+
+    def action_masks(self) -> np.ndarray:
+        """The current scenario's valid actions."""
+        return np.asarray(self.current.unwrapped.action_masks(), dtype=bool)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def mix_env_factory(env_id: str, scenarios: list[dict[str, Any]]) -> Callable[[], gym.Env]:
+    """A picklable factory of a monitored :class:`ScenarioMixEnv` (for SB3's vec envs)."""
+    return _Factory(env_id, scenarios)
+
+
+class _Factory:
+    def __init__(self, env_id: str, scenarios: list[dict[str, Any]]) -> None:
+        self.env_id = env_id
+        self.scenarios = scenarios
+
+    def __call__(self) -> gym.Env:
+        from stable_baselines3.common.monitor import Monitor
+
+        import schedgym  # noqa: F401  (registers the ids in a fresh worker)
+
+        return Monitor(ScenarioMixEnv(self.env_id, self.scenarios))

@@ -56,7 +56,7 @@ def encoder_for(family: str) -> str:
 def layout_of(family: str, env: Any) -> dict[str, Any]:
     """The layout facts of ``env`` (an unwrapped env of ``family``)."""
     encoder_for(family)
-    return ENCODERS[family][1](env)
+    return ENCODERS[family][1](env.unwrapped)
 
 
 def observation_shapes(observation_space: Any) -> dict[str, list[int]]:

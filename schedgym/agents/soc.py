@@ -61,6 +61,7 @@ class SoCDAGEncoder(nn.Module):
         self.pair_proj = nn.Linear(PAIR_FEATURES, pair_hidden)
         self.head = CandidateHead(pair_hidden)
         self.wait_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), CandidateHead(hidden))
+        self.no_busy_wait = nn.Parameter(torch.zeros(()))
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         node_raw = obs["node_features"]
@@ -117,8 +118,17 @@ class SoCDAGEncoder(nn.Module):
             + self.pe_proj(pes[ready_batch])
             + self.pair_proj(pair)
         )
+        pair_scores = self.head(summed)
         scores = node_raw.new_full((batch, n, self.num_pes), NOT_READY_SCORE)
-        scores = scores.index_put((ready_batch, ready_node), self.head(summed))
+        scores = scores.index_put((ready_batch, ready_node), pair_scores)
         scores = scores.reshape(batch, n * self.num_pes)
-        logits = torch.cat([scores, self.wait_head(glob).unsqueeze(1)], 1)
+        # Waiting pays off when the best pair is on a PE still busy (HEFT's insertion logic):
+        # the wait score is the best (ready task, busy PE) score, plus a global correction.
+        busy = (obs["pe_features"][ready_batch][..., k] > 0.5) & (cannot < 0.5)
+        busy_best = pair_scores.masked_fill(~busy, NOT_READY_SCORE).amax(1)
+        best_busy = node_raw.new_full((batch,), NOT_READY_SCORE).scatter_reduce(
+            0, ready_batch, busy_best, reduce="amax"
+        )
+        wait = torch.where(best_busy > NOT_READY_SCORE / 2, best_busy, self.no_busy_wait)
+        logits = torch.cat([scores, (wait + self.wait_head(glob)).unsqueeze(1)], 1)
         return logits, glob

@@ -75,6 +75,7 @@ def behaviour_clone(
     batch_size: int,
     seed: int,
     learning_rate: float = 1e-3,
+    log: Any = None,
 ) -> dict[str, float]:
     """Train ``policy`` (a CandidateScoringPolicy) on ``traces``; returns the final accuracy
     and losses. Cross-entropy over the masked actions plus 0.5 x value MSE."""
@@ -90,7 +91,7 @@ def behaviour_clone(
     for group in policy.optimizer.param_groups:
         group["lr"] = learning_rate
     stats = {"bc_accuracy": 0.0, "bc_policy_loss": 0.0, "bc_value_loss": 0.0}
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(count, generator=generator)
         correct = 0
         for start in range(0, count, batch_size):
@@ -112,6 +113,8 @@ def behaviour_clone(
             stats["bc_policy_loss"] = float(policy_loss.detach())
             stats["bc_value_loss"] = float(value_loss.detach())
         stats["bc_accuracy"] = correct / count
+        if log is not None:
+            log(f"behaviour cloning epoch {epoch + 1}/{epochs}: accuracy {correct / count:.3f}")
     for group, rate in zip(policy.optimizer.param_groups, previous_rates, strict=True):
         group["lr"] = rate
     policy.set_training_mode(False)

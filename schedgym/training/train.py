@@ -281,6 +281,7 @@ def train(
             int(params["batch_size"]),
             seed,
             float(params["bc_learning_rate"]),
+            log=(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None,
         )
         meta["behaviour_cloning"] = {
             "policy": params["bc_policy"],

@@ -1,0 +1,129 @@
+"""``schedgym train`` in a subprocess on every environment: trains a few dozen steps, saves,
+reloads through ``--policy PATH.zip`` and evaluates; plus resume and behaviour cloning."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from schedgym.agents.layouts import ENCODERS
+
+TINY = Path(__file__).parent / "tiny.yml"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "schedgym.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+
+
+def _in_process(tmp_path, family):
+    """train() then evaluate the saved file through the policy registry, in this process."""
+    import gymnasium as gym
+
+    from schedgym.core.policy import make_policy
+    from schedgym.core.rollout import run_episode
+    from schedgym.training.train import train
+
+    meta = train(
+        f"{family}-v0",
+        presets=["tiny"],
+        timesteps=64,
+        config_file=str(TINY),
+        wandb_mode="disabled",
+        out=tmp_path / "run",
+        progress=False,
+    )
+    assert meta["num_timesteps"] >= 64
+    env = gym.make(f"schedgym/{family}-v0", preset="tiny", disable_env_checker=True)
+    policy = make_policy(f"schedgym/{family}-v0", str(tmp_path / "run" / "last.zip"))
+    result = run_episode(env, policy, meta["validation"]["seeds"][0])
+    assert result.metrics[meta["validation"]["metric"]] == pytest.approx(meta["validation"]["mean"])
+
+
+@pytest.mark.parametrize("family", sorted(set(ENCODERS) - {"SoCDAG"}))
+def test_train_save_reload_evaluate_in_process(tmp_path, family):
+    _in_process(tmp_path, family)
+
+
+# The subprocess form (CLI, fresh interpreter) costs an interpreter start and torch import per
+# env: SoCDAG runs by default, the others are slow tests covered by the in-process test above.
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param(f, marks=() if f == "SoCDAG" else pytest.mark.slow) for f in sorted(ENCODERS)],
+)
+def test_train_save_reload_evaluate(tmp_path, family):
+    out = tmp_path / "run"
+    done = _run(
+        "train", f"{family}-v0", "--preset", "tiny", "--timesteps", "64", "--config", str(TINY),
+        "--out", str(out), "--no-progress",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["num_timesteps"] >= 64
+    assert meta["env_id"] == f"schedgym/{family}-v0"
+    assert meta["validation"]["seeds"][0] >= 10_000_000
+    assert {"torch", "stable_baselines3", "sb3_contrib"} <= set(meta["libraries"])
+    with zipfile.ZipFile(out / "last.zip") as archive:
+        assert "schedgym.json" in archive.namelist()
+    evaluated = _run(
+        "evaluate", f"{family}-v0", "--policy", str(out / "last.zip"), "--preset", "tiny",
+        "--seed", str(meta["validation"]["seeds"][0]), "--json",
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    summary = json.loads(evaluated.stdout)["summary"]
+    # The CLI's greedy evaluation of the saved file reproduces the in-training validation.
+    assert summary[meta["validation"]["metric"]] == pytest.approx(meta["validation"]["mean"])
+
+
+def test_resume_continues_and_bc_is_recorded(tmp_path):
+    out = tmp_path / "run"
+    config = tmp_path / "bc.yml"
+    config.write_text(
+        TINY.read_text().replace("bc_policy: null", "bc_policy: heft")
+        + "bc_episodes: 1\nbc_steps_per_episode: 50\nbc_epochs: 1\n"
+    )
+    first = _run(
+        "train", "SoCDAG-v0", "--preset", "tiny", "--timesteps", "32", "--config", str(config),
+        "--out", str(out), "--no-progress", "--seed", "3",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["behaviour_cloning"]["policy"] == "heft"
+    assert meta["behaviour_cloning"]["samples"] == 50
+    resumed = _run(
+        "train", "SoCDAG-v0", "--preset", "tiny", "--timesteps", "96", "--config", str(config),
+        "--out", str(out), "--no-progress", "--seed", "3", "--resume", str(out / "last.zip"),
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = json.loads((out / "run.json").read_text())
+    assert after["num_timesteps"] >= 96
+    assert after["resumed_from"]["timesteps"] == meta["num_timesteps"]
+    assert after["behaviour_cloning"] == meta["behaviour_cloning"]
+    assert [p["timesteps"] for p in after["learning_curve"]][: len(meta["learning_curve"])] == [
+        p["timesteps"] for p in meta["learning_curve"]
+    ]
+
+
+def test_train_rejects_bad_input(tmp_path):
+    done = _run("train", "SoCDAG-v0", "--timesteps", "0", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "--timesteps" in done.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text("learning_rat: 0.1\n")
+    done = _run("train", "SoCDAG-v0", "--config", str(bad), "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "learning_rat" in done.stderr

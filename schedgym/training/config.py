@@ -35,6 +35,7 @@ OWN_KEYS = (
     "bc_steps_per_episode",
     "bc_epochs",
     "bc_learning_rate",
+    "bc_batch_size",
     "eval_episodes",
     "eval_scenarios",
     "eval_freq",

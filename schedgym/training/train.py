@@ -278,7 +278,7 @@ def train(
             model.policy,
             traces,
             int(params["bc_epochs"]),
-            int(params["batch_size"]),
+            int(params.get("bc_batch_size") or params["batch_size"]),
             seed,
             float(params["bc_learning_rate"]),
             log=(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None,

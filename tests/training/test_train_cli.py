@@ -90,29 +90,26 @@ def test_train_save_reload_evaluate(tmp_path, family):
 
 
 def test_resume_continues_and_bc_is_recorded(tmp_path):
+    from schedgym.training.train import train
+
     out = tmp_path / "run"
     config = tmp_path / "bc.yml"
     config.write_text(
         TINY.read_text().replace("bc_policy: null", "bc_policy: heft")
         + "bc_episodes: 1\nbc_steps_per_episode: 50\nbc_epochs: 1\n"
     )
-    first = _run(
-        "train", "SoCDAG-v0", "--preset", "tiny", "--timesteps", "32", "--config", str(config),
-        "--out", str(out), "--no-progress", "--seed", "3",
+    kwargs = dict(
+        presets=["tiny"], seed=3, config_file=str(config), out=out, progress=False,
+        wandb_mode="disabled",
     )  # fmt: skip
-    assert first.returncode == 0, first.stderr[-3000:]
-    meta = json.loads((out / "run.json").read_text())
+    meta = train("SoCDAG-v0", timesteps=32, **kwargs)
     assert meta["behaviour_cloning"]["policy"] == "heft"
     assert meta["behaviour_cloning"]["samples"] == 50
-    resumed = _run(
-        "train", "SoCDAG-v0", "--preset", "tiny", "--timesteps", "96", "--config", str(config),
-        "--out", str(out), "--no-progress", "--seed", "3", "--resume", str(out / "last.zip"),
-    )  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = json.loads((out / "run.json").read_text())
+    after = train("SoCDAG-v0", timesteps=96, resume=str(out / "last.zip"), **kwargs)
     assert after["num_timesteps"] >= 96
     assert after["resumed_from"]["timesteps"] == meta["num_timesteps"]
     assert after["behaviour_cloning"] == meta["behaviour_cloning"]
+    assert json.loads((out / "run.json").read_text())["num_timesteps"] == after["num_timesteps"]
     assert [p["timesteps"] for p in after["learning_curve"]][: len(meta["learning_curve"])] == [
         p["timesteps"] for p in meta["learning_curve"]
     ]

@@ -31,7 +31,7 @@ SHORT_EPISODE: dict[str, dict[str, Any]] = {
     "SoCDAG": {"num_jobs": 20, "warmup_jobs": 2},
     "LLMCluster": {"num_requests": 60},
     "PrefillChunk": {"num_requests": 20},
-    "PrefixBatch": {"num_requests": 40},
+    "PrefixBatch": {},  # its padding (max_groups) follows num_requests
     "MeshAssign": {"num_batches": 1},
     "OnlineDataGen": {},
 }
@@ -58,8 +58,8 @@ def package(source: str | Path, dest: str | Path = CHECKPOINT_DIR) -> Path:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{metadata['family']}-v0.zip"
+    check = reproducibility_check(source, metadata)
     shutil.copyfile(source, target)
-    check = reproducibility_check(target, metadata)
     write_json_atomic(target.with_suffix(".json"), {**metadata, "reproducibility_check": check})
     return target
 

@@ -42,6 +42,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     require_agents_extra()
     if args.threads < 1:
         raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
+    if args.timesteps < 1:
+        raise ConfigError(f"--timesteps: must be >= 1, got {args.timesteps}")
+    # Check the hyperparameters before importing torch: a typo fails in a fraction of a second.
+    from schedgym.registration import env_entry
+    from schedgym.training.config import load_hyperparams
+
+    load_hyperparams(env_entry(args.env_id).env_id, args.config)
     import torch
 
     from schedgym.training.train import train

@@ -4,6 +4,9 @@
 batch-composition baselines (vLLM, Orca, FasterTransformer, Sarathi-512, Sarathi-2048, in their
 registration order; ``random`` is not a heuristic). A decision epoch is a window of simulated
 time; see :class:`PrefillPortfolioAdapter` for the groups and how a heuristic's loss is measured.
+With ``feedback="whole-policy"`` a heuristic's loss is instead the episode's ``slo_excess_ratio``
+had it been played from the start (vLLM's rare prefill stalls keep its p99 TBT low only when it is
+played nearly all the time, which a per-window loss cannot see).
 
 ``regret-sjf``: shortest predicted job first. The env's action picks an iteration's (mode,
 budget) and cannot express an order: the engine admits its queue's head first. The closest
@@ -21,6 +24,7 @@ request that has not finished is never read.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -36,6 +40,7 @@ from schedgym.baselines.regret import (
 from schedgym.baselines.regret_serving import (
     CompletedLengths,
     OutputLengthPredictor,
+    decoding_generated,
     rebuild_finish_heap,
     redact_requests,
     share_engine_logs,
@@ -65,6 +70,11 @@ DECODES_MANY = 16
 P99_SHARE = 0.01
 # The window loss's delay term: mean wait over Sarathi-Serve's 2 s scheduling-delay bound.
 DELAY_SCALE_S = 2.0
+# How an expert's loss is measured: as a whole policy (its episode metric had it been played from
+# the start) or per window (reality's past, then the expert for one horizon).
+FEEDBACK_KINDS = ("whole-policy", "window")
+# Whole-policy feedback starts once a shadow holds this many token gaps: 50 above its p99.
+MIN_TBT_GAPS = 5000
 
 
 def _sim(env: Any) -> PrefillChunkSimulator:
@@ -101,8 +111,20 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
 
     expert_factories = PORTFOLIO_EXPERTS
 
-    def __init__(self, window_s: float = 4.0, horizon_s: float = 8.0) -> None:
+    def __init__(
+        self,
+        window_s: float = 4.0,
+        horizon_s: float = 8.0,
+        feedback: str = "window",
+        min_tbt_gaps: int = MIN_TBT_GAPS,
+    ) -> None:
         super().__init__(window_s, horizon_s)
+        if feedback not in FEEDBACK_KINDS:
+            raise ValueError(f"feedback: must be one of {FEEDBACK_KINDS}, got {feedback!r}")
+        if min_tbt_gaps < 0:
+            raise ValueError(f"min_tbt_gaps: must be >= 0, got {min_tbt_gaps}")
+        self.feedback = feedback
+        self.min_tbt_gaps = min_tbt_gaps
 
     def groups(self, env: Any) -> tuple[list[Group], list[GroupFamily]]:
         return (
@@ -163,6 +185,45 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
         )
         rebuild_finish_heap(sim.instance, sim.now_s)
 
+    def catch_up(self, shadow: Any, base: Any, reality: Any) -> None:
+        """Whole-policy feedback: what ``reality`` revealed since ``shadow`` was last redacted.
+
+        New arrivals are fresh copies of ``base``'s (untouched) requests; every request the
+        shadow has not finished gets the length :meth:`redact` would give it now (its true
+        length once reality has finished it), raised above what the shadow has produced
+        (a request the shadow has run past its now-known end finishes at its next token).
+        """
+        sim: PrefillChunkSimulator = shadow.simulator
+        real: PrefillChunkSimulator = reality.simulator
+        fresh = [
+            copy.copy(r) for r in base.simulator.requests[len(sim.requests) : real.requests_arrived]
+        ]
+        finished_real = {r.request_id for r in real.finished}
+        finished_shadow = {r.request_id for r in sim.finished}
+        real_requests = real.requests
+        lengths = CompletedLengths(r.output_tokens for r in real.finished)
+        for request in [*sim.requests, *fresh]:
+            rid = request.request_id
+            if rid in finished_shadow:
+                continue
+            if rid in finished_real:
+                known = real_requests[rid].output_tokens
+            else:
+                known = lengths.expected_total(real.instance.generated(real_requests[rid]))
+            produced = decoding_generated(sim.instance, request)
+            request.output_tokens = max(known, produced + 1)
+        rebuild_finish_heap(sim.instance, sim.now_s)
+        sim.extend_requests(fresh)
+
+    def episode_loss(self, shadow: Any) -> float:
+        """The suite's ranking metric, ``slo_excess_ratio``, of the shadow's episode so far;
+        nan (no information) while it holds fewer than ``min_tbt_gaps`` token gaps, too few
+        for its p99 to mean anything."""
+        sim: PrefillChunkSimulator = shadow.simulator
+        if sim.tbt_samples_s().size < self.min_tbt_gaps:
+            return math.nan
+        return float(sim.summary()["slo_excess_ratio"])
+
     def loss_state(self, clone: Any) -> Any:
         return clone.simulator.now_s
 
@@ -197,10 +258,18 @@ class PrefillPortfolioPolicy(GroupwisePortfolioPolicy):
     """``regret-portfolio`` on PrefillChunk (see :class:`PrefillPortfolioAdapter`)."""
 
     def __init__(
-        self, seed: int = 0, selection: str = "mode", window_s: float = 4.0, horizon_s: float = 8.0
+        self,
+        seed: int = 0,
+        selection: str = "mode",
+        window_s: float = 4.0,
+        horizon_s: float = 8.0,
+        feedback: str = "window",
+        min_tbt_gaps: int = MIN_TBT_GAPS,
     ) -> None:
         super().__init__(
-            PrefillPortfolioAdapter(window_s, horizon_s), seed=seed, selection=selection
+            PrefillPortfolioAdapter(window_s, horizon_s, feedback, min_tbt_gaps),
+            seed=seed,
+            selection=selection,
         )
 
 

@@ -97,16 +97,27 @@ def _run_recording(env, policy, horizon_s):
     return rows, [loss.tolist() for loss in policy.stats.losses]
 
 
-def test_prefill_portfolio_never_reads_unrevealed_output_lengths(monkeypatch):
+@pytest.mark.parametrize("feedback", ["window", "whole-policy"])
+def test_prefill_portfolio_never_reads_unrevealed_output_lengths(monkeypatch, feedback):
     """Two worlds that differ only in output lengths not yet revealed at time ``t``: the
     portfolio's decisions and every loss it computed before ``t`` are the same. With the
-    redaction disabled the losses differ, so the check can fail."""
+    redaction disabled the losses differ, so the check can fail. Whole-policy feedback's
+    shadows learn what is revealed at every round (``catch_up``), so both are disabled."""
+    horizon_s = 3.0 if feedback == "window" else 1.0
 
     def run(perturb, redact=True):
         env = gym.make(PREFILL, disable_env_checker=True, **PREFILL_SMALL)
-        policy = make_policy(PREFILL, "regret-portfolio", window_s=1.0, horizon_s=3.0)
+        policy = make_policy(
+            PREFILL,
+            "regret-portfolio",
+            window_s=1.0,
+            horizon_s=horizon_s,
+            feedback=feedback,
+            min_tbt_gaps=0,
+        )
         if not redact:
             monkeypatch.setattr(PrefillPortfolioAdapter, "redact", lambda self, c, r: None)
+            monkeypatch.setattr(PrefillPortfolioAdapter, "catch_up", lambda self, s, b, r: None)
         original_reset = env.unwrapped.reset
 
         def reset(**kwargs):

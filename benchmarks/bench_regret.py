@@ -1,8 +1,8 @@
 """Groupwise-regret baselines: the synthetic proof, regret-heft on noisy, the portfolio table.
 
 Run: ``.venv/bin/python benchmarks/bench_regret.py`` (every part) or ``--part synthetic`` /
-``--part heft`` / ``--part portfolio [--envs PrefillChunk ...] [--portfolio-seeds 1002 ...]`` /
-``--part sjf`` / ``--part clone``.
+``--part heft`` / ``--part portfolio [--envs PrefillChunk ...] [--scenarios strict ...]
+[--portfolio-seeds 1002 ...]`` / ``--part sjf`` / ``--part clone``.
 
 - ``synthetic``: the intersecting-group stream (age band, sex, region) with the target depending
   on region only and on all three; per group: the fitted growth exponent of the cumulative regret
@@ -111,7 +111,14 @@ def synthetic(rounds: int) -> None:
 
 # Portfolio variants benchmarked next to the default (label -> policy keyword arguments).
 PORTFOLIO_VARIANTS = {
-    "schedgym/PrefillChunk-v0": {"regret-portfolio[whole-policy]": {"feedback": "whole-policy"}},
+    "schedgym/PrefillChunk-v0": {
+        "regret-portfolio[window]": {"feedback": "window", "window_s": 4.0, "horizon_s": 8.0},
+        "regret-portfolio[whole-policy]": {
+            "feedback": "whole-policy",
+            "window_s": 4.0,
+            "horizon_s": 8.0,
+        },
+    },
 }
 
 
@@ -146,7 +153,11 @@ def heft(seeds: list[int]) -> None:
         )
 
 
-def portfolio(envs: list[str] | None = None, seeds_override: list[int] | None = None) -> None:
+def portfolio(
+    envs: list[str] | None = None,
+    seeds_override: list[int] | None = None,
+    scenarios: list[str] | None = None,
+) -> None:
     """Every heuristic and the portfolio (and its variants) on the quick suite's scenarios, on
     the suite's seeds or ``seeds_override`` (to stay off the leaderboard's test seeds)."""
     suite = get_suite("quick")
@@ -154,6 +165,8 @@ def portfolio(envs: list[str] | None = None, seeds_override: list[int] | None = 
         if scenario.env_id not in PORTFOLIO_EXPERTS:
             continue
         if envs and not any(e in scenario.env_id for e in envs):
+            continue
+        if scenarios and scenario.name not in scenarios:
             continue
         metric, _ = suite.ranking_metric[scenario.env_id]
         seeds = list(seeds_override or suite.seeds)
@@ -252,6 +265,7 @@ def main() -> None:
         nargs="+",
         help="portfolio: these seeds instead of the suite's (its test seeds are 1000-1001)",
     )
+    parser.add_argument("--scenarios", nargs="+", help="portfolio: only these scenario names")
     parser.add_argument("--rounds", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(1000, 1008)))
     args = parser.parse_args()
@@ -261,7 +275,7 @@ def main() -> None:
     if part in ("all", "heft"):
         heft(args.seeds)
     if part in ("all", "portfolio"):
-        portfolio(args.envs, args.portfolio_seeds)
+        portfolio(args.envs, args.portfolio_seeds, args.scenarios)
     if part in ("all", "sjf"):
         sjf()
     if part in ("all", "clone"):

@@ -19,6 +19,8 @@ class EpisodeResult:
     steps: int
     walltime_s: float
     actions: list[int] = field(default_factory=list)
+    # Why the episode ended at reset() with no decision (then ``steps`` is 0), else None.
+    end_reason: str | None = None
 
 
 def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = False) -> EpisodeResult:
@@ -39,7 +41,8 @@ def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = Fals
     total = 0.0
     steps = 0
     actions: list[int] = []
-    done = False
+    # An episode can be over at reset() already (nothing to decide): report it, do not step.
+    done = bool(getattr(unwrapped, "episode_over", False))
     while not done:
         action = policy.act(observation, env)
         if record_actions:
@@ -53,4 +56,10 @@ def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = Fals
         done = terminated or truncated
     summary = getattr(env.unwrapped, "summary", None)
     metrics = dict(summary()) if callable(summary) else dict(info)
-    return EpisodeResult(seed, metrics, total, steps, time.perf_counter() - started, actions)
+    end_reason = None
+    if steps == 0 and done:
+        reason = getattr(unwrapped, "end_reason", None)
+        end_reason = (reason() if callable(reason) else None) or "the episode ended at reset()"
+    return EpisodeResult(
+        seed, metrics, total, steps, time.perf_counter() - started, actions, end_reason
+    )

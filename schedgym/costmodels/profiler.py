@@ -12,7 +12,6 @@ torch is imported inside the functions: importing this module does not need it.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import platform
 import statistics
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from schedgym.core.errors import ConfigError
+from schedgym.core.jsonio import write_json_atomic
 from schedgym.costmodels.hardware import ModelSpec, check_tp, get_model
 from schedgym.costmodels.profiles import (
     ALL_TOKEN_OPS,
@@ -310,7 +310,7 @@ def profile_device(
     meta = {
         label: figures,
     }
-    (out / DEVICE_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    write_json_atomic(out / DEVICE_FILE, meta)
     provenance = {
         "device": label,
         "torch": torch.__version__,
@@ -321,5 +321,5 @@ def profile_device(
         "grid": grid,
         "repeats": repeats,
     }
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    write_json_atomic(out / "provenance.json", provenance)
     return out

@@ -56,7 +56,9 @@ def supported_env_ids() -> list[str]:
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
-    from schedgym.commands.common import make_kwargs
+    from dataclasses import fields
+
+    from schedgym.commands.common import env_class, make_kwargs
     from schedgym.core.config import require_number
     from schedgym.core.errors import ConfigError
     from schedgym.core.policy import policy_spec
@@ -65,11 +67,10 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from schedgym.registration import env_entry
 
     env_id = env_entry(args.env_id).env_id
-    supported = supported_env_ids()
-    if env_id not in supported:
+    if "qps" not in {f.name for f in fields(env_class(env_id).config_class)}:
         raise ConfigError(
             f"env: capacity searches over a qps config field, which {env_id} lacks; "
-            f"supported: {supported}"
+            f"supported: {supported_env_ids()}"
         )
     policy_spec(env_id, args.policy)  # fail early, with the known names, on a typo
     require_number("--seeds", args.seeds, 1, MAX_SEEDS, integer=True)

@@ -112,9 +112,7 @@ def run_cost(args: argparse.Namespace) -> int:
     from schedgym.costmodels.inference import InferenceCostModel, engine_overhead
 
     if len(args.prefill) > MAX_PREFILL_CHUNKS:
-        raise ConfigError(
-            f"prefill: at most {MAX_PREFILL_CHUNKS} chunks, got {len(args.prefill)}"
-        )
+        raise ConfigError(f"prefill: at most {MAX_PREFILL_CHUNKS} chunks, got {len(args.prefill)}")
     chunks = [_parse_pair(text, "prefill", 0) for text in args.prefill]
     # A decode batch enters the cost model only through its size and total KV length, so
     # BATCH identical requests are summed in closed form, never listed one by one.

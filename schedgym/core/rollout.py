@@ -36,6 +36,9 @@ def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = Fals
     policy.reset(env)
     unwrapped = env.unwrapped
     fast = not getattr(policy, "uses_observation", True) and hasattr(unwrapped, "advance")
+    # The fast path bypasses the wrappers, so it applies gymnasium.make's step limit itself.
+    spec = getattr(env, "spec", None)
+    step_limit = getattr(spec, "max_episode_steps", None) if fast else None
     if fast:
         observation = None
     total = 0.0
@@ -53,7 +56,7 @@ def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = Fals
             observation, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         steps += 1
-        done = terminated or truncated
+        done = terminated or truncated or (step_limit is not None and steps >= step_limit)
     summary = getattr(env.unwrapped, "summary", None)
     metrics = dict(summary()) if callable(summary) else dict(info)
     end_reason = None

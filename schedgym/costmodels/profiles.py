@@ -176,8 +176,10 @@ def _read_devices(path: Path) -> dict[str, GpuSpec]:
     raw = read_json(path, "profiles")
     if not isinstance(raw, dict):
         raise ConfigError(f"profiles: {path}: must map device names to their figures")
-    numbers = ("peak_flops", "hbm_bytes", "hbm_bytes_per_s", "nvlink_bytes_per_s")
-    numbers += ("internode_bytes_per_s", "pcie_bytes_per_s", "sm_count")
+    numbers = (
+        *("peak_flops", "hbm_bytes", "hbm_bytes_per_s", "nvlink_bytes_per_s"),
+        *("internode_bytes_per_s", "pcie_bytes_per_s", "sm_count"),
+    )
     devices = {}
     for name, figures in raw.items():
         where = f"profiles: {path}: device {name[:_MAX_NAME_CHARS]!r}"

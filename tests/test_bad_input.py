@@ -500,6 +500,24 @@ def test_sample_refuses_when_no_action_is_valid(env: gym.Env) -> None:
         env.action_space.sample()
 
 
+def test_episode_over_at_reset_says_why() -> None:
+    env = gym.make(
+        "schedgym/LLMCluster-v0", preset="tiny", lengths="fixed", fixed_prompt_tokens=100_000
+    )
+    env.reset(seed=0)
+    sim_env = env.unwrapped
+    assert sim_env.episode_over
+    reason = sim_env.end_reason()
+    assert reason is not None and reason.startswith("all 12 requests were rejected on arrival")
+    assert sim_env.summary()["requests_rejected"] == 12
+    with pytest.raises(InvalidActionError, match="the episode ended at reset\\(\\): all 12"):
+        env.step(0)
+    # An ordinary episode is not over at reset and has no such reason.
+    env = gym.make("schedgym/LLMCluster-v0", preset="tiny")
+    env.reset(seed=0)
+    assert not env.unwrapped.episode_over and env.unwrapped.end_reason() is None
+
+
 # -------------------------------------------------- random --set values at every config
 FIELD_VALUES = st.one_of(
     st.none(),

@@ -6,7 +6,10 @@ step for several (batch size, MLP size) points, with the CPU they were measured 
 turn it into costs for any configuration:
 
 - solver: ``seconds per forward-Euler step = intercept_s + per_cell_s * grid_size^2``
-  (a simulation costs that times its ``total_substeps``; one simulation runs on one core);
+  (a simulation costs that times its ``total_substeps``; one simulation runs on one core); a step
+  of the nonlinear-conductivity scheme costs ``nonlinear_substep_factor`` times a linear one
+  (the table's measured ratio of the two schemes' step times, taken in one run so that the
+  machine's load cancels);
 - trainer: ``seconds per step on one core = intercept_s + per_flop_s * 6 * batch * params
   + per_param_s * params`` (the matrix products, then Adam's update of every weight),
   divided by Amdahl's speedup ``1 / ((1 - p) + p / cores)`` on ``cores`` cores (``p`` is the
@@ -25,12 +28,16 @@ import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from schedgym.core.errors import ConfigError
+from schedgym.core.textfiles import read_json
 
 TABLE_FORMAT = "schedgym-datagen-costs/1"
+# Bounds of a table's figures: an hour per step, a billion cells/parameters; anything beyond is
+# a corrupt file, and would overflow the simulated clock.
+MAX_SECONDS = 3600.0
+MAX_SIZE = 1_000_000_000
 DEFAULT_TABLE = "cost_table.json"
 
 
@@ -59,13 +66,29 @@ class CostTable:
     source: str
     measured_substep_s: tuple[tuple[int, float], ...] = ()
     measured_train_step_s: tuple[tuple[tuple[int, int], float], ...] = ()
+    nonlinear_substep_factor: float | None = None
 
-    def substep_s(self, grid_size: int) -> float:
-        """Seconds of one forward-Euler step of one simulation on one core."""
+    def substep_s(self, grid_size: int, nonlinear: bool = False) -> float:
+        """Seconds of one forward-Euler step of one simulation on one core (of the
+        nonlinear-conductivity scheme when ``nonlinear``).
+
+        Raises:
+            ConfigError: naming ``cost_table`` when ``nonlinear`` and the table has no
+                ``solver_nonlinear.factor``.
+        """
         measured = dict(self.measured_substep_s)
         if grid_size in measured:
-            return measured[grid_size]
-        return self.solver_intercept_s + self.solver_per_cell_s * grid_size * grid_size
+            linear = measured[grid_size]
+        else:
+            linear = self.solver_intercept_s + self.solver_per_cell_s * grid_size * grid_size
+        if not nonlinear:
+            return linear
+        if self.nonlinear_substep_factor is None:
+            raise ConfigError(
+                f"cost_table: {self.source} has no solver_nonlinear.factor, needed when "
+                "conductivity_exponent > 0 (re-run schedgym calibrate)"
+            )
+        return linear * self.nonlinear_substep_factor
 
     def train_step_single_core_s(self, flops: float, num_params: int, batch_size: int = 0) -> float:
         """Seconds of one training step of ``flops`` operations on ``num_params`` weights on one
@@ -85,8 +108,10 @@ def _number(table: dict[str, Any], section: str, key: str, source: str) -> float
         value = float(table[section][key])
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"cost_table: {source} lacks a number at {section}.{key}") from None
-    if not value >= 0.0:
-        raise ConfigError(f"cost_table: {source} {section}.{key} must be >= 0, got {value}")
+    if not 0.0 <= value <= MAX_SECONDS:
+        raise ConfigError(
+            f"cost_table: {source} {section}.{key} must be in [0, {MAX_SECONDS:g}] s, got {value}"
+        )
     return value
 
 
@@ -97,21 +122,16 @@ def load_cost_table(path: str | None) -> CostTable:
     Raises:
         ConfigError: naming ``cost_table`` when the file is missing or malformed.
     """
+    table: Any
     if path is None:
         text = (
             resources.files("schedgym.envs.datagen").joinpath(f"data/{DEFAULT_TABLE}").read_text()
         )
+        table = json.loads(text)
         source = f"<package>/data/{DEFAULT_TABLE}"
     else:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cost_table: cannot read {path!r}: {exc.strerror}") from None
+        table = read_json(path, "cost_table")
         source = str(path)
-    try:
-        table = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"cost_table: {source} is not JSON: {exc}") from None
     if not isinstance(table, dict) or table.get("format") != TABLE_FORMAT:
         raise ConfigError(f"cost_table: {source} is not a {TABLE_FORMAT} table")
     solver_intercept = _number(table, "solver_fit", "intercept_s", source)
@@ -133,20 +153,40 @@ def load_cost_table(path: str | None) -> CostTable:
                 for row in table.get("training_points", [])
             )
         )
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         raise ConfigError(f"cost_table: {source} has malformed measured points") from None
-    if any(not v > 0.0 for _, v in measured_substep + measured_train):
-        raise ConfigError(f"cost_table: {source} has a non-positive measured time")
+    if any(not 0.0 < v <= MAX_SECONDS for _, v in measured_substep + measured_train):
+        raise ConfigError(
+            f"cost_table: {source} has a measured time outside (0, {MAX_SECONDS:g}] s"
+        )
+    sizes = [n for n, _ in measured_substep] + [n for key, _ in measured_train for n in key]
+    if any(not 0 < n <= MAX_SIZE for n in sizes):
+        raise ConfigError(
+            f"cost_table: {source} has a measured grid size, batch size or parameter count "
+            f"outside [1, {MAX_SIZE}]"
+        )
+    cpu = table.get("cpu", "unknown")
+    if not isinstance(cpu, str) or len(cpu) > 200:
+        raise ConfigError(f"cost_table: {source} cpu must be a name of at most 200 characters")
+    nonlinear_factor = None
+    if "solver_nonlinear" in table:
+        nonlinear_factor = _number(table, "solver_nonlinear", "factor", source)
+        if not 0.0 < nonlinear_factor <= 1000.0:
+            raise ConfigError(
+                f"cost_table: {source} solver_nonlinear.factor must be in (0, 1000], "
+                f"got {nonlinear_factor}"
+            )
     return CostTable(
         solver_intercept,
         solver_per_cell,
         train_intercept,
         train_per_flop,
         train_per_param,
-        str(table.get("cpu", "unknown")),
+        cpu,
         source,
         measured_substep,
         measured_train,
+        nonlinear_factor,
     )
 
 

@@ -136,6 +136,9 @@ class LLMClusterEnv(SchedulingEnv):
         )
         self.simulator: LLMClusterSimulator | None = None
         self._candidates: list[Request | None] = [None] * self.num_candidates
+        # The filled candidate slots and each one's KV blocks, as of the last refresh.
+        self._candidate_slots: list[int] = []
+        self._candidate_held_blocks: list[int] = []
         self._mask: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------ API
@@ -198,22 +201,29 @@ class LLMClusterEnv(SchedulingEnv):
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
         self._candidates = [None] * self.num_candidates
+        self._candidate_slots = []
+        self._candidate_held_blocks = []
         if not sim.done:
             if sim.decision_kind == DISPATCH:
                 mask[:n] = sim.up
             else:
                 mask[n] = True
+                listed: list[Request] = []
                 for instance in sim.instances:
-                    listed = sim.migration_candidates(instance)[:per]
-                    for c, request in enumerate(listed):
-                        slot = instance.instance_id * per + c
-                        self._candidates[slot] = request
-                        base = n + 1 + slot * n
-                        for destination in range(n):
-                            if sim.up[destination] and sim.cluster.can_migrate(
-                                request, destination
-                            ):
-                                mask[base + destination] = True
+                    first = instance.instance_id * per
+                    for c, request in enumerate(sim.migration_candidates(instance, per)):
+                        self._candidates[first + c] = request
+                        self._candidate_slots.append(first + c)
+                        self._candidate_held_blocks.append(instance.held_blocks(request))
+                        listed.append(request)
+                if listed:
+                    # Rows of (candidate slot, destination): slot s owns actions
+                    # n + 1 + s * n .. n + 1 + s * n + n - 1.
+                    allowed = sim.cluster.migration_destinations(
+                        listed, self._candidate_held_blocks
+                    )
+                    rows = mask[n + 1 :].reshape(self.num_candidates, n)
+                    rows[self._candidate_slots] = allowed & sim.up
         self._mask = mask
 
     def _info(self) -> dict[str, Any]:
@@ -227,44 +237,54 @@ class LLMClusterEnv(SchedulingEnv):
         }
 
     def _observation(self) -> dict[str, np.ndarray]:
+        # Rows are gathered as Python floats and converted once (the same float64 -> float32
+        # rounding as writing them one by one, far fewer numpy calls); the candidate rows
+        # reuse the held blocks the mask was computed from (the state has not moved since).
         sim = self._sim()
         n = self.num_instances
         capacity = float(sim.capacity_blocks)
-        migrating = np.zeros(n, bool)
-        instance_features = np.zeros((n, NUM_INSTANCE_FEATURES), np.float32)
-        freeness = np.zeros(n)
-        for i, instance in enumerate(sim.instances):
-            freeness[i] = sim.freeness(instance)
-            instance_features[i] = (
-                instance.num_running() / SEQS_SCALE,
-                len(instance.waiting) / SEQS_SCALE,
-                instance.free_blocks / capacity,
-                freeness[i] / 100.0,
-                instance.last_iteration_s / ITERATION_SCALE_S,
-                instance.waiting_prefill_tokens / TOKENS_SCALE,
-                instance.num_decoding / SEQS_SCALE,
-                instance.kv.used_blocks / capacity,
-                0.0,
+        freeness: list[float] = []
+        instance_rows: list[tuple[float, ...]] = []
+        for instance in sim.instances:
+            free = sim.freeness(instance)
+            freeness.append(free)
+            instance_rows.append(
+                (
+                    instance.num_running() / SEQS_SCALE,
+                    len(instance.waiting) / SEQS_SCALE,
+                    instance.free_blocks / capacity,
+                    free / 100.0,
+                    instance.last_iteration_s / ITERATION_SCALE_S,
+                    instance.waiting_prefill_tokens / TOKENS_SCALE,
+                    instance.num_decoding / SEQS_SCALE,
+                    instance.kv.used_blocks / capacity,
+                    0.0,
+                )
             )
-        in_flight = len(sim.cluster.active_migrations)
-        for migration in sim.cluster.active_migrations.values():
-            migrating[migration.source] = True
-            migrating[migration.destination] = True
-        instance_features[:, 8] = migrating
+        instance_features = np.array(instance_rows, np.float32)
+        active = sim.cluster.active_migrations
+        for migration in active.values():
+            instance_features[migration.source, 8] = 1.0
+            instance_features[migration.destination, 8] = 1.0
         candidate_features = np.zeros((self.num_candidates, NUM_CANDIDATE_FEATURES), np.float32)
         candidate_mask = np.zeros(self.num_candidates, np.int8)
-        for slot, request in enumerate(self._candidates):
-            if request is None:
-                continue
-            instance = sim.instances[request.instance]
-            candidate_features[slot] = (
-                instance.kv_tokens(request) / TOKENS_SCALE,
-                instance.generated(request) / TOKENS_SCALE,
-                float(request.priority),
-                instance.held_blocks(request) / capacity,
-                freeness[request.instance] / 100.0,
-            )
-            candidate_mask[slot] = 1
+        if self._candidate_slots:
+            candidate_rows = []
+            for slot, held in zip(self._candidate_slots, self._candidate_held_blocks, strict=True):
+                request = self._candidates[slot]
+                assert request is not None
+                instance = sim.instances[request.instance]
+                candidate_rows.append(
+                    (
+                        instance.kv_tokens(request) / TOKENS_SCALE,
+                        instance.generated(request) / TOKENS_SCALE,
+                        float(request.priority),
+                        held / capacity,
+                        freeness[request.instance] / 100.0,
+                    )
+                )
+            candidate_features[self._candidate_slots] = np.array(candidate_rows, np.float32)
+            candidate_mask[self._candidate_slots] = 1
         request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
         pending = sim.pending_request
         if pending is not None and sim.decision_kind == DISPATCH:
@@ -277,7 +297,7 @@ class LLMClusterEnv(SchedulingEnv):
                 sim.requests_arrived / total,
                 sim.requests_completed / total,
                 sim.now_s / 3600.0,
-                in_flight / n,
+                len(active) / n,
             ],
             np.float32,
         )

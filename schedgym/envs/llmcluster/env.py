@@ -49,7 +49,11 @@ class LLMClusterEnv(SchedulingEnv):
       instance ``d`` (masked to listed candidates and destinations with room).
 
     ``action_masks()`` gives the valid actions; an invalid one raises
-    :class:`~schedgym.core.errors.InvalidActionError`.
+    :class:`~schedgym.core.errors.InvalidActionError`. A migration tick is a decision only
+    when some listed candidate can move to some instance that is up: a tick where "no
+    migration" would be the only valid action (no decoding request can move, or no
+    destination has room) is run through internally, exactly as if "no migration" had been
+    chosen, and is not returned.
 
     ## Observation Space
     A ``Dict`` of fixed-shape arrays:
@@ -77,8 +81,11 @@ class LLMClusterEnv(SchedulingEnv):
     The first request arrives at time 0; the episode starts at its dispatch decision.
 
     ## Episode End
-    Terminates when every request has arrived and completed; truncates at ``horizon_s`` if set
-    (requests still in the system are counted in ``requests_in_flight``). The final ``info``
+    Steps are decisions; forced migration ticks (see Action Space) are not steps, and the time
+    in system they span counts in the reward of the step before them, so an episode's return
+    is the same as if they were steps. Terminates when every request has arrived and
+    completed; truncates at ``horizon_s`` if set (requests still in the system are counted in
+    ``requests_in_flight``). The final ``info``
     holds the summary: ``ttft_p50_s``, ``ttft_p99_s``, ``tbt_p50_s``, ``tbt_p99_s``,
     ``e2e_p50_s``, ``e2e_p99_s`` (and ``_high`` variants for high priority),
     ``requests_arrived``, ``requests_completed``, ``requests_in_flight``, ``preemptions``,
@@ -91,7 +98,9 @@ class LLMClusterEnv(SchedulingEnv):
     keyword override, and ``render_mode`` (``ansi`` or ``rgb_array``).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version. Forced migration ticks (only "no migration" valid) stopped being
+      returned as decisions; dynamics, metrics, the return and the observations at every
+      remaining decision are unchanged (pinned by ``tests/test_perf_regression.py``).
 
     Example:
         >>> import gymnasium as gym
@@ -139,6 +148,9 @@ class LLMClusterEnv(SchedulingEnv):
         # The filled candidate slots and each one's KV blocks, as of the last refresh.
         self._candidate_slots: list[int] = []
         self._candidate_held_blocks: list[int] = []
+        self._candidate_slots_allowed = False  # whether any migration is valid now
+        # Migration ticks of this episode run through because no migration was valid.
+        self.forced_ticks_skipped = 0
         self._mask: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------ API
@@ -148,6 +160,7 @@ class LLMClusterEnv(SchedulingEnv):
         super().reset(seed=seed)
         self.simulator = LLMClusterSimulator(self.config, spawn_streams(self.np_random, STREAMS))
         self._last_area = self.simulator.cluster.area_weighted_s
+        self.forced_ticks_skipped = 0
         self._refresh()
         return self._observation(), self._info()
 
@@ -166,10 +179,13 @@ class LLMClusterEnv(SchedulingEnv):
             request = self._candidates[slot]
             assert request is not None  # the mask only offers filled candidate slots
             sim.migrate(request, destination)
+        # Refresh first: it may run through forced migration ticks, whose time in system then
+        # counts in this step's reward (the return over an episode is the same as when they
+        # were decisions).
+        self._refresh()
         area = sim.cluster.area_weighted_s
         reward = -(area - self._last_area) / self.config.reward_scale_s
         self._last_area = area
-        self._refresh()
         return reward, sim.done and not sim.truncated, sim.truncated
 
     def action_masks(self) -> np.ndarray:
@@ -195,8 +211,18 @@ class LLMClusterEnv(SchedulingEnv):
         return super()._sim()
 
     def _refresh(self) -> None:
-        """Recompute the candidate list and the action mask for the current decision."""
+        """Recompute the candidate list and the action mask for the next decision, running
+        through forced migration ticks (where "no migration" is the only valid action)."""
         sim = self._sim()
+        self._refresh_mask(sim)
+        while not sim.done and sim.decision_kind == MIGRATE and not self._candidate_slots_allowed:
+            sim.migrate(None)
+            self.forced_ticks_skipped += 1
+            self._refresh_mask(sim)
+
+    def _refresh_mask(self, sim: LLMClusterSimulator) -> None:
+        """The candidate list and the action mask of the current decision point."""
+        self._candidate_slots_allowed = False
         sim.sync()
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
@@ -222,8 +248,10 @@ class LLMClusterEnv(SchedulingEnv):
                     allowed = sim.cluster.migration_destinations(
                         listed, self._candidate_held_blocks
                     )
+                    allowed &= sim.up
                     rows = mask[n + 1 :].reshape(self.num_candidates, n)
-                    rows[self._candidate_slots] = allowed & sim.up
+                    rows[self._candidate_slots] = allowed
+                    self._candidate_slots_allowed = bool(allowed.any())
         self._mask = mask
 
     def _info(self) -> dict[str, Any]:

@@ -3,9 +3,13 @@
 For each environment (default config): steps/s of a random masked policy through ``env.step``
 (observations built every step, what an RL learner sees) and of every baseline through
 ``run_episode`` (which skips observations for policies that read the simulator); for SoCDAG also
-HEFT's simulated jobs per second on 10,000 jobs. Run on one core for comparable numbers:
+HEFT's simulated jobs per second on 10,000 jobs; for LLMCluster also the Azure-trace hour
+(``azure-trace`` preset) with round-robin, decisions/s through ``env.step`` (observations at
+every decision) and through ``env.advance`` (none built). Run on one core for comparable
+numbers:
 
     taskset -c 0 .venv/bin/python benchmarks/bench_envs.py [--env SoCDAG-v0] [--steps 20000]
+        [--no-azure-hour]
 """
 
 from __future__ import annotations
@@ -76,6 +80,16 @@ def heft_jobs_per_s(num_jobs: int) -> tuple[float, float]:
     return num_jobs / result.walltime_s, result.walltime_s
 
 
+def azure_hour(observe: bool) -> tuple[int, float]:
+    """Round-robin over the LLMCluster Azure-trace hour: (decisions, seconds)."""
+    env = gym.make("schedgym/LLMCluster-v0", preset="azure-trace", disable_env_checker=True)
+    policy = make_policy("LLMCluster-v0", "round-robin")
+    if observe:
+        policy = _Observing(policy)
+    result = run_episode(env, policy, seed=0)
+    return result.steps, result.walltime_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", action="append", default=None, help="env id (repeatable)")
@@ -86,6 +100,9 @@ def main() -> None:
         type=float,
         default=10.0,
         help="time cap per measurement (OnlineDataGen steps train a surrogate: they are slow)",
+    )
+    parser.add_argument(
+        "--no-azure-hour", action="store_true", help="skip LLMCluster's Azure-trace hour"
     )
     args = parser.parse_args()
     ids = [env_entry(e).env_id for e in args.env] if args.env else env_ids()
@@ -108,6 +125,14 @@ def main() -> None:
             jobs_per_s, seconds = heft_jobs_per_s(args.heft_jobs)
             jobs = f"{args.heft_jobs:,}"
             print(f"  HEFT, {jobs} jobs (medium): {seconds:.2f} s = {jobs_per_s:,.0f} jobs/s")
+        if env_id == "schedgym/LLMCluster-v0" and not args.no_azure_hour:
+            for observe in (True, False):
+                decisions, seconds = azure_hour(observe)
+                how = "with obs. (step)   " if observe else "no obs. (advance)  "
+                print(
+                    f"  Azure hour, round-robin, {how}: {decisions:,} decisions in "
+                    f"{seconds:.1f} s = {decisions / seconds:,.0f} decisions/s"
+                )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ the time its epoch's jobs spend in the system over a longer horizon, in a counte
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -90,9 +89,9 @@ class RegretHEFTPolicy(soc.HEFTPolicy):
 
     def _learn(self, sim: SoCSimulator) -> None:
         records = sim.task_records
-        if self._records_seen == len(records):
+        if self._records_seen == records.total:
             return
-        for record in records[self._records_seen :]:
+        for record in records.since(self._records_seen):
             if record.expected_us <= 0.0:
                 continue
             template = sim.job_template[record.job_id]
@@ -103,7 +102,7 @@ class RegretHEFTPolicy(soc.HEFTPolicy):
             }
             ratio = (record.finish_us - record.start_us) / record.expected_us
             self.regressor.update(context, _ONE, ratio - 1.0)
-        self._records_seen = len(records)
+        self._records_seen = records.total
         self._cache.clear()
 
     def _estimate(self, job_id: int, template: DagTemplate, task: int) -> np.ndarray:
@@ -234,7 +233,7 @@ class SoCPortfolioAdapter:
             memo[id(template)] = template
         for template in sim._fixed_templates.values():
             memo[id(template)] = template
-        memo[id(sim.task_records)] = list(sim.task_records)  # records are frozen
+        memo[id(sim.task_records)] = sim.task_records.copy()  # records are frozen
         return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
@@ -257,11 +256,7 @@ class SoCPortfolioAdapter:
 
     def redact(self, clone: Any, reality: Any) -> None:
         sim: SoCSimulator = clone.simulator
-        sim.config = dataclasses.replace(sim.config, noise_std=0.0, profile_bias_std=0.0)
-        sim._bias_cache = {}
-        sim._job_noise = [np.ones_like(noise) for noise in sim._job_noise]
-        unstarted = (sim.node_state == READY) | (sim.node_state == WAITING)
-        sim._node_actual_us[unstarted] = sim.node_exec_us[unstarted]
+        sim.remove_noise()
 
     def window_done(self, clone: Any, start: Any) -> bool:
         return clone.simulator.now_us >= start + self.horizon_us  # type: ignore[no-any-return]

@@ -207,9 +207,9 @@ class SoCPortfolioAdapter:
             Group("load:full", lambda c: c["load"] > 2 / 3 or c["backlog"] > 0),
             Group("backlog", lambda c: c["backlog"] > 0),
         ]
-        apps = sorted(sim._fixed_templates) if sim._fixed_templates else []
-        for app in apps:
-            name = sim._fixed_templates[app].name
+        templates = sim.application_templates
+        for app in sorted(templates):
+            name = templates[app].name
             groups.append(Group(f"app:{name}", lambda c, n=name: n in c["apps"]))
         return groups, []
 
@@ -231,7 +231,7 @@ class SoCPortfolioAdapter:
         memo: dict[int, Any] = {id(sim.config): sim.config, id(sim.platform): sim.platform}
         for template in sim.job_template:
             memo[id(template)] = template
-        for template in sim._fixed_templates.values():
+        for template in sim.application_templates.values():
             memo[id(template)] = template
         memo[id(sim.task_records)] = sim.task_records.copy()  # records are frozen
         return memo
@@ -256,7 +256,7 @@ class SoCPortfolioAdapter:
 
     def redact(self, clone: Any, reality: Any) -> None:
         sim: SoCSimulator = clone.simulator
-        sim.remove_noise()
+        sim.redact_unrevealed()
 
     def window_done(self, clone: Any, start: Any) -> bool:
         return clone.simulator.now_us >= start + self.horizon_us  # type: ignore[no-any-return]

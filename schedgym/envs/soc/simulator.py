@@ -216,18 +216,6 @@ class SoCSimulator:
         """A copy of the random execution-time factors of ``job_id`` (a job in the system)."""
         return self._job_noise[job_id].copy()
 
-    def remove_noise(self) -> None:
-        """Make every execution not yet started take its nominal time from now on.
-
-        For lookahead copies of the simulator that must not see sampled noise: the noise and
-        profile-bias knobs go to zero, the drawn factors of the jobs in the system to one, and
-        unstarted tasks' actual times to their nominal ones."""
-        self.config = dataclasses.replace(self.config, noise_std=0.0, profile_bias_std=0.0)
-        self._bias_cache = {}
-        self._job_noise = {job: np.ones_like(noise) for job, noise in self._job_noise.items()}
-        unstarted = (self.node_state == READY) | (self.node_state == WAITING)
-        self._node_actual_us[unstarted] = self.node_exec_us[unstarted]
-
     def idle_pes(self) -> np.ndarray:
         """``(num_pes,)`` bool: PEs neither running nor reserved."""
         return self.pe_node < 0
@@ -280,6 +268,26 @@ class SoCSimulator:
 
     def job_id_of(self, node: int) -> int:
         return int(self.slot_job_id[self.node_job_slot[node]])
+
+    @property
+    def application_templates(self) -> dict[str, DagTemplate]:
+        """The fixed applications jobs are drawn from, by config name (empty for random DAGs)."""
+        return dict(self._fixed_templates)
+
+    # ------------------------------------------------------------------------ look-ahead support
+    def redact_unrevealed(self) -> None:
+        """Replace, in this simulator, what a policy cannot know yet by its expectation.
+
+        For look-ahead policies that roll a copy forward: every task that has not started gets
+        its nominal execution time instead of its drawn one, jobs already drawn but not admitted
+        lose their noise, and later jobs draw neither noise nor profile bias. What has started or
+        finished stays as it happened. Call it on a copy, never on the simulator an env runs.
+        """
+        self.config = dataclasses.replace(self.config, noise_std=0.0, profile_bias_std=0.0)
+        self._bias_cache = {}
+        self._job_noise = {job: np.ones_like(noise) for job, noise in self._job_noise.items()}
+        unstarted = (self.node_state == READY) | (self.node_state == WAITING)
+        self._node_actual_us[unstarted] = self.node_exec_us[unstarted]
 
     # ----------------------------------------------------------------------------- actions
     def start(self, node: int, pe: int) -> None:

@@ -82,7 +82,10 @@ class SoCDAGEnv(SchedulingEnv):
     ## Arguments
     ``config`` (a :class:`SoCConfig`) or ``preset`` (``light``, ``medium``, ``heavy``, ``noisy``,
     ``random-dag``, ``topcuoglu``, ``tiny``), plus any config field as a keyword override, and
-    ``render_mode`` (``ansi`` or ``rgb_array``).
+    ``render_mode`` (``ansi`` or ``rgb_array``; the Gantt chart draws the most recent executed
+    tasks: the simulator keeps only the last ``TASK_RECORD_WINDOW`` = 8,192 task records, and
+    finished jobs only as their arrival and finish times, so memory stays flat over long
+    episodes).
 
     ## Version History
     - v0: initial version.

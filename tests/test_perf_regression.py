@@ -127,3 +127,29 @@ def test_observations_do_not_alias_env_buffers() -> None:
                 break
         for k, value in first.items():
             np.testing.assert_array_equal(value, snapshot[k], err_msg=f"{env_id} {k}")
+
+
+def test_simulator_policies_never_pay_for_observations(monkeypatch):
+    """``run_episode`` with a baseline (``uses_observation = False``) builds the observation
+    only once, at ``reset``: decisions go through ``env.advance``."""
+    from schedgym.core.policy import policy_names
+    from schedgym.registration import env_entry, env_ids
+
+    for env_id in env_ids():
+        if "OnlineDataGen" in env_id:
+            continue
+        env = gym.make(env_id, preset=env_entry(env_id).smoke_preset, disable_env_checker=True)
+        unwrapped = env.unwrapped
+        calls: list[int] = []
+
+        def counted(calls=calls, encode=unwrapped._observation):
+            calls.append(1)
+            return encode()
+
+        monkeypatch.setattr(unwrapped, "_observation", counted)
+        for name in policy_names(env_id):
+            uses = getattr(make_policy(env_id, name), "uses_observation", True)
+            assert uses is False, f"{env_id} {name} would be fed observations it ignores"
+        policy = make_policy(env_id, policy_names(env_id)[0])
+        result = run_episode(env, policy, 0)
+        assert result.steps > 1 and len(calls) == 1, env_id

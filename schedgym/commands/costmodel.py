@@ -147,7 +147,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
     """Fits from the shipped profiles (or ``profiles_dir``) and gathers every error figure."""
-    from schedgym.costmodels import fitting, network, profiles, validation
+    from schedgym.costmodels import fitting, nccl_fit, profiles, validation
 
     profile_set = profiles.load_profiles(profiles_dir)
     calibration = fitting.fit_calibration(profile_set, holdout=True)
@@ -159,18 +159,8 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
         ],
     }
     if profiles_dir is None:
-        report["network"] = [
-            {
-                "collective": c,
-                "gpu": g,
-                "workers": w,
-                "devices_per_node": d,
-                "points": n,
-                "mape_pct": round(mape, 2),
-                "max_ape_pct": round(worst, 2),
-            }
-            for c, g, w, d, n, mape, worst in network.holdout_errors()
-        ]
+        report["network_holdout"] = "every fifth message size held out, laws refitted on the rest"
+        report["network"] = [row.to_dict() for row in nccl_fit.holdout_errors()]
         overhead = validation.fit_engine_overhead(calibration)
         report["engine_overhead"] = {
             "per_iteration_s": overhead.per_iteration_s,
@@ -215,11 +205,22 @@ def _print_report(report: dict[str, Any]) -> None:
             f"{row['gpu']:<16} {row['model']:<14} {row['group']:<12} {row['points']:>6} "
             f"{row['mape_pct']:>7.2f} {row['max_ape_pct']:>7.2f}"
         )
-    for row in report.get("network", []):
-        name = f"{row['collective']} x{row['workers']}/{row['devices_per_node']}pn"
+    if report.get("network"):
         print(
-            f"{row['gpu']:<16} {'-':<14} {name:<12} {row['points']:>6} "
-            f"{row['mape_pct']:>7.2f} {row['max_ape_pct']:>7.2f}"
+            f"\nNCCL latency-bandwidth laws ({report['network_holdout']}); MAPE of the laws, "
+            "their median error, and, on the same points, the old interpolation's MAPE"
+        )
+        print(
+            f"{'gpu':<16} {'collective':<20} {'regimes':>7} {'points':>6} {'MAPE%':>7} "
+            f"{'max%':>7} {'median%':>8} {'interp%':>8} {'in-sample%':>10}"
+        )
+    for row in report.get("network", []):
+        name = f"{row['collective']} x{row['num_workers']}/{row['devices_per_node']}pn"
+        print(
+            f"{row['gpu']:<16} {name:<20} {row['regimes']:>7} {row['points']:>6} "
+            f"{row['held_out_mape_pct']:>7.2f} {row['held_out_max_ape_pct']:>7.2f} "
+            f"{row['held_out_median_ape_pct']:>8.2f} {row['interpolation_mape_pct']:>8.2f} "
+            f"{row['in_sample_mape_pct']:>10.2f}"
         )
     if "sarathi" in report:
         print(

@@ -20,7 +20,9 @@ def register(subparsers: Any) -> None:
         help="fit the inference cost model and report its held-out error",
         description="Refit the roofline coefficients from the shipped profiles (or --profiles "
         "DIR) and report MAPE per GPU, model and operator group on held-out points (every "
-        "fifth token count), the Sarathi whole-iteration check and the cross-model check.",
+        "fifth token count), the NCCL latency-bandwidth laws' held-out error, the Sarathi "
+        "whole-iteration check, the cross-model check, and the independent whole-forward "
+        "measurements per GPU with the compute scale fitted to them (leave one source out).",
     )
     calibrate.add_argument("--profiles", metavar="DIR", help="profile directory (schedgym profile)")
     calibrate.add_argument("--report", action="store_true", help="print the error report")
@@ -58,7 +60,7 @@ def register(subparsers: Any) -> None:
     cost.add_argument(
         "--engine",
         default="none",
-        choices=("none", "sarathi"),
+        choices=("none", "sarathi", "tensorrt-llm"),
         help="CPU overhead preset (default none: GPU time only)",
     )
     cost.add_argument("--json", action="store_true", help="print JSON")
@@ -147,7 +149,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
     """Fits from the shipped profiles (or ``profiles_dir``) and gathers every error figure."""
-    from schedgym.costmodels import fitting, nccl_fit, profiles, validation
+    from schedgym.costmodels import fitting, nccl_fit, profiles, validation, whole_forward
 
     profile_set = profiles.load_profiles(profiles_dir)
     calibration = fitting.fit_calibration(profile_set, holdout=True)
@@ -169,6 +171,7 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
         }
         report["sarathi"] = [p.to_dict() for p in validation.sarathi_check(calibration, overhead)]
         report["cross_model"] = validation.cross_model_check(profile_set)
+        report["whole_forward"] = whole_forward.error_report(calibration=calibration)
     report["_calibration"] = calibration
     return report
 
@@ -239,4 +242,53 @@ def _print_report(report: dict[str, Any]) -> None:
             f"\ncross-model: fitted on {cross['fit_model']} only, {cross['target_model']} "
             f"per-layer time MAPE {cross['mape_pct']}% (max {cross['max_ape_pct']}%) "
             f"over {cross['points']} points"
+        )
+    if "whole_forward" in report:
+        _print_whole_forward(report["whole_forward"])
+
+
+def _print_whole_forward(result: dict[str, Any]) -> None:
+    scales = ", ".join(f"{gpu} {scale:.3f}" for gpu, scale in result["compute_scale"].items())
+    print(
+        f"\nindependent whole-forward measurements (data/whole_forward.csv); compute scale {scales}"
+    )
+    print(
+        f"{'gpu':<16} {'source':<12} {'points':>6} {'profiles mean%':>14} {'MAPE%':>6} "
+        f"{'scaled mean%':>12} {'MAPE%':>6} {'engine ms':>9} {'+engine MAPE%':>13}"
+    )
+    for row in result["independent"]:
+        print(
+            f"{row['gpu']:<16} {row['source']:<12} {row['points']:>6} "
+            f"{row['operator_profiles_mean_error_pct']:>+14.1f} "
+            f"{row['operator_profiles_mape_pct']:>6.1f} "
+            f"{row['compute_scaled_mean_error_pct']:>+12.1f} "
+            f"{row['compute_scaled_mape_pct']:>6.1f} {row['engine_constant_ms']:>9.2f} "
+            f"{row['with_engine_constant_mape_pct']:>13.1f}"
+        )
+    print(
+        "held out, leave one source out (scale from the other sources, the source's engine "
+        "constant from its even rows, odd rows scored):"
+    )
+    for row in result["leave_one_source_out"]:
+        print(
+            f"  {row['gpu']:<16} {row['held_out_source']:<12} "
+            f"scale {row['scale_from_other_sources']:.3f}"
+            f"  {row['scored_points']:>3} points  MAPE {row['compute_scaled_mape_pct']:.1f}%"
+            f" (no compute scale: {row['operator_profiles_mape_pct']:.1f}%)"
+        )
+    print("held out, split half (scale and constants from every source's even rows):")
+    for row in result["split_half"]:
+        print(
+            f"  {row['gpu']:<16} scale {row['scale_from_even_rows']:.3f}  {row['scored_points']:>3}"
+            f" points  MAPE {row['compute_scaled_mape_pct']:.1f}%"
+            f" (no compute scale: {row['operator_profiles_mape_pct']:.1f}%)"
+        )
+    engine = result["tensorrt_llm_overhead"]
+    print(f"tensorrt-llm engine preset: {engine['per_iteration_ms']:.2f} ms per iteration")
+    for row in engine["leave_one_source_out"]:
+        print(
+            f"  {row['held_out_source']:<12} predicted with "
+            f"{row['per_iteration_ms_from_other']:.2f} ms"
+            f" from the other source: MAPE {row['mape_pct']:.1f}%"
+            f" (GPU time alone {row['gpu_time_only_mape_pct']:.1f}%) over {row['points']} points"
         )

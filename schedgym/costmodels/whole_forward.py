@@ -47,8 +47,10 @@ KINDS = ("prefill", "decode_mean", "request")
 SCALE_RANGE = (0.5, 2.0)
 # Engine constants searched on a log grid (seconds per iteration); 0 is always a candidate.
 _CONSTANT_GRID_S = np.concatenate([[0.0], np.geomspace(1e-5, 0.2, 600)])
-# Beyond-table iterations are computed exactly, so a small table keeps model construction cheap.
+# Iterations beyond the table are computed exactly; a small table keeps model construction cheap.
 _TABLE_TOKENS = 256
+# Golden-section stop: the scale is known to 0.2%.
+_SCALE_TOLERANCE = 2e-3
 # Sources measured on TensorRT-LLM: their shared per-iteration constant is the ``tensorrt-llm``
 # engine preset.
 TENSORRT_LLM_SOURCES = ("nemo", "trtllm-v0.5")
@@ -114,12 +116,12 @@ def load_points(text: str | None = None) -> list[ForwardPoint]:
 
 def _span_s(point: ForwardPoint, model: InferenceCostModel) -> tuple[float, int]:
     """Predicted GPU time of the iterations a point spans, and how many engine constants it pays
-    (one per iteration; one for a per-step mean)."""
-    prefill = model.iteration_time_s([(point.prompt_tokens, 0)] * point.batch)
+    (one per iteration; one for a per-step mean). Rows are validated by :func:`load_points`."""
+    prefill = model.time_from_summary_s(0, 0.0, [(point.prompt_tokens, 0)] * point.batch)
     if point.kind == "prefill":
         return prefill, 1
     steps = [
-        model.iteration_time_s((), [point.prompt_tokens + step] * point.batch)
+        model.time_from_summary_s(point.batch, float(point.batch * (point.prompt_tokens + step)))
         for step in range(1, point.decode_steps + 1)
     ]
     if point.kind == "decode_mean":
@@ -133,10 +135,16 @@ class _Predictor:
     def __init__(self, calibration: Calibration | None) -> None:
         self.calibration = calibration or shipped_calibration()
         self._models: dict[tuple[str, str, int, float], InferenceCostModel] = {}
+        self._spans: dict[tuple[ForwardPoint, float], tuple[float, int]] = {}
 
     def spans(self, points: Sequence[ForwardPoint], scale: float) -> tuple[FloatArray, FloatArray]:
         totals, counts = [], []
         for point in points:
+            cached = self._spans.get((point, scale))
+            if cached is not None:
+                totals.append(cached[0])
+                counts.append(cached[1])
+                continue
             key = (point.model, point.gpu, point.tp, scale)
             model = self._models.get(key)
             if model is None:
@@ -150,6 +158,7 @@ class _Predictor:
                 )
                 self._models[key] = model
             total, count = _span_s(point, model)
+            self._spans[point, scale] = (total, count)
             totals.append(total)
             counts.append(count)
         return np.asarray(totals), np.asarray(counts, dtype=float)
@@ -184,7 +193,9 @@ def _cost(
 
 
 def fit_scale(
-    points: Sequence[ForwardPoint], calibration: Calibration | None = None
+    points: Sequence[ForwardPoint],
+    calibration: Calibration | None = None,
+    predictor: _Predictor | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Compute scale (and each source's engine constant) with the least squared log error.
 
@@ -192,15 +203,15 @@ def fit_scale(
     refitted for every trial scale.
 
     Returns:
-        ``(scale, {source: constant_s})``, the scale rounded to 4 digits.
+        ``(scale, {source: constant_s})``, the scale rounded to 3 decimals.
     """
-    predictor = _Predictor(calibration)
+    predictor = predictor or _Predictor(calibration)
     low, high = (math.log(v) for v in SCALE_RANGE)
     ratio = (math.sqrt(5.0) - 1.0) / 2.0
     a, b = high - ratio * (high - low), low + ratio * (high - low)
     cost_a = _cost(predictor, points, math.exp(a))[0]
     cost_b = _cost(predictor, points, math.exp(b))[0]
-    while high - low > 1e-4:
+    while high - low > _SCALE_TOLERANCE:
         if cost_a <= cost_b:
             high, b, cost_b = b, a, cost_a
             a = high - ratio * (high - low)
@@ -209,7 +220,7 @@ def fit_scale(
             low, a, cost_a = a, b, cost_b
             b = low + ratio * (high - low)
             cost_b = _cost(predictor, points, math.exp(b))[0]
-    scale = round(math.exp((low + high) / 2.0), 4)
+    scale = round(math.exp((low + high) / 2.0), 3)
     return scale, _cost(predictor, points, scale)[1]
 
 
@@ -323,7 +334,7 @@ def error_report(
             continue
         for source, members in sources.items():
             train = [p for p in on_gpu if p.source != source]
-            train_scale, _ = fit_scale(train, calibration)
+            train_scale, _ = fit_scale(train, calibration, predictor)
             held = [on_gpu[i] for i in members]
             even, odd = held[0::2], held[1::2]
             measured = np.array([p.measured_s for p in odd])
@@ -360,7 +371,7 @@ def _split_half(
         groups = _by_source(on_gpu)
         even = [on_gpu[i] for members in groups.values() for i in members[0::2]]
         odd = [on_gpu[i] for members in groups.values() for i in members[1::2]]
-        scale, _ = fit_scale(even, calibration)
+        scale, _ = fit_scale(even, calibration, predictor)
         row: dict[str, Any] = {"gpu": gpu, "scale_from_even_rows": scale, "scored_points": len(odd)}
         for label, used in (("compute_scaled", scale), ("operator_profiles", 1.0)):
             _, constants = _cost(predictor, even, used)

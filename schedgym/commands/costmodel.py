@@ -196,11 +196,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not args.report:
         print("fitted; add --report for the held-out error, --out FILE to save coefficients")
         return 0
-    _print_report(report)
+    print_report(report)
     return 0
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def print_report(report: dict[str, Any]) -> None:
+    """Prints a :func:`calibration_report` as the text of `schedgym calibrate --report`."""
     print(f"held-out error ({report['holdout']}), profiles: {report['source']}")
     print(f"{'gpu':<16} {'model':<14} {'group':<12} {'points':>6} {'MAPE%':>7} {'max%':>7}")
     for row in report["operator_groups"]:

@@ -255,15 +255,15 @@ def _print_whole_forward(result: dict[str, Any]) -> None:
     )
     print(
         f"{'gpu':<16} {'source':<12} {'points':>6} {'profiles mean%':>14} {'MAPE%':>6} "
-        f"{'scaled mean%':>12} {'MAPE%':>6} {'engine ms':>9} {'+engine MAPE%':>13}"
+        f"{'applied mean%':>13} {'MAPE%':>6} {'engine ms':>9} {'+engine MAPE%':>13}"
     )
     for row in result["independent"]:
         print(
             f"{row['gpu']:<16} {row['source']:<12} {row['points']:>6} "
             f"{row['operator_profiles_mean_error_pct']:>+14.1f} "
             f"{row['operator_profiles_mape_pct']:>6.1f} "
-            f"{row['compute_scaled_mean_error_pct']:>+12.1f} "
-            f"{row['compute_scaled_mape_pct']:>6.1f} {row['engine_constant_ms']:>9.2f} "
+            f"{row['applied_scale_mean_error_pct']:>+13.1f} "
+            f"{row['applied_scale_mape_pct']:>6.1f} {row['engine_constant_ms']:>9.2f} "
             f"{row['with_engine_constant_mape_pct']:>13.1f}"
         )
     print(

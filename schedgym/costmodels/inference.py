@@ -10,9 +10,9 @@ An engine iteration runs every layer once over the batch's tokens. Its time (sec
 where M is the batch's token count (prefill chunk tokens plus one per decode). Every operator is
 a fitted soft roofline (see :mod:`schedgym.costmodels.roofline`) whose compute efficiencies come
 from isolated operator profiles; a whole forward pass sustains a different tensor throughput
-(H100 a lower one, A100 a slightly higher one), so the compute efficiencies of the GEMMs and of
-prefill attention are divided by a per-GPU ``compute_scale`` fitted to independent whole-forward
-measurements (:mod:`schedgym.costmodels.whole_forward`).
+(on H100 about 22% less), so the compute efficiencies of the GEMMs and of prefill attention are
+divided by a per-GPU ``compute_scale`` fitted to independent whole-forward measurements
+(:mod:`schedgym.costmodels.whole_forward`; 1 where none is applied).
 
 The engine's CPU work (scheduling, input preparation, sampling) overlaps with it, since
 kernel launches are asynchronous: iteration = softmax_p(GPU time, CPU time), which is their max

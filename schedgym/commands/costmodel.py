@@ -212,17 +212,19 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("network"):
         print(
             f"\nNCCL latency-bandwidth laws ({report['network_holdout']}); MAPE of the laws, "
-            "their median error, and, on the same points, the old interpolation's MAPE"
+            "their median error, and, on the same points, the interpolation's MAPE; 'uses' is "
+            "what the cost model runs on (laws for all-reduce, interpolation for send/recv)"
         )
         print(
-            f"{'gpu':<16} {'collective':<20} {'regimes':>7} {'points':>6} {'MAPE%':>7} "
-            f"{'max%':>7} {'median%':>8} {'interp%':>8} {'in-sample%':>10}"
+            f"{'gpu':<16} {'collective':<20} {'uses':<13} {'regimes':>7} {'points':>6} "
+            f"{'MAPE%':>7} {'max%':>7} {'median%':>8} {'interp%':>8} {'in-sample%':>10}"
         )
     for row in report.get("network", []):
         name = f"{row['collective']} x{row['num_workers']}/{row['devices_per_node']}pn"
         print(
-            f"{row['gpu']:<16} {name:<20} {row['regimes']:>7} {row['points']:>6} "
-            f"{row['held_out_mape_pct']:>7.2f} {row['held_out_max_ape_pct']:>7.2f} "
+            f"{row['gpu']:<16} {name:<20} {row['runtime']:<13} {row['regimes']:>7} "
+            f"{row['points']:>6} {row['held_out_mape_pct']:>7.2f} "
+            f"{row['held_out_max_ape_pct']:>7.2f} "
             f"{row['held_out_median_ape_pct']:>8.2f} {row['interpolation_mape_pct']:>8.2f} "
             f"{row['in_sample_mape_pct']:>10.2f}"
         )

@@ -43,6 +43,8 @@ MAX_EXTRA_REGIMES = 2
 REGIME_PENALTY = 2.0
 MIN_POINTS_PER_REGIME = 10
 HOLDOUT_EVERY = 5
+# Collectives whose run-time times come from the laws; the others interpolate their medians.
+LAW_COLLECTIVES = ("all_reduce",)
 
 
 def fit_law(sizes: FloatArray, times: FloatArray, iterations: int = 20) -> tuple[float, float]:
@@ -123,15 +125,15 @@ def fit_curve(curve: CollectiveCurve) -> CollectiveLaw:
 
 
 def fit_all() -> list[CollectiveLaw]:
-    """Laws for every shipped NCCL curve."""
-    return [fit_curve(curve) for curve in measured_curves()]
+    """Laws for every shipped all-reduce curve (send/recv stays interpolated at run time)."""
+    return [fit_curve(curve) for curve in measured_curves() if curve.collective in LAW_COLLECTIVES]
 
 
 def laws_to_json(laws: list[CollectiveLaw]) -> str:
     """Serialises laws as the shipped ``nccl_alpha_beta.json``."""
     payload = {
-        "about": "Piecewise latency-bandwidth laws of Vidur's NCCL medians (data/nccl.csv), "
-        "fitted by schedgym.costmodels.nccl_fit: time = alpha_s + size_bytes * "
+        "about": "Piecewise latency-bandwidth laws of Vidur's NCCL all-reduce medians "
+        "(data/nccl.csv), fitted by schedgym.costmodels.nccl_fit: time = alpha_s + size_bytes * "
         "seconds_per_byte within a regime starting at lower_bytes.",
         "curves": [law.to_dict() for law in laws],
     }
@@ -151,6 +153,7 @@ class NetworkErrorRow:
     gpu: str
     num_workers: int
     devices_per_node: int
+    runtime: str  # the method the cost model uses for this curve: "laws" or "interpolation"
     regimes: int
     points: int
     held_out_mape_pct: float
@@ -168,7 +171,8 @@ class NetworkErrorRow:
 
 
 def holdout_errors(every: int = HOLDOUT_EVERY) -> list[NetworkErrorRow]:
-    """Held-out error of the regime laws on every measured curve.
+    """Held-out error of the regime laws on every measured curve (``runtime`` says whether the
+    cost model uses them or the interpolation for that curve).
 
     Every ``every``-th size is removed, the laws are refitted on the rest and predict it. The
     same held-out points are also predicted by the previous method (log-log interpolation of the
@@ -202,6 +206,7 @@ def holdout_errors(every: int = HOLDOUT_EVERY) -> list[NetworkErrorRow]:
                 curve.gpu,
                 curve.num_workers,
                 curve.devices_per_node,
+                "laws" if curve.collective in LAW_COLLECTIVES else "interpolation",
                 len(full.regimes),
                 int(errors.size),
                 float(errors.mean()),

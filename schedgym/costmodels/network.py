@@ -4,14 +4,18 @@ Reusable by any cost model that moves tensors between GPUs: tensor-parallel all-
 inference, KV-block migration (send/recv), and, later, ring-attention exchanges and gradient
 all-reduce in training.
 
-Each measured curve (collective, GPU, worker count, GPUs per node) is described by up to three
+All-reduce: each measured curve (GPU, worker count, GPUs per node) is described by up to three
 message-size regimes, each a smooth ``alpha + size / beta`` law (fitted in
 :mod:`schedgym.costmodels.nccl_fit`, shipped as ``data/nccl_alpha_beta.json``), rather than by
-interpolating the medians, which are bimodal at small sizes on some curves. The time never
-falls when the size grows, and past the largest measured size the last regime's bandwidth
-holds. A GPU without tables uses the closest profiled GPU's laws with each bandwidth scaled by
-the datasheet ratio of the link in use (NVLink within a node, the network across nodes, PCIe
-where a GPU has no NVLink).
+interpolating the medians, which are bimodal at small sizes on the intra-node curves. The time
+never falls when the size grows, and past the largest measured size the last regime's bandwidth
+holds. A GPU or a node layout without tables uses the reference GPU's laws with each bandwidth
+scaled by the datasheet ratio of the link in use (NVLink within a node, the network across
+nodes, PCIe where a GPU has no NVLink).
+
+Send/recv: its medians are unimodal and log-log interpolation of their running median is within
+5% held out (the laws do no better), so it stays interpolated; a GPU without tables uses the
+reference GPU's single latency-bandwidth law, scaled the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +54,23 @@ class CollectiveCurve:
     def same_node(self) -> bool:
         """Whether every worker sits in one node (NVLink only)."""
         return self.devices_per_node >= self.num_workers
+
+    def interpolated_times_s(self, sizes_bytes: NDArray[np.float64]) -> Any:
+        """Log-log interpolation of the curve, seconds; past the largest measured size the call
+        is bandwidth-bound and grows at that size's rate."""
+        sizes = np.asarray(sizes_bytes, dtype=float)
+        log_size = np.log(np.maximum(sizes, 1.0))
+        inside = np.exp(np.interp(log_size, self.log_size, self.log_time))
+        beyond = math.exp(self.log_time[-1]) * sizes / math.exp(self.log_size[-1])
+        return np.where(log_size <= self.log_size[-1], inside, beyond)
+
+    def alpha_beta(self) -> tuple[float, float]:
+        """Least-relative-error fit of ``time = alpha + size / beta`` (seconds, bytes/s)."""
+        sizes = np.exp(self.log_size)
+        times = np.exp(self.log_time)
+        design = np.stack([1.0 / times, sizes / times], axis=1)  # relative residuals
+        alpha, inverse_beta = np.linalg.lstsq(design, np.ones_like(times), rcond=None)[0]
+        return max(float(alpha), 1e-7), 1.0 / max(float(inverse_beta), 1e-15)
 
 
 @dataclass(frozen=True)
@@ -164,6 +185,45 @@ def measured_curves() -> tuple[CollectiveCurve, ...]:
 
 
 @lru_cache(maxsize=1)
+def _smoothed_send_recv_curves() -> tuple[CollectiveCurve, ...]:
+    return tuple(
+        CollectiveCurve(
+            c.collective,
+            c.gpu,
+            c.num_workers,
+            c.devices_per_node,
+            c.log_size,
+            smooth_log_times(c.log_time),
+        )
+        for c in measured_curves()
+        if c.collective == "send_recv"
+    )
+
+
+def _send_recv_times_s(sizes: NDArray[np.float64], spec: GpuSpec, same_node: bool) -> Any:
+    """Send/recv: interpolation of the running-median curve (unimodal; within 5% held out),
+    or, for a GPU without tables, the reference GPU's single latency-bandwidth law with the
+    bandwidth scaled by the link ratio."""
+    options = [
+        c
+        for c in _smoothed_send_recv_curves()
+        if c.gpu == spec.calibrated_as and c.same_node == same_node
+    ]
+    if options:
+        return options[0].interpolated_times_s(sizes)
+    reference = next(
+        c
+        for c in _smoothed_send_recv_curves()
+        if c.gpu == _REFERENCE_GPU and c.same_node == same_node
+    )
+    alpha_s, beta = reference.alpha_beta()
+    beta *= _link_bytes_per_s(spec, same_node) / _link_bytes_per_s(
+        get_gpu(_REFERENCE_GPU), same_node
+    )
+    return alpha_s + sizes / beta
+
+
+@lru_cache(maxsize=1)
 def shipped_laws() -> tuple[CollectiveLaw, ...]:
     """The fitted laws shipped with the package (``data/nccl_alpha_beta.json``)."""
     text = resources.files("schedgym.costmodels").joinpath(f"data/{LAWS_FILE}").read_text()
@@ -208,11 +268,13 @@ def collective_times_s(
     spec = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
     if same_node is None:
         same_node = num_workers <= GPUS_PER_NODE
+    if collective == "send_recv":
+        return np.where(sizes > 0, _send_recv_times_s(sizes, spec, same_node), 0.0)
     law = _pick(collective, spec.calibrated_as, num_workers, same_node)
     scale = 1.0
     if law is None or law.same_node != same_node:
         law = _pick(collective, _REFERENCE_GPU, num_workers, same_node)
-        assert law is not None, "the shipped laws always hold the reference GPU"
+        assert law is not None, "the shipped laws always hold the reference GPU's all-reduce"
         reference_link = _link_bytes_per_s(get_gpu(_REFERENCE_GPU), same_node)
         scale = _link_bytes_per_s(spec, same_node) / reference_link
     times = law.times_s(sizes, scale)

@@ -251,9 +251,14 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _print_whole_forward(result: dict[str, Any]) -> None:
-    scales = ", ".join(f"{gpu} {scale:.3f}" for gpu, scale in result["compute_scale"].items())
+    scales = ", ".join(
+        f"{gpu} fitted {fitted:.3f} applied {result['compute_scale'][gpu]:.3f}"
+        for gpu, fitted in result["fitted_compute_scale"].items()
+    )
     print(
-        f"\nindependent whole-forward measurements (data/whole_forward.csv); compute scale {scales}"
+        "\nindependent whole-forward measurements (data/whole_forward.csv); compute scale: "
+        f"{scales} (applied where the split-half held-out MAPE drops by >= "
+        f"{result['apply_min_gain_pct']} points)"
     )
     print(
         f"{'gpu':<16} {'source':<12} {'points':>6} {'profiles mean%':>14} {'MAPE%':>6} "

@@ -7,10 +7,10 @@ code. Bad input raises ``ConfigError`` (the main CLI prints it on one line and e
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from schedgym.core.errors import ConfigError
+from schedgym.core.jsonio import dumps_strict
 
 
 def register(subparsers: Any) -> None:
@@ -82,18 +82,30 @@ def register(subparsers: Any) -> None:
     profile.set_defaults(func=run_profile)
 
 
+# Input bounds of `schedgym cost`: far beyond any real batch (vLLM's max_num_seqs is 256 by
+# default, the longest contexts in the catalogue are ~2M tokens), small enough that every
+# quantity stays an exact float.
+MAX_DECODE_BATCH = 1_000_000
+MAX_TOKENS = 100_000_000
+MAX_PREFILL_CHUNKS = 10_000
+
+
 def _parse_pair(text: str, field: str, default_second: int | None) -> tuple[int, int]:
+    expected = "TOKENS[:KV]" if default_second is not None else "BATCH:KV"
     parts = text.split(":")
     if len(parts) > 2 or (len(parts) == 1 and default_second is None):
-        expected = "TOKENS[:KV]" if default_second is not None else "BATCH:KV"
-        raise ConfigError(f"{field}: expected {expected}, got {text!r}")
+        raise ConfigError(f"{field}: expected {expected}, got {text[:80]!r}")
     try:
         first = int(parts[0])
         second = int(parts[1]) if len(parts) == 2 else int(default_second or 0)
     except ValueError:
-        raise ConfigError(f"{field}: expected integers, got {text!r}") from None
-    if first < 0 or second < 0:
-        raise ConfigError(f"{field}: tokens must be >= 0, got {text!r}")
+        raise ConfigError(f"{field}: expected integers {expected}, got {text[:80]!r}") from None
+    first_name, first_high = (
+        ("BATCH", MAX_DECODE_BATCH) if field == "decode" else ("TOKENS", MAX_TOKENS)
+    )
+    for name, value, high in ((first_name, first, first_high), ("KV", second, MAX_TOKENS)):
+        if not 0 <= value <= high:
+            raise ConfigError(f"{field}: {name} must be in [0, {high}], got {value}")
     return first, second
 
 
@@ -101,14 +113,24 @@ def run_cost(args: argparse.Namespace) -> int:
     """Handler of ``schedgym cost``."""
     from schedgym.costmodels.inference import InferenceCostModel, engine_overhead
 
+    if len(args.prefill) > MAX_PREFILL_CHUNKS:
+        raise ConfigError(f"prefill: at most {MAX_PREFILL_CHUNKS} chunks, got {len(args.prefill)}")
     chunks = [_parse_pair(text, "prefill", 0) for text in args.prefill]
-    decode_kv: list[int] = []
+    # A decode batch enters the cost model only through its size and total KV length, so
+    # BATCH identical requests are summed in closed form, never listed one by one.
+    num_decodes = 0
+    sum_decode_kv_tokens = 0
     for text in args.decode:
         batch, kv = _parse_pair(text, "decode", None)
-        decode_kv.extend([kv] * batch)
+        num_decodes += batch
+        sum_decode_kv_tokens += batch * kv
+    if num_decodes > MAX_DECODE_BATCH:
+        raise ConfigError(
+            f"decode: at most {MAX_DECODE_BATCH} decoding requests in all, got {num_decodes}"
+        )
     model = InferenceCostModel(args.model, args.gpu, args.tp, overhead=engine_overhead(args.engine))
-    total_s = model.iteration_time_s(chunks, decode_kv)
-    breakdown = model.breakdown_s(chunks, decode_kv)
+    total_s = model.time_from_summary_s(num_decodes, float(sum_decode_kv_tokens), chunks)
+    breakdown = model.breakdown_from_summary_s(num_decodes, float(sum_decode_kv_tokens), chunks)
     if args.json:
         payload = {
             "model": model.model.name,
@@ -116,11 +138,12 @@ def run_cost(args: argparse.Namespace) -> int:
             "tp": model.tp,
             "engine": args.engine,
             "prefill_chunks": [list(c) for c in chunks],
-            "num_decodes": len(decode_kv),
+            "num_decodes": num_decodes,
+            "sum_decode_kv_tokens": sum_decode_kv_tokens,
             "iteration_time_s": total_s,
             "breakdown_s": breakdown,
         }
-        print(json.dumps(payload, indent=1))
+        print(dumps_strict(payload, indent=1))
         return 0
     print(f"model {model.model.name}  gpu {model.gpu.name}  tp {model.tp}  engine {args.engine}")
     print(f"iteration_time_s {total_s:.6f}")
@@ -132,7 +155,10 @@ def run_cost(args: argparse.Namespace) -> int:
 
 def run_profile(args: argparse.Namespace) -> int:
     """Handler of ``schedgym profile``."""
+    from schedgym.core.jsonio import require_writable_dir
     from schedgym.costmodels.profiler import profile_device
+
+    require_writable_dir(args.out, "--out")
 
     out = profile_device(
         model=args.model,
@@ -172,12 +198,41 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
         report["sarathi"] = [p.to_dict() for p in validation.sarathi_check(calibration, overhead)]
         report["cross_model"] = validation.cross_model_check(profile_set)
         report["whole_forward"] = whole_forward.error_report(calibration=calibration)
+        report["shared_prefix_kernel"] = _shared_prefix_kernel_report()
     report["_calibration"] = calibration
     return report
 
 
+def _shared_prefix_kernel_report() -> dict[str, Any]:
+    from schedgym.costmodels.shared_prefix_fit import kernel_report
+
+    return kernel_report()
+
+
+def _print_shared_prefix_kernel(kernel: dict[str, Any]) -> None:
+    print(
+        f"\nshared-prefix (cascade) attention kernel: fixed {kernel['fixed_s'] * 1e6:.1f} us per "
+        f"layer, overlap p={kernel['overlap_sharpness']:.1f}; cascade rows MAPE "
+        f"{kernel['cascade_mape_pct']:.1f}% (fitted), plain-kernel rows MAPE "
+        f"{kernel['no_cascade_mape_pct_prefix_ge_256']:.1f}% from 256 tokens (unfitted)"
+    )
+    for row in kernel["rows"]:
+        claim = row["kernel"] == "speedup_claim"
+        scale, unit = (1.0, "x") if claim else (1e6, "us")
+        print(
+            f"  {row['source']:<24} {row['kernel']:<13} prefix {row['prefix_tokens']:>6}  "
+            f"published {row['published'] * scale:>8.1f} {unit:<2}  predicted "
+            f"{row['predicted'] * scale:>8.1f} {unit:<2}  {row['error'] * 100:>+7.1f}%"
+        )
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
     """Handler of ``schedgym calibrate``."""
+    from schedgym.core.jsonio import require_writable_file
+
+    if args.out:
+        # Checked before the fit or the measurement runs, so a bad --out wastes nothing.
+        require_writable_file(args.out, "--out")
     if args.env:
         from schedgym.envs.datagen.calibration import calibrate_env
 
@@ -191,7 +246,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         # Shipped coefficients use every point; the report's fit leaves the held-out ones out.
         save_calibration(fit_calibration(load_profiles(args.profiles), holdout=False), args.out)
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(dumps_strict(report, indent=1))
         return 0
     if not args.report:
         print("fitted; add --report for the held-out error, --out FILE to save coefficients")
@@ -248,6 +303,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
     if "whole_forward" in report:
         _print_whole_forward(report["whole_forward"])
+    if "shared_prefix_kernel" in report:
+        _print_shared_prefix_kernel(report["shared_prefix_kernel"])
 
 
 def _print_whole_forward(result: dict[str, Any]) -> None:

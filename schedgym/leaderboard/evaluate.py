@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from schedgym.core.jsonio import write_json_atomic, write_text_atomic
 from schedgym.core.metrics import bootstrap_ci
 from schedgym.core.policy import make_policy, policy_names
 from schedgym.core.rollout import run_episode
@@ -151,6 +151,6 @@ def write_results(suite: Suite, rows: Sequence[ResultRow], out_dir: Path) -> tup
     }
     json_path = out_dir / f"leaderboard_{suite.name}.json"
     md_path = out_dir / f"leaderboard_{suite.name}.md"
-    json_path.write_text(json.dumps(payload, indent=1, default=float))
-    md_path.write_text(to_markdown(suite, table))
+    write_json_atomic(json_path, payload)
+    write_text_atomic(md_path, to_markdown(suite, table))
     return json_path, md_path

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "schedgym.commands.envs",
     "schedgym.commands.costmodel",
     "schedgym.commands.capacity",
+    "schedgym.commands.leaderboard",
 )
 
 

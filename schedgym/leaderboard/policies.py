@@ -100,7 +100,7 @@ def select_policies(env_id: str, requested: list[str] | None) -> PolicySelection
     names: list[str] = []
     notes: list[str] = []
     for name in candidates:
-        if not is_external(name) and name not in registered:
+        if not is_external(name) and not _known(env_id, name):
             notes.append(f"{env_id}: no policy {name!r} (known: {', '.join(registered)})")
             continue
         problem = _construction_problem(env_id, name)
@@ -111,6 +111,14 @@ def select_policies(env_id: str, requested: list[str] | None) -> PolicySelection
         else:
             notes.append(f"{env_id}: skipped {name!r}: {problem}")
     return PolicySelection(env_id, tuple(names), tuple(notes))
+
+
+def _known(env_id: str, name: str) -> bool:
+    try:
+        policy_spec(env_id, name)
+    except ConfigError:
+        return False
+    return True
 
 
 def _construction_problem(env_id: str, name: str) -> str | None:

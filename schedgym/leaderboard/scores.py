@@ -117,8 +117,8 @@ def env_scores(
     for policy in policies:
         if policy not in complete:
             result.notes.append(f"{policy}: incomplete rows, no score")
-    # values[policy]: (scenario, seed) array of the metric, nan where undefined.
-    values = {
+    # matrices[policy]: (scenario, seed) array of the metric, nan where undefined.
+    matrices = {
         p: np.array(
             [[_nan(table[(sc, p, s)]) for s in seeds] for sc in scenarios], dtype=np.float64
         )
@@ -126,12 +126,12 @@ def env_scores(
     }
     scores = {p: PolicyScore(p, p in baselines, complete=p in complete) for p in policies}
     reference = metric.reference
-    if reference not in values:
+    if reference not in matrices:
         result.notes.append(f"reference {reference!r} has no complete rows: no normalised scores")
     else:
         resamples = rng.integers(0, len(seeds), size=(BOOTSTRAP_RESAMPLES, len(seeds)))
-        for policy, matrix in values.items():
-            log_ratio = _log_ratio(values[reference], matrix, metric.lower_is_better)
+        for policy, matrix in matrices.items():
+            log_ratio = _log_ratio(matrices[reference], matrix, metric.lower_is_better)
             scores[policy].score, scores[policy].ci_low, scores[policy].ci_high = _geo(
                 log_ratio, resamples
             )
@@ -142,10 +142,10 @@ def env_scores(
     result.best_baseline = ranked_baselines[0].policy if ranked_baselines else None
     for policy, entry in scores.items():
         opponent = next((b.policy for b in ranked_baselines if b.policy != policy), None)
-        if opponent is None or policy not in values:
+        if opponent is None or policy not in matrices:
             continue
         entry.opponent = opponent
-        entry.win_rate = _win_rate(values[policy], values[opponent], metric.lower_is_better)
+        entry.win_rate = _win_rate(matrices[policy], matrices[opponent], metric.lower_is_better)
     result.policies = sorted(
         scores.values(), key=lambda s: (s.score is None, -(s.score or 0.0), s.policy)
     )

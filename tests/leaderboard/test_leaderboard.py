@@ -49,13 +49,11 @@ class Slow:
 
 def strip_walltime(rows):
     return sorted(
-
-            json.dumps(
-                {k: v for k, v in r.items() if k not in ("walltime_s", "cpu_time_s")},
-                sort_keys=True,
-            )
-            for r in rows
-
+        json.dumps(
+            {k: v for k, v in r.items() if k not in ("walltime_s", "cpu_time_s")},
+            sort_keys=True,
+        )
+        for r in rows
     )
 
 

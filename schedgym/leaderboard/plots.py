@@ -60,12 +60,23 @@ def score_bars(scores: EnvScores) -> bytes | None:
     axes.set_yticks(range(len(ranked)), [p.policy for p in ranked])
     axes.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
     axes.set_xscale("log")
-    axes.set_xlabel(
-        f"score vs {scores.metric.reference} (geometric mean, 95% CI; >1 is better; "
-        "blue: baselines, orange: entries)"
+    axes.set_xlabel(f"score vs {scores.metric.reference} (95% CI; >1 is better)")
+    _plain_ticks(axes.xaxis)
+    axes.set_title(
+        f"{scores.env_id.split('/')[-1]}: {scores.metric.key} (blue: baselines, orange: entries)",
+        fontsize=10,
     )
-    axes.set_title(f"{scores.env_id.split('/')[-1]}: {scores.metric.key}")
     return _png(figure)
+
+
+def _plain_ticks(axis: Any) -> None:
+    """Decimal tick labels (0.5, 2) on a log axis instead of 5x10^-1."""
+    from matplotlib.ticker import ScalarFormatter
+
+    for formatter, setter in ((ScalarFormatter(), axis.set_major_formatter),
+                              (ScalarFormatter(), axis.set_minor_formatter)):  # fmt: skip
+        formatter.set_scientific(False)
+        setter(formatter)
 
 
 def _policy_order(scores: EnvScores) -> list[str]:
@@ -149,6 +160,7 @@ def latency_against_load(
     axes.set_xlabel("job arrival rate (jobs/ms)")
     axes.set_ylabel(f"mean job latency ({unit})")
     axes.set_yscale("log")
+    _plain_ticks(axes.yaxis)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     axes.set_title("SoCDAG: latency against load (mean, 95% CI)")

@@ -135,7 +135,7 @@ def portfolio(envs: list[str] | None = None) -> None:
             continue
         if envs and not any(e in scenario.env_id for e in envs):
             continue
-        metric, _ = suite.ranking_metric[scenario.env_id]
+        metric = suite.metrics[scenario.env_id].key
         seeds = list(suite.seeds)
         print(f"\n{scenario.env_id} / {scenario.name} ({metric}, lower is better, seeds {seeds})")
         print("| policy | mean | vs best heuristic | wall s |")
@@ -158,7 +158,7 @@ def sjf() -> None:
     for scenario in suite.scenarios:
         if scenario.env_id not in SJF_BASELINES:
             continue
-        ranking, _ = suite.ranking_metric[scenario.env_id]
+        ranking = suite.metrics[scenario.env_id].key
         seeds = list(suite.seeds)
         env = gym.make(
             scenario.env_id,

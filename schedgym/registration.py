@@ -1,7 +1,11 @@
 """Every schedgym environment id, in one table.
 
-Registration is idempotent; it runs on ``import schedgym`` and through the ``gymnasium.envs``
-entry point, so ``gymnasium.make("schedgym/SoCDAG-v0")`` works in code that never imports us.
+Registration is idempotent and runs on ``import schedgym``. Code that never imports schedgym
+(a generic training script that takes an env id string) uses Gymnasium's own form,
+``gymnasium.make("schedgym:schedgym/SoCDAG-v0")``: Gymnasium imports the module named before the
+colon, which registers the ids. Nothing of schedgym runs at interpreter start-up (no ``.pth``
+hook): Gymnasium 1.x does not load the ``gymnasium.envs`` entry point (still declared for tools
+that read it), and a start-up hook could break every Python program in the environment.
 Any change to dynamics, reward, observation or workload is a new version; old ones stay here.
 """
 

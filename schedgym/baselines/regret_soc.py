@@ -17,7 +17,6 @@ the time its epoch's jobs spend in the system over a longer horizon, in a counte
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -208,9 +207,9 @@ class SoCPortfolioAdapter:
             Group("load:full", lambda c: c["load"] > 2 / 3 or c["backlog"] > 0),
             Group("backlog", lambda c: c["backlog"] > 0),
         ]
-        apps = sorted(sim._fixed_templates) if sim._fixed_templates else []
-        for app in apps:
-            name = sim._fixed_templates[app].name
+        templates = sim.application_templates
+        for app in sorted(templates):
+            name = templates[app].name
             groups.append(Group(f"app:{name}", lambda c, n=name: n in c["apps"]))
         return groups, []
 
@@ -232,7 +231,7 @@ class SoCPortfolioAdapter:
         memo: dict[int, Any] = {id(sim.config): sim.config, id(sim.platform): sim.platform}
         for template in sim.job_template:
             memo[id(template)] = template
-        for template in sim._fixed_templates.values():
+        for template in sim.application_templates.values():
             memo[id(template)] = template
         memo[id(sim.task_records)] = list(sim.task_records)  # records are frozen
         return memo
@@ -257,11 +256,7 @@ class SoCPortfolioAdapter:
 
     def redact(self, clone: Any, reality: Any) -> None:
         sim: SoCSimulator = clone.simulator
-        sim.config = dataclasses.replace(sim.config, noise_std=0.0, profile_bias_std=0.0)
-        sim._bias_cache = {}
-        sim._job_noise = [np.ones_like(noise) for noise in sim._job_noise]
-        unstarted = (sim.node_state == READY) | (sim.node_state == WAITING)
-        sim._node_actual_us[unstarted] = sim.node_exec_us[unstarted]
+        sim.redact_unrevealed()
 
     def window_done(self, clone: Any, start: Any) -> bool:
         return clone.simulator.now_us >= start + self.horizon_us  # type: ignore[no-any-return]

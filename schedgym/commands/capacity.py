@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from schedgym.core.config import parse_override
+from schedgym.core.jsonio import dumps_strict
 
 
 def register(subparsers: Any) -> None:
@@ -37,18 +36,51 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_capacity)
 
 
+# Bounds of the search's own arguments (the rate bound is the environment's own qps bound).
+MAX_SEEDS = 1000
+MAX_SLO_S = 3600.0
+
+
+def supported_env_ids() -> list[str]:
+    """The environments ``capacity`` can search: those with a ``qps`` config field."""
+    from dataclasses import fields
+
+    from schedgym.commands.common import env_class
+    from schedgym.registration import env_ids
+
+    return [
+        env_id
+        for env_id in env_ids()
+        if "qps" in {f.name for f in fields(env_class(env_id).config_class)}
+    ]
+
+
 def cmd_capacity(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from schedgym.commands.common import env_class, make_kwargs
+    from schedgym.core.config import require_number
     from schedgym.core.errors import ConfigError
     from schedgym.core.policy import policy_spec
     from schedgym.envs.prefillchunk.capacity import env_episode_fn, search_capacity
+    from schedgym.envs.prefillchunk.config import MAX_QPS
     from schedgym.registration import env_entry
 
     env_id = env_entry(args.env_id).env_id
+    if "qps" not in {f.name for f in fields(env_class(env_id).config_class)}:
+        raise ConfigError(
+            f"env: capacity searches over a qps config field, which {env_id} lacks; "
+            f"supported: {supported_env_ids()}"
+        )
     policy_spec(env_id, args.policy)  # fail early, with the known names, on a typo
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
-    overrides = dict(parse_override(text) for text in args.set)
-    run = env_episode_fn(env_id, args.policy, args.preset, overrides)
+    require_number("--seeds", args.seeds, 1, MAX_SEEDS, integer=True)
+    require_number("--slo-tbt-p99", args.slo_tbt_p99, 0.0, MAX_SLO_S, low_inclusive=False)
+    require_number("--max-qps", args.max_qps, 0.0, MAX_QPS, low_inclusive=False)
+    require_number("--start-qps", args.start_qps, 0.0, args.max_qps, low_inclusive=False)
+    require_number("--tolerance", args.tolerance, 1e-4, 1.0)
+    kwargs = make_kwargs(env_id, args.preset, args.set, reserved=("qps",))
+    preset = kwargs.pop("preset", None)
+    run = env_episode_fn(env_id, args.policy, preset, kwargs)
     result = search_capacity(
         run,
         args.slo_tbt_p99,
@@ -58,8 +90,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
     )
     if args.json:
-        payload = {"env": env_id, "policy": args.policy, "preset": args.preset, **result.to_dict()}
-        print(json.dumps(payload, indent=1, default=float))
+        payload = {"env": env_id, "policy": args.policy, "preset": preset, **result.to_dict()}
+        print(dumps_strict(payload, indent=1))
         return 0
     for probe in result.probes:
         verdict = "ok " if probe.feasible else "over"

@@ -7,10 +7,10 @@ code. Bad input raises ``ConfigError`` (the main CLI prints it on one line and e
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from schedgym.core.errors import ConfigError
+from schedgym.core.jsonio import dumps_strict
 
 
 def register(subparsers: Any) -> None:
@@ -80,18 +80,30 @@ def register(subparsers: Any) -> None:
     profile.set_defaults(func=run_profile)
 
 
+# Input bounds of `schedgym cost`: far beyond any real batch (vLLM's max_num_seqs is 256 by
+# default, the longest contexts in the catalogue are ~2M tokens), small enough that every
+# quantity stays an exact float.
+MAX_DECODE_BATCH = 1_000_000
+MAX_TOKENS = 100_000_000
+MAX_PREFILL_CHUNKS = 10_000
+
+
 def _parse_pair(text: str, field: str, default_second: int | None) -> tuple[int, int]:
+    expected = "TOKENS[:KV]" if default_second is not None else "BATCH:KV"
     parts = text.split(":")
     if len(parts) > 2 or (len(parts) == 1 and default_second is None):
-        expected = "TOKENS[:KV]" if default_second is not None else "BATCH:KV"
-        raise ConfigError(f"{field}: expected {expected}, got {text!r}")
+        raise ConfigError(f"{field}: expected {expected}, got {text[:80]!r}")
     try:
         first = int(parts[0])
         second = int(parts[1]) if len(parts) == 2 else int(default_second or 0)
     except ValueError:
-        raise ConfigError(f"{field}: expected integers, got {text!r}") from None
-    if first < 0 or second < 0:
-        raise ConfigError(f"{field}: tokens must be >= 0, got {text!r}")
+        raise ConfigError(f"{field}: expected integers {expected}, got {text[:80]!r}") from None
+    first_name, first_high = (
+        ("BATCH", MAX_DECODE_BATCH) if field == "decode" else ("TOKENS", MAX_TOKENS)
+    )
+    for name, value, high in ((first_name, first, first_high), ("KV", second, MAX_TOKENS)):
+        if not 0 <= value <= high:
+            raise ConfigError(f"{field}: {name} must be in [0, {high}], got {value}")
     return first, second
 
 
@@ -99,14 +111,24 @@ def run_cost(args: argparse.Namespace) -> int:
     """Handler of ``schedgym cost``."""
     from schedgym.costmodels.inference import InferenceCostModel, engine_overhead
 
+    if len(args.prefill) > MAX_PREFILL_CHUNKS:
+        raise ConfigError(f"prefill: at most {MAX_PREFILL_CHUNKS} chunks, got {len(args.prefill)}")
     chunks = [_parse_pair(text, "prefill", 0) for text in args.prefill]
-    decode_kv: list[int] = []
+    # A decode batch enters the cost model only through its size and total KV length, so
+    # BATCH identical requests are summed in closed form, never listed one by one.
+    num_decodes = 0
+    sum_decode_kv_tokens = 0
     for text in args.decode:
         batch, kv = _parse_pair(text, "decode", None)
-        decode_kv.extend([kv] * batch)
+        num_decodes += batch
+        sum_decode_kv_tokens += batch * kv
+    if num_decodes > MAX_DECODE_BATCH:
+        raise ConfigError(
+            f"decode: at most {MAX_DECODE_BATCH} decoding requests in all, got {num_decodes}"
+        )
     model = InferenceCostModel(args.model, args.gpu, args.tp, overhead=engine_overhead(args.engine))
-    total_s = model.iteration_time_s(chunks, decode_kv)
-    breakdown = model.breakdown_s(chunks, decode_kv)
+    total_s = model.time_from_summary_s(num_decodes, float(sum_decode_kv_tokens), chunks)
+    breakdown = model.breakdown_from_summary_s(num_decodes, float(sum_decode_kv_tokens), chunks)
     if args.json:
         payload = {
             "model": model.model.name,
@@ -114,11 +136,12 @@ def run_cost(args: argparse.Namespace) -> int:
             "tp": model.tp,
             "engine": args.engine,
             "prefill_chunks": [list(c) for c in chunks],
-            "num_decodes": len(decode_kv),
+            "num_decodes": num_decodes,
+            "sum_decode_kv_tokens": sum_decode_kv_tokens,
             "iteration_time_s": total_s,
             "breakdown_s": breakdown,
         }
-        print(json.dumps(payload, indent=1))
+        print(dumps_strict(payload, indent=1))
         return 0
     print(f"model {model.model.name}  gpu {model.gpu.name}  tp {model.tp}  engine {args.engine}")
     print(f"iteration_time_s {total_s:.6f}")
@@ -130,7 +153,10 @@ def run_cost(args: argparse.Namespace) -> int:
 
 def run_profile(args: argparse.Namespace) -> int:
     """Handler of ``schedgym profile``."""
+    from schedgym.core.jsonio import require_writable_dir
     from schedgym.costmodels.profiler import profile_device
+
+    require_writable_dir(args.out, "--out")
 
     out = profile_device(
         model=args.model,
@@ -185,6 +211,11 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Handler of ``schedgym calibrate``."""
+    from schedgym.core.jsonio import require_writable_file
+
+    if args.out:
+        # Checked before the fit or the measurement runs, so a bad --out wastes nothing.
+        require_writable_file(args.out, "--out")
     if args.env:
         from schedgym.envs.datagen.calibration import calibrate_env
 
@@ -198,7 +229,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         # Shipped coefficients use every point; the report's fit leaves the held-out ones out.
         save_calibration(fit_calibration(load_profiles(args.profiles), holdout=False), args.out)
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(dumps_strict(report, indent=1))
         return 0
     if not args.report:
         print("fitted; add --report for the held-out error, --out FILE to save coefficients")

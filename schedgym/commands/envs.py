@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from schedgym.core.config import parse_override
+from schedgym.commands.common import check_seeds, make_kwargs
 from schedgym.core.errors import ConfigError
+from schedgym.core.jsonio import dumps_strict
 from schedgym.core.policy import make_policy, policy_names, policy_spec
 from schedgym.core.rollout import run_episode
 from schedgym.registration import env_entry, env_ids
@@ -42,7 +43,7 @@ def register(subparsers: Any) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     listing = {env_id: policy_names(env_id) for env_id in env_ids()}
     if args.json:
-        print(json.dumps(listing, indent=1))
+        print(dumps_strict(listing, indent=1))
     else:
         for env_id, names in listing.items():
             print(f"{env_id}: {', '.join(names)}")
@@ -53,18 +54,23 @@ def _full_id(env_id: str) -> str:
     return env_entry(env_id).env_id
 
 
+# Bound of --episodes: each episode is run in this process, one after another.
+MAX_EPISODES = 1_000_000
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     env_id = _full_id(args.env_id)
-    if args.episodes < 1:
-        raise ConfigError(f"--episodes: must be >= 1, got {args.episodes}")
+    if not 1 <= args.episodes <= MAX_EPISODES:
+        raise ConfigError(f"--episodes: must be in [1, {MAX_EPISODES}], got {args.episodes}")
+    check_seeds(args.seed, args.episodes)
     policy_spec(env_id, args.policy)  # fail early, with the known names, on a typo
-    overrides = dict(parse_override(text) for text in args.set)
-    kwargs: dict[str, Any] = dict(overrides)
-    if args.preset is not None:
-        kwargs["preset"] = args.preset
-    env = gym.make(env_id, disable_env_checker=True, **kwargs)
+    kwargs = make_kwargs(env_id, args.preset, args.set)
+    env = gym.make(env_id, **kwargs)
     policy = make_policy(env_id, args.policy)
     episodes = [run_episode(env, policy, args.seed + i) for i in range(args.episodes)]
+    for episode in episodes:
+        if episode.end_reason is not None:
+            print(f"schedgym: seed {episode.seed}: {episode.end_reason}", file=sys.stderr)
     metrics = [e.metrics for e in episodes]
     summary = {
         key: float(np.mean([float(m[key]) for m in metrics]))
@@ -77,13 +83,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "policy": args.policy,
             "seed": args.seed,
             "episodes": metrics,
+            "end_reasons": [e.end_reason for e in episodes],
             "summary": summary,
         }
-        print(json.dumps(payload, indent=1, default=float))
+        print(dumps_strict(payload, indent=1))
         return 0
     keys = list(summary)
     print(
-        f"{env_id}  policy={args.policy}  preset={args.preset}  seeds {args.seed}.."
+        f"{env_id}  policy={args.policy}  preset={kwargs.get('preset')}  seeds {args.seed}.."
         f"{args.seed + args.episodes - 1}"
     )
     print("  ".join(["seed".rjust(6)] + [k.rjust(max(12, len(k))) for k in keys]))

@@ -64,10 +64,14 @@ def require_probabilities(field: str, mapping: Any, keys: Iterable[str]) -> dict
             raise ConfigError(f"{field}: unknown key {key!r}, allowed {allowed}")
         require_number(f"{field}[{key}]", weight, 0.0)
         out[key] = float(weight)
-    total = sum(out.values())
-    if total <= 0.0:
-        raise ConfigError(f"{field}: weights must sum to a positive number, got {total}")
-    return {key: out[key] / total for key in allowed if key in out}
+    largest = max(out.values())
+    if largest <= 0.0:
+        raise ConfigError(f"{field}: weights must sum to a positive number, got 0")
+    # Scaled by the largest weight first, so that huge weights (1e308 each) cannot overflow the
+    # sum: only the ratios matter.
+    scaled = {key: weight / largest for key, weight in out.items()}
+    total = sum(scaled.values())
+    return {key: scaled[key] / total for key in allowed if key in scaled}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -76,6 +80,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set: expected FIELD=VALUE, got {text!r}")
     field, raw = text.split("=", 1)
     field = field.strip()
+    if not field.isidentifier():
+        raise ConfigError(f"--set: {field!r} is not a field name (in {text[:80]!r})")
     try:
         value: Any = json.loads(raw)
     except json.JSONDecodeError:
@@ -118,7 +124,19 @@ def resolve_config(
         for field in base:
             if field not in names:
                 raise ConfigError(f"{field}: unknown config field; known fields: {sorted(names)}")
-        return config_cls(**base)
+        return _construct(lambda: config_cls(**base), overrides)
     if not isinstance(config, config_cls):
         raise ConfigError(f"config: must be a {config_cls.__name__}, got {type(config).__name__}")
-    return with_overrides(config, overrides)
+    return _construct(lambda: with_overrides(config, overrides), overrides)
+
+
+def _construct(build: Any, overrides: Mapping[str, Any]) -> Any:
+    """``build()``, with any error a field's validation did not name (a value of a type no check
+    expected) reported as a ConfigError naming the overridden fields."""
+    try:
+        return build()
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, KeyError) as error:
+        fields = ", ".join(sorted(overrides)) or "config"
+        raise ConfigError(f"{fields}: invalid value ({type(error).__name__}: {error})") from None

@@ -98,6 +98,9 @@ class SchedulingEnv(gym.Env, ABC):
         """
         sim = self._sim()
         if sim.done:
+            reason = self.end_reason()
+            if reason is not None:
+                raise InvalidActionError(f"action: the episode ended at reset(): {reason}")
             raise InvalidActionError("action: the episode is over; call reset()")
         executed = self._validated_action(action)
         reward, terminated, truncated = self._apply(executed)
@@ -110,6 +113,19 @@ class SchedulingEnv(gym.Env, ABC):
     def summary(self) -> dict[str, float | int]:
         """The episode summary so far (the same keys as the final ``info``)."""
         return dict(self._sim().summary())
+
+    @property
+    def episode_over(self) -> bool:
+        """True once the episode has ended, which can happen at ``reset()`` already (e.g.
+        every request of an LLMCluster episode rejected): then there is no action to take and
+        :meth:`end_reason` says why."""
+        return self.simulator is not None and bool(self.simulator.done)
+
+    def end_reason(self) -> str | None:
+        """Why the episode ended with no decision to make, or None (the simulator's
+        ``end_reason()`` where it has one)."""
+        reason = getattr(self.simulator, "end_reason", None)
+        return reason() if callable(reason) else None
 
     def render(self) -> Any:
         if self.render_mode is None:

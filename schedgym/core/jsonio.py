@@ -89,3 +89,20 @@ def require_writable_dir(path: str | Path, field: str = "--out", create: bool = 
         reason = error.strerror
         raise ConfigError(f"{field}: folder {str(folder)!r} is not writable ({reason})") from None
     return folder
+
+
+def require_writable_file(path: str | Path, field: str = "--out") -> Path:
+    """The file ``path``, after checking it can be written: not a folder (nor a device such as
+    ``/dev/null``), in an existing, writable folder. Nothing is created.
+
+    Raises:
+        ConfigError: naming ``field`` and saying what is wrong.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_file():
+        raise ConfigError(f"{field}: {str(target)!r} exists and is not a regular file")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{field}: folder {str(folder)!r} of {str(target)!r} does not exist")
+    require_writable_dir(folder, field, create=False)
+    return target

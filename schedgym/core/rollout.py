@@ -19,6 +19,8 @@ class EpisodeResult:
     steps: int
     walltime_s: float
     actions: list[int] = field(default_factory=list)
+    # Why the episode ended at reset() with no decision (then ``steps`` is 0), else None.
+    end_reason: str | None = None
 
 
 def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = False) -> EpisodeResult:
@@ -34,12 +36,16 @@ def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = Fals
     policy.reset(env)
     unwrapped = env.unwrapped
     fast = not getattr(policy, "uses_observation", True) and hasattr(unwrapped, "advance")
+    # The fast path bypasses the wrappers, so it applies gymnasium.make's step limit itself.
+    spec = getattr(env, "spec", None)
+    step_limit = getattr(spec, "max_episode_steps", None) if fast else None
     if fast:
         observation = None
     total = 0.0
     steps = 0
     actions: list[int] = []
-    done = False
+    # An episode can be over at reset() already (nothing to decide): report it, do not step.
+    done = bool(getattr(unwrapped, "episode_over", False))
     while not done:
         action = policy.act(observation, env)
         if record_actions:
@@ -50,7 +56,13 @@ def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = Fals
             observation, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         steps += 1
-        done = terminated or truncated
+        done = terminated or truncated or (step_limit is not None and steps >= step_limit)
     summary = getattr(env.unwrapped, "summary", None)
     metrics = dict(summary()) if callable(summary) else dict(info)
-    return EpisodeResult(seed, metrics, total, steps, time.perf_counter() - started, actions)
+    end_reason = None
+    if steps == 0 and done:
+        reason = getattr(unwrapped, "end_reason", None)
+        end_reason = (reason() if callable(reason) else None) or "the episode ended at reset()"
+    return EpisodeResult(
+        seed, metrics, total, steps, time.perf_counter() - started, actions, end_reason
+    )

@@ -31,10 +31,19 @@ class MaskedDiscrete(spaces.Discrete):
         self.mask_fn = mask_fn
 
     def sample(self, mask: Any = None, probability: Any = None) -> np.int64:
+        """A uniformly drawn valid action.
+
+        Raises:
+            InvalidActionError: no action is valid now (before ``reset()`` or after the episode
+                ended): any action returned would be rejected by ``step``, so none is returned.
+        """
         if mask is None and probability is None and self.mask_fn is not None:
-            current = np.asarray(self.mask_fn(), dtype=np.int8)
-            if current.any():
-                mask = current
+            mask = np.asarray(self.mask_fn(), dtype=np.int8)
+            if not mask.any():
+                raise InvalidActionError(
+                    "action_space.sample(): no action is valid now (call reset(), or the "
+                    "episode is over)"
+                )
         return super().sample(mask=mask, probability=probability)
 
 
@@ -42,12 +51,22 @@ INVALID_ACTION_MODES = ("raise", "substitute")
 
 
 def as_action_index(action: Any) -> int:
-    """``int(action)`` for an int-like action (numpy scalars, 0-d arrays); InvalidActionError
-    otherwise."""
-    try:
+    """The index of an integer action: a Python ``int``, a numpy integer scalar, or a numpy
+    integer array holding one element (what ``model.predict`` returns).
+
+    Anything else raises InvalidActionError, rather than being truncated or parsed: a float
+    (``2.7`` would silently become 2, ``inf`` overflows), a string (``"0"``), a bool.
+    """
+    if isinstance(action, np.ndarray) and action.size == 1:
+        action = action.reshape(()).item() if np.issubdtype(action.dtype, np.integer) else action
+    if isinstance(action, np.integer):
         return int(action)
-    except (TypeError, ValueError):
-        raise InvalidActionError(f"action: must be an integer, got {action!r}") from None
+    if isinstance(action, int) and not isinstance(action, bool):
+        return action
+    raise InvalidActionError(
+        f"action: must be an integer (int or numpy integer), got {action!r} "
+        f"of type {type(action).__name__}"
+    )
 
 
 def check_action(action: Any, mask: np.ndarray, mode: str, fallback: int | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from schedgym.core.jsonio import dumps_strict
 from schedgym.costmodels.hardware import GpuSpec
 from schedgym.costmodels.profiles import (
     ALL_TOKEN_OPS,
@@ -161,7 +162,7 @@ class Calibration:
             },
             "default": {op: c.to_dict() for op, c in self.default.items()},
         }
-        return json.dumps(payload, indent=1, sort_keys=True)
+        return dumps_strict(payload, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Calibration:
@@ -401,5 +402,7 @@ def error_report(
 
 
 def save_calibration(calibration: Calibration, path: str | Path) -> None:
-    """Writes a calibration as JSON."""
-    Path(path).write_text(calibration.to_json() + "\n")
+    """Writes a calibration as JSON (strict, atomically)."""
+    from schedgym.core.jsonio import write_text_atomic
+
+    write_text_atomic(path, calibration.to_json() + "\n")

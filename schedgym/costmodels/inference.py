@@ -325,8 +325,28 @@ class InferenceCostModel:
         chunks = _validated_chunks(prefill_chunks)
         for kv in decode_kv_lens:
             _check_count(kv, "decode_kv_lens")
-        tokens = sum(chunk for chunk, _ in chunks) + len(decode_kv_lens)
-        sequences = len(chunks) + len(decode_kv_lens)
+        return self.breakdown_from_summary_s(
+            len(decode_kv_lens), float(sum(decode_kv_lens)), chunks
+        )
+
+    def breakdown_from_summary_s(
+        self,
+        num_decodes: int = 0,
+        sum_decode_kv_tokens: float = 0.0,
+        prefill_chunks: Sequence[tuple[int, int]] = (),
+    ) -> dict[str, float]:
+        """:meth:`breakdown_s` from a batch summary (the decode batch enters only through its
+        size and its total KV length), so a batch of a million identical decodes costs nothing
+        to describe.
+
+        Raises:
+            ConfigError: a negative count or malformed chunk.
+        """
+        chunks = _validated_chunks(prefill_chunks)
+        _check_count(num_decodes, "num_decodes")
+        _check_count(sum_decode_kv_tokens, "sum_decode_kv_tokens")
+        tokens = sum(chunk for chunk, _ in chunks) + num_decodes
+        sequences = len(chunks) + num_decodes
         result = dict.fromkeys(BREAKDOWN_GROUPS, 0.0)
         if tokens == 0:
             return result
@@ -335,14 +355,10 @@ class InferenceCostModel:
             result[name] = float(parts[name][0])
         result["lm_head"] = self._lm_time_s(sequences)
         result["attn_prefill"] = sum(self.prefill_attention_s(c, k) for c, k in chunks)
-        result["attn_decode"] = self.decode_attention_s(
-            len(decode_kv_lens), float(sum(decode_kv_lens))
-        )
+        result["attn_decode"] = self.decode_attention_s(num_decodes, sum_decode_kv_tokens)
         gpu_s = sum(result.values())
         result["engine_overhead"] = max(
-            0.0,
-            self.time_from_summary_s(len(decode_kv_lens), float(sum(decode_kv_lens)), chunks)
-            - gpu_s,
+            0.0, self.time_from_summary_s(num_decodes, sum_decode_kv_tokens, chunks) - gpu_s
         )
         return result
 

@@ -12,7 +12,7 @@ torch is imported inside the functions: importing this module does not need it.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 import platform
 import statistics
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from schedgym.core.errors import ConfigError
+from schedgym.core.jsonio import write_json_atomic, write_text_atomic
 from schedgym.costmodels.hardware import ModelSpec, check_tp, get_model
 from schedgym.costmodels.profiles import (
     ALL_TOKEN_OPS,
@@ -299,18 +300,19 @@ def profile_device(
                         f"{elapsed * 1e3:.6g}",
                     ]
                 )
-    with (out / OPERATOR_FILE).open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(OPERATOR_COLUMNS)
-        writer.writerows(operator_rows)
-    with (out / ATTENTION_FILE).open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(ATTENTION_COLUMNS)
-        writer.writerows(attention_rows)
+    for name, columns, rows in (
+        (OPERATOR_FILE, OPERATOR_COLUMNS, operator_rows),
+        (ATTENTION_FILE, ATTENTION_COLUMNS, attention_rows),
+    ):
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        write_text_atomic(out / name, text.getvalue())
     meta = {
         label: figures,
     }
-    (out / DEVICE_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    write_json_atomic(out / DEVICE_FILE, meta)
     provenance = {
         "device": label,
         "torch": torch.__version__,
@@ -321,5 +323,5 @@ def profile_device(
         "grid": grid,
         "repeats": repeats,
     }
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    write_json_atomic(out / "provenance.json", provenance)
     return out

@@ -15,8 +15,7 @@ catalogue (the profiler writes one, measured, for the CPU or an unknown GPU).
 
 from __future__ import annotations
 
-import csv
-import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from schedgym.core.errors import ConfigError
+from schedgym.core.textfiles import iter_csv, parse_number, read_json
 from schedgym.costmodels.hardware import GpuSpec, ModelSpec, get_gpu, get_model
 from schedgym.costmodels.roofline import TOKEN_OPS
 
@@ -116,13 +116,85 @@ def _model_from_row(row: dict[str, str], path: str) -> ModelSpec:
     return ModelSpec(row["model"], 1, hidden, heads, kv_heads, ffn, 32000, params / 1e9)
 
 
+# Ranges of the numeric columns (inclusive): (low, high, integer, blank allowed). Times are in
+# milliseconds; a blank time means "not measured". The bounds are far beyond any real layer and
+# keep every derived quantity finite.
+_MAX_WIDTH = 10_000_000
+_MAX_TOKENS = 10_000_000_000
+_MAX_TIME_MS = 1e7
+_NUMERIC_COLUMNS: dict[str, tuple[float, float, bool, bool]] = {
+    "n_embd": (1, _MAX_WIDTH, True, False),
+    "n_head": (1, _MAX_WIDTH, True, False),
+    "n_kv_head": (1, _MAX_WIDTH, True, False),
+    "n_expanded_embd": (1, _MAX_WIDTH, True, True),
+    "tp": (1, 1024, True, False),
+    "num_tokens": (1, _MAX_TOKENS, True, False),
+    "batch_size": (0, _MAX_TOKENS, True, False),
+    "chunk_tokens": (0, _MAX_TOKENS, True, False),
+    "kv_tokens": (0, _MAX_TOKENS, True, False),
+    "time_ms": (0.0, _MAX_TIME_MS, False, False),
+    **{f"{op}_ms": (0.0, _MAX_TIME_MS, False, True) for op in ALL_TOKEN_OPS},
+}
+# Longest name in a text column (source, gpu, model, phase).
+_MAX_NAME_CHARS = 200
+
+
 def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [name for name in required if name not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(f"{missing[0]}: column missing from {path}")
-        return list(reader)
+    """The rows of a profile CSV as dicts, every numeric cell checked (see _NUMERIC_COLUMNS)."""
+    rows = iter_csv(path, label="profiles: ")
+    header_row = next(rows, None)
+    header = [name.strip() for name in header_row[1]] if header_row else []
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise ConfigError(f"{missing[0]}: column missing from {path}, line 1")
+    records = []
+    for line, cells in rows:
+        if not cells or all(not cell.strip() for cell in cells):
+            continue
+        where = f"profiles: {path}, line {line}"
+        if len(cells) != len(header):
+            raise ConfigError(f"{where}: expected {len(header)} columns, got {len(cells)}")
+        record = dict(zip(header, (cell.strip() for cell in cells), strict=True))
+        for name in required:
+            value = record[name]
+            if name in _NUMERIC_COLUMNS:
+                low, high, integer, blank_ok = _NUMERIC_COLUMNS[name]
+                if not (blank_ok and value == ""):
+                    number = parse_number(value, name, where, low, high, integer=integer)
+                    if integer:  # "4096.0" and "4.096e3" become "4096" for int() below
+                        record[name] = str(int(number))
+            elif not 0 < len(value) <= _MAX_NAME_CHARS:
+                raise ConfigError(
+                    f"{where}: {name} must be 1 to {_MAX_NAME_CHARS} characters, got {len(value)}"
+                )
+        records.append(record)
+    return records
+
+
+def _read_devices(path: Path) -> dict[str, GpuSpec]:
+    """The ``device.json`` of a profile folder: name -> GpuSpec figures, checked."""
+    raw = read_json(path, "profiles")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profiles: {path}: must map device names to their figures")
+    numbers = (
+        *("peak_flops", "hbm_bytes", "hbm_bytes_per_s", "nvlink_bytes_per_s"),
+        *("internode_bytes_per_s", "pcie_bytes_per_s", "sm_count"),
+    )
+    devices = {}
+    for name, figures in raw.items():
+        where = f"profiles: {path}: device {name[:_MAX_NAME_CHARS]!r}"
+        if not isinstance(figures, dict) or set(figures) - {*numbers, "calibration_name"}:
+            raise ConfigError(f"{where}: must be an object with the keys {list(numbers)}")
+        for key in numbers:
+            value = figures.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+            if not (math.isfinite(value) and 0 <= value <= 1e30):
+                raise ConfigError(f"{where}: {key} must be in [0, 1e30], got {value!r}")
+        if not isinstance(figures.get("calibration_name", ""), str):
+            raise ConfigError(f"{where}: calibration_name must be a string")
+        devices[name] = GpuSpec(name=name, **{**figures, "sm_count": int(figures["sm_count"])})
+    return devices
 
 
 def _float(value: str) -> float:
@@ -158,8 +230,7 @@ def load_profiles(directory: str | Path | None = None) -> ProfileSet:
         if not operator_path.exists() and not attention_path.exists():
             raise ConfigError(f"profiles: neither {OPERATOR_FILE} nor {ATTENTION_FILE} in {root}")
     if device_path is not None and device_path.exists():
-        for name, raw in json.loads(device_path.read_text()).items():
-            profiles.devices[name] = GpuSpec(name=name, **raw)
+        profiles.devices.update(_read_devices(device_path))
     if operator_path.exists():
         rows = _read_rows(operator_path, OPERATOR_COLUMNS)
         for (source, gpu, _, tp), group in _group_rows(

@@ -9,7 +9,6 @@ overlaps the GPU time); they are fitted on every other Sarathi point and checked
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from schedgym.core.jsonio import write_json_atomic
 from schedgym.costmodels.fitting import Calibration, fit_calibration, levenberg_marquardt
 from schedgym.costmodels.hardware import get_gpu
 from schedgym.costmodels.inference import (
@@ -161,7 +161,7 @@ def save_engine_overhead(overhead: EngineOverhead, path: str | Path) -> None:
         "overlap_sharpness": overhead.overlap_sharpness,
         "fitted_to": "Sarathi-Serve figure-2/table-2 iterations, every other point",
     }
-    Path(path).write_text(json.dumps(payload, indent=1) + "\n")
+    write_json_atomic(path, payload)
 
 
 def cross_model_check(

@@ -89,6 +89,7 @@ def run_task(task: Task) -> dict[str, Any]:
         "cpu_time_s": cpu_time_s,
         "schedgym_version": schedgym.__version__,
         "python_version": platform.python_version(),
+        "end_reason": result.end_reason,
         "curves": episode_curves(task.env_id, env),
         "actions": encode_actions(result.actions),
     }

@@ -67,14 +67,16 @@ def replay_row(row: dict[str, Any], envs: dict[tuple[str, int, str, str], Any]) 
         actions = decode_actions(row["actions"])
         env.reset(seed=int(row["seed"]))
         unwrapped = env.unwrapped
+        step_limit = getattr(env.spec, "max_episode_steps", None)
         total_reward = 0.0
-        done = False
+        # An episode can be over at reset() already (then the trace is empty).
+        done = bool(getattr(unwrapped, "episode_over", False))
         for index, action in enumerate(actions):
             if done:
                 return f"the episode ended after {index} of {len(actions)} stored actions"
             reward, terminated, truncated, _ = unwrapped.advance(action)
             total_reward += reward
-            done = terminated or truncated
+            done = terminated or truncated or (step_limit is not None and index + 1 >= step_limit)
         if not done:
             return f"the episode has not ended after the {len(actions)} stored actions"
         replayed = dict(unwrapped.summary())

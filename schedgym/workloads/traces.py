@@ -23,6 +23,7 @@ from importlib import resources
 import numpy as np
 
 from schedgym.core.errors import TraceError
+from schedgym.core.textfiles import iter_csv, parse_number
 
 TRACE_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 
@@ -46,65 +47,60 @@ class Trace:
         return float(self.arrived_at_s[-1]) if self.arrived_at_s.size else 0.0
 
 
-def _positive_int(text: str, column: str, where: str) -> int:
-    try:
-        number = float(text)
-    except ValueError:
-        raise TraceError(f"{where}: {column} must be a number, got {text!r}") from None
-    if not math.isfinite(number) or number < 1 or number != int(number):
-        raise TraceError(f"{where}: {column} must be a positive integer, got {text!r}")
-    return int(number)
+# Bounds of a trace row: arrivals within ~3 years of the trace start (so that times, even
+# compressed or stretched by trace_time_scale, stay finite and meaningful in float32
+# observations) and requests of at most ten million tokens each way.
+MAX_ARRIVAL_S = 1e8
+MAX_REQUEST_TOKENS = 10_000_000
 
 
 def read_trace_csv(path: str | os.PathLike[str], name: str | None = None) -> Trace:
-    """Read and validate a trace CSV.
+    """Read and validate a trace CSV (UTF-8; a leading byte-order mark is fine).
 
     Raises:
-        TraceError: the file is missing, lacks a column, or a row is malformed (the message
-            names the file and the line number, 1-based, the header being line 1).
+        TraceError: the file is missing or unreadable, not UTF-8, lacks a column, has a line
+            over 64 KiB, or a row is malformed or out of range (``arrived_at`` in
+            ``[0, MAX_ARRIVAL_S]`` and non-decreasing, token counts integers in
+            ``[1, MAX_REQUEST_TOKENS]``); the message names the file and the line number,
+            1-based, the header being line 1.
     """
     path = os.fspath(path)
-    try:
-        handle = open(path, newline="")
-    except OSError as exc:
-        raise TraceError(f"trace: cannot read {path}: {exc.strerror}") from None
     arrived: list[float] = []
     prompts: list[int] = []
     outputs: list[int] = []
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise TraceError(f"{path}, line 1: empty file; expected a header {TRACE_COLUMNS}")
-        header = [column.strip() for column in header]
-        missing = [column for column in TRACE_COLUMNS if column not in header]
-        if missing:
-            raise TraceError(f"{path}, line 1: missing column(s) {missing}; header is {header}")
-        i_at, i_p, i_d = (header.index(column) for column in TRACE_COLUMNS)
-        width = max(i_at, i_p, i_d) + 1
-        previous = -math.inf
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            where = f"{path}, line {line}"
-            if len(row) < width:
-                raise TraceError(f"{where}: expected {len(header)} columns, got {len(row)}")
-            try:
-                at = float(row[i_at])
-            except ValueError:
-                raise TraceError(
-                    f"{where}: arrived_at must be a number, got {row[i_at]!r}"
-                ) from None
-            if not math.isfinite(at) or at < 0:
-                raise TraceError(f"{where}: arrived_at must be finite and >= 0, got {row[i_at]!r}")
-            if at < previous:
-                raise TraceError(
-                    f"{where}: arrived_at {at} is earlier than the previous row's {previous}"
-                )
-            previous = at
-            arrived.append(at)
-            prompts.append(_positive_int(row[i_p], "num_prefill_tokens", where))
-            outputs.append(_positive_int(row[i_d], "num_decode_tokens", where))
+    rows = iter_csv(path, error=TraceError)
+    header_row = next(rows, None)
+    if header_row is None:
+        raise TraceError(f"{path}, line 1: empty file; expected a header {TRACE_COLUMNS}")
+    header = [column.strip() for column in header_row[1]]
+    missing = [column for column in TRACE_COLUMNS if column not in header]
+    if missing:
+        shown = header if len(str(header)) <= 200 else f"{str(header)[:200]}..."
+        raise TraceError(f"{path}, line 1: missing column(s) {missing}; header is {shown}")
+    i_at, i_p, i_d = (header.index(column) for column in TRACE_COLUMNS)
+    width = max(i_at, i_p, i_d) + 1
+    previous = -math.inf
+    for line, row in rows:
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        where = f"{path}, line {line}"
+        if len(row) < width:
+            raise TraceError(f"{where}: expected {len(header)} columns, got {len(row)}")
+        at = parse_number(row[i_at], "arrived_at", where, 0.0, MAX_ARRIVAL_S, error=TraceError)
+        if at < previous:
+            raise TraceError(
+                f"{where}: arrived_at {at} is earlier than the previous row's {previous}"
+            )
+        previous = at
+        arrived.append(at)
+        for column, index, values in (
+            ("num_prefill_tokens", i_p, prompts),
+            ("num_decode_tokens", i_d, outputs),
+        ):
+            tokens = parse_number(
+                row[index], column, where, 1, MAX_REQUEST_TOKENS, integer=True, error=TraceError
+            )
+            values.append(int(tokens))
     if not arrived:
         raise TraceError(f"{path}, line 2: the trace has no requests")
     return Trace(
@@ -127,6 +123,25 @@ def write_trace_csv(path: str | os.PathLike[str], trace: Trace) -> None:
             strict=True,
         ):
             writer.writerow((repr(at), prompt, output))
+
+
+def load_trace_csv(path: str | os.PathLike[str]) -> Trace:
+    """:func:`read_trace_csv`, cached while the file is unchanged (same size and modification
+    time), with read-only arrays: configs validate a trace and every reset replays it."""
+    path = os.fspath(path)
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read ({exc.strerror})") from None
+    return _cached_trace(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _cached_trace(path: str, mtime_ns: int, size_bytes: int) -> Trace:
+    trace = read_trace_csv(path)
+    for array in (trace.arrived_at_s, trace.prompt_tokens, trace.output_tokens):
+        array.setflags(write=False)
+    return trace
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -107,3 +110,73 @@ def test_heuristics_beat_random_under_load():
     random_latency = run_episode(env, make_policy("SoCDAG-v0", "random"), 1).metrics
     heft_latency = run_episode(env, make_policy("SoCDAG-v0", "heft"), 1).metrics
     assert heft_latency["mean_job_latency_us"] < 0.7 * random_latency["mean_job_latency_us"]
+
+
+def _paper_table5() -> dict[str, dict[str, float]]:
+    text = (
+        resources.files("schedgym.envs.soc")
+        .joinpath("data/ds3_reference.json")
+        .read_text(encoding="utf-8")
+    )
+    table = json.loads(text)["single_job_latency_us_paper_table5"]
+    return {app: row for app, row in table.items() if isinstance(row, dict)}
+
+
+# Table 5 application names -> config names. Pulse Doppler's DAG is not in DS3's public
+# configuration (nor in the reference file), so its row cannot be checked.
+TABLE5_APPLICATIONS = {
+    "WiFi_TX": "wifi_tx",
+    "WiFi_RX": "wifi_rx",
+    "range_detection": "range_detection",
+}
+# Rows that differ from Table 5 by more than 3 us, and why. Table 5 was measured on the paper's
+# platform, which also has Zynq A53 cores (see the note in the file); with no A53 the MET rule
+# (every task to its fastest PE type) sends WiFi RX's tasks elsewhere, and the job gets faster.
+# ETF and CP, which balance across PEs, agree within 3 us on every application in the file.
+TABLE5_KNOWN_DEVIATIONS = {("WiFi_RX", "MET"): 305.0}
+
+
+def test_table5_lists_the_applications_this_test_checks():
+    assert set(_paper_table5()) == {*TABLE5_APPLICATIONS, "pulse_doppler"}
+
+
+@pytest.mark.parametrize(
+    ("application", "rule"),
+    [(app, rule) for app in TABLE5_APPLICATIONS for rule in ("MET", "ETF", "CP")],
+)
+def test_single_job_latency_on_an_idle_platform_matches_ds3_table5(application, rule):
+    env = gym.make(
+        "schedgym/SoCDAG-v0",
+        job_mix={TABLE5_APPLICATIONS[application]: 1.0},
+        num_jobs=1,
+        disable_env_checker=True,
+    )
+    policy = make_policy("SoCDAG-v0", rule.lower())
+    latency_us = run_episode(env, policy, seed=0).metrics["makespan_us"]
+    expected_us = TABLE5_KNOWN_DEVIATIONS.get(
+        (application, rule), _paper_table5()[application][rule]
+    )
+    assert latency_us == pytest.approx(expected_us, abs=3.0)
+
+
+def test_ds3_reference_workload_etf_mean_latency():
+    """DS3's reference workload (mix .2/.2/.2/.1/.1/.2, 2 jobs/ms, no noise), shortened to 300
+    jobs: ETF's mean latency sits near the single-job latencies (the SoC is lightly loaded), as in
+    DS3's own runs; with SC-R's unused slow profile it was ~65% higher."""
+    mix = {
+        "wifi_tx": 0.2,
+        "wifi_rx": 0.2,
+        "range_detection": 0.2,
+        "sc_tx": 0.1,
+        "sc_rx": 0.1,
+        "temporal_mitigation": 0.2,
+    }
+    env = gym.make(
+        "schedgym/SoCDAG-v0",
+        job_mix=mix,
+        job_rate_per_ms=2.0,
+        num_jobs=300,
+        disable_env_checker=True,
+    )
+    latency_us = run_episode(env, make_policy("SoCDAG-v0", "etf"), seed=0).metrics
+    assert 130.0 < latency_us["mean_job_latency_us"] < 165.0

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from schedgym.core.errors import ConfigError
+from schedgym.core.jsonio import write_json_atomic
 from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.costs import TABLE_FORMAT
 from schedgym.envs.datagen.solver import advance
@@ -207,7 +208,7 @@ def measure_cost_table(
     }
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1) + "\n")
+    write_json_atomic(path, table)
     return path
 
 

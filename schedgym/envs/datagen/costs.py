@@ -25,12 +25,16 @@ import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from schedgym.core.errors import ConfigError
+from schedgym.core.textfiles import read_json
 
 TABLE_FORMAT = "schedgym-datagen-costs/1"
+# Bounds of a table's figures: an hour per step, a billion cells/parameters; anything beyond is
+# a corrupt file, and would overflow the simulated clock.
+MAX_SECONDS = 3600.0
+MAX_SIZE = 1_000_000_000
 DEFAULT_TABLE = "cost_table.json"
 
 
@@ -85,8 +89,10 @@ def _number(table: dict[str, Any], section: str, key: str, source: str) -> float
         value = float(table[section][key])
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"cost_table: {source} lacks a number at {section}.{key}") from None
-    if not value >= 0.0:
-        raise ConfigError(f"cost_table: {source} {section}.{key} must be >= 0, got {value}")
+    if not 0.0 <= value <= MAX_SECONDS:
+        raise ConfigError(
+            f"cost_table: {source} {section}.{key} must be in [0, {MAX_SECONDS:g}] s, got {value}"
+        )
     return value
 
 
@@ -97,21 +103,16 @@ def load_cost_table(path: str | None) -> CostTable:
     Raises:
         ConfigError: naming ``cost_table`` when the file is missing or malformed.
     """
+    table: Any
     if path is None:
         text = (
             resources.files("schedgym.envs.datagen").joinpath(f"data/{DEFAULT_TABLE}").read_text()
         )
+        table = json.loads(text)
         source = f"<package>/data/{DEFAULT_TABLE}"
     else:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cost_table: cannot read {path!r}: {exc.strerror}") from None
+        table = read_json(path, "cost_table")
         source = str(path)
-    try:
-        table = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"cost_table: {source} is not JSON: {exc}") from None
     if not isinstance(table, dict) or table.get("format") != TABLE_FORMAT:
         raise ConfigError(f"cost_table: {source} is not a {TABLE_FORMAT} table")
     solver_intercept = _number(table, "solver_fit", "intercept_s", source)
@@ -133,17 +134,28 @@ def load_cost_table(path: str | None) -> CostTable:
                 for row in table.get("training_points", [])
             )
         )
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         raise ConfigError(f"cost_table: {source} has malformed measured points") from None
-    if any(not v > 0.0 for _, v in measured_substep + measured_train):
-        raise ConfigError(f"cost_table: {source} has a non-positive measured time")
+    if any(not 0.0 < v <= MAX_SECONDS for _, v in measured_substep + measured_train):
+        raise ConfigError(
+            f"cost_table: {source} has a measured time outside (0, {MAX_SECONDS:g}] s"
+        )
+    sizes = [n for n, _ in measured_substep] + [n for key, _ in measured_train for n in key]
+    if any(not 0 < n <= MAX_SIZE for n in sizes):
+        raise ConfigError(
+            f"cost_table: {source} has a measured grid size, batch size or parameter count "
+            f"outside [1, {MAX_SIZE}]"
+        )
+    cpu = table.get("cpu", "unknown")
+    if not isinstance(cpu, str) or len(cpu) > 200:
+        raise ConfigError(f"cost_table: {source} cpu must be a name of at most 200 characters")
     return CostTable(
         solver_intercept,
         solver_per_cell,
         train_intercept,
         train_per_flop,
         train_per_param,
-        str(table.get("cpu", "unknown")),
+        cpu,
         source,
         measured_substep,
         measured_train,

@@ -12,7 +12,7 @@ from schedgym.costmodels.hardware import check_tp, get_gpu, get_model
 from schedgym.costmodels.inference import ENGINES
 from schedgym.serving.schedulers import SCHEDULERS
 from schedgym.workloads.arrivals import ARRIVAL_PROCESSES
-from schedgym.workloads.traces import SHIPPED_TRACES
+from schedgym.workloads.traces import SHIPPED_TRACES, load_trace_csv
 
 ARRIVALS = (*ARRIVAL_PROCESSES, "trace")
 LENGTHS = ("sharegpt", "power-law", "fixed")
@@ -135,14 +135,17 @@ class LLMClusterConfig:
         require_number("fixed_output_tokens", self.fixed_output_tokens, 1, 1_000_000, integer=True)
         if not isinstance(self.trace, str) or not self.trace:
             raise ConfigError(f"trace: must be a shipped trace name or a path, got {self.trace!r}")
-        if self.arrival == "trace" and self.trace not in SHIPPED_TRACES:
+        if self.trace not in SHIPPED_TRACES:
+            # Checked whatever the arrival mode: a bad file is reported when it is given, not
+            # when someone later switches to trace arrivals.
             import os
 
-            if not os.path.exists(self.trace):
+            if not os.path.isfile(self.trace):
                 raise ConfigError(
                     f"trace: {self.trace!r} is neither a shipped trace {sorted(SHIPPED_TRACES)} "
                     "nor an existing file"
                 )
+            load_trace_csv(self.trace)
         require_number("trace_time_scale", self.trace_time_scale, 0.0, 1e6, low_inclusive=False)
         if self.num_requests is None and self.duration_s is None:
             raise ConfigError("num_requests: set num_requests or duration_s (or both)")

@@ -38,7 +38,7 @@ from schedgym.serving.request import DECODE, Request
 from schedgym.serving.schedulers import make_scheduler
 from schedgym.workloads.request_lengths import FixedLengths, PowerLawLengths, ShareGPTLengths
 from schedgym.workloads.requests import RequestStream, synthetic_stream, trace_stream
-from schedgym.workloads.traces import SHIPPED_TRACES, read_trace_csv
+from schedgym.workloads.traces import SHIPPED_TRACES, load_trace_csv
 
 DISPATCH, MIGRATE = 0, 1
 STREAMS = ("arrivals", "lengths", "priorities")
@@ -52,7 +52,7 @@ def build_stream(
         if config.trace in SHIPPED_TRACES:
             trace = SHIPPED_TRACES[config.trace]()
         else:
-            trace = read_trace_csv(config.trace)
+            trace = load_trace_csv(config.trace)
         return trace_stream(
             trace,
             streams["priorities"],
@@ -302,6 +302,21 @@ class LLMClusterSimulator:
         self.pending_request = None
 
     # ----------------------------------------------------------------- metrics
+    def end_reason(self) -> str | None:
+        """Why the episode ended without a decision to make, or None (it did not, or it ended
+        after decisions). The one case: every request was refused on arrival."""
+        if not self.done or self.requests_completed or not self.rejected:
+            return None
+        if len(self.rejected) < self.requests_arrived:
+            return None
+        block_tokens = self.instances[0].block_tokens
+        return (
+            f"all {len(self.rejected)} requests were rejected on arrival: each needs more KV "
+            f"cache than an instance holds ({self._max_blocks} blocks of {block_tokens} tokens "
+            f"= {self._max_blocks * block_tokens} tokens); shorten prompts/outputs or give "
+            "more KV blocks"
+        )
+
     def summary(self) -> dict[str, float | int]:
         """The episode's metrics (see the env's docstring for the keys)."""
         completed = self.cluster.completed

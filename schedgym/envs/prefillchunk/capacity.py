@@ -164,7 +164,7 @@ def env_episode_fn(
         base["preset"] = preset
 
     def run(qps: float, seed: int) -> Mapping[str, float]:
-        env = gym.make(env_id, disable_env_checker=True, qps=qps, **base)
+        env = gym.make(env_id, **{"disable_env_checker": True, **base, "qps": qps})
         try:
             return run_episode(env, policy, seed).metrics
         finally:

@@ -17,6 +17,10 @@ LENGTH_DISTRIBUTIONS = ("sharegpt", "fixed")
 ARRIVAL_PROCESSES = ("poisson", "gamma")
 
 
+# Highest arrival rate accepted, requests per second (also bounds `schedgym capacity`).
+MAX_QPS = 10_000.0
+
+
 @dataclass(frozen=True)
 class PrefillChunkConfig:
     """Every knob of PrefillChunk-v0. Times in seconds, lengths in tokens.
@@ -97,7 +101,7 @@ class PrefillChunkConfig:
         require_number("tp", self.tp, 1, 64, integer=True)
         check_tp(model, self.tp)
         require_choice("engine_overhead", self.engine_overhead, ENGINES)
-        require_number("qps", self.qps, 0.0, 10_000.0, low_inclusive=False)
+        require_number("qps", self.qps, 0.0, MAX_QPS, low_inclusive=False)
         require_choice("arrival_process", self.arrival_process, ARRIVAL_PROCESSES)
         require_number("arrival_cv", self.arrival_cv, 0.0, 100.0, low_inclusive=False)
         require_number("num_requests", self.num_requests, 1, 10_000_000, integer=True)

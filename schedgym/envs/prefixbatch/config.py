@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schedgym.core.config import require_choice, require_number
+from schedgym.core.errors import ConfigError
 from schedgym.core.spaces import INVALID_ACTION_MODES
 from schedgym.costmodels.hardware import check_tp, get_gpu, get_model
 from schedgym.costmodels.inference import ENGINES
@@ -75,6 +76,10 @@ class PrefixBatchConfig:
             need = -(-self.max_total_tokens // 16) + 2
             require_number("kv_capacity_blocks", self.kv_capacity_blocks, need, 10**9, integer=True)
         require_number("max_total_tokens", self.max_total_tokens, 64, 1_000_000, integer=True)
+        if not isinstance(self.shared_tokens, list | tuple):
+            raise ConfigError(
+                f"shared_tokens: must be a list of mean token counts, got {self.shared_tokens!r}"
+            )
         object.__setattr__(self, "shared_tokens", tuple(self.shared_tokens))
         self.tree_spec()  # validates the tree fields, naming each
         require_number("token_budget", self.token_budget, 16, 65_536, integer=True)

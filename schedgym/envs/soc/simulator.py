@@ -22,6 +22,7 @@ of the workload, so the padded observation is a fixed-size block layout.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -193,6 +194,26 @@ class SoCSimulator:
 
     def job_id_of(self, node: int) -> int:
         return int(self.slot_job_id[self.node_job_slot[node]])
+
+    @property
+    def application_templates(self) -> dict[str, DagTemplate]:
+        """The fixed applications jobs are drawn from, by config name (empty for random DAGs)."""
+        return dict(self._fixed_templates)
+
+    # ------------------------------------------------------------------------ look-ahead support
+    def redact_unrevealed(self) -> None:
+        """Replace, in this simulator, what a policy cannot know yet by its expectation.
+
+        For look-ahead policies that roll a copy forward: every task that has not started gets
+        its nominal execution time instead of its drawn one, jobs already drawn but not admitted
+        lose their noise, and later jobs draw neither noise nor profile bias. What has started or
+        finished stays as it happened. Call it on a copy, never on the simulator an env runs.
+        """
+        self.config = dataclasses.replace(self.config, noise_std=0.0, profile_bias_std=0.0)
+        self._bias_cache = {}
+        self._job_noise = [np.ones_like(noise) for noise in self._job_noise]
+        unstarted = (self.node_state == READY) | (self.node_state == WAITING)
+        self._node_actual_us[unstarted] = self.node_exec_us[unstarted]
 
     # ----------------------------------------------------------------------------- actions
     def start(self, node: int, pe: int) -> None:

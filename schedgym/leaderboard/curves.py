@@ -14,8 +14,15 @@ import numpy as np
 
 from schedgym.core.policy import env_family
 
-# Quantile levels (%) stored for a latency distribution: enough to draw a smooth CDF.
-CDF_LEVELS_PCT = tuple(float(q) for q in np.linspace(0.0, 100.0, 41))
+# Quantile levels (%) stored for a latency distribution: coarse in the body, fine in the tail
+# (p90 to p99.9), where serving SLOs live.
+CDF_LEVELS_PCT = (
+    *(5.0 * i for i in range(19)),
+    *(float(q) for q in range(91, 100)),
+    99.5,
+    99.9,
+    100.0,
+)
 MAX_CURVE_POINTS = 40
 
 

@@ -78,6 +78,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from schedgym.registration import env_entry
 
     suite = get_suite(args.suite, args.suite_version)
+    suite.check_frozen()
     if args.env:
         suite = suite.restricted_to([env_entry(env_id).env_id for env_id in args.env])
     # Checked before any episode runs: a bad --out is one line and exit 2, not a lost run.

@@ -54,6 +54,14 @@ def row_key(row: dict[str, Any]) -> tuple[str, int, str, str, int, str]:
 
 
 _ENV_CACHE: dict[tuple[str, int, str, str], gym.Env] = {}
+_DIGESTS: dict[tuple[str, int], str] = {}
+
+
+def suite_digest(name: str, version: int) -> str:
+    """The digest of suite ``name`` v``version`` (computed once per process)."""
+    if (name, version) not in _DIGESTS:
+        _DIGESTS[(name, version)] = get_suite(name, version).digest()
+    return _DIGESTS[(name, version)]
 
 
 def make_env(scenario: Scenario) -> gym.Env:
@@ -71,7 +79,6 @@ def _env_for(task: Task) -> gym.Env:
 
 def run_task(task: Task) -> dict[str, Any]:
     """Run ``task``'s episode and return its row (strict-JSON-ready, see ``rows``)."""
-    suite = get_suite(task.suite, task.suite_version)
     env = _env_for(task)
     policy = build_policy(task.env_id, task.policy)
     started_s, started_cpu_s = time.perf_counter(), time.process_time()
@@ -81,7 +88,7 @@ def run_task(task: Task) -> dict[str, Any]:
     cpu_time_s = time.process_time() - started_cpu_s
     return {
         **asdict(task),
-        "suite_digest": suite.digest(),
+        "suite_digest": suite_digest(task.suite, task.suite_version),
         "metrics": result.metrics,
         "episode_return": result.episode_return,
         "steps": result.steps,

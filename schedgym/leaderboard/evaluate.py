@@ -15,7 +15,7 @@ from typing import TextIO
 from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import require_writable_dir
 from schedgym.leaderboard.backends import BACKENDS, run_tasks
-from schedgym.leaderboard.episode import Task, row_key
+from schedgym.leaderboard.episode import Task, row_key, suite_digest
 from schedgym.leaderboard.policies import is_external, select_policies
 from schedgym.leaderboard.progress import ProgressBar
 from schedgym.leaderboard.rows import RowWriter, drop_torn_tail, read_rows, rows_path
@@ -91,6 +91,19 @@ def run_leaderboard(
         if dropped:
             plan.notes.append(f"dropped an unfinished row ({dropped} bytes) at the end of {path}")
     existing = read_rows(path)
+    digest = suite_digest(suite.name, suite.version)
+    stale = [
+        r
+        for r in existing
+        if (r.get("suite"), r.get("suite_version")) == (suite.name, suite.version)
+        and r.get("suite_digest") != digest
+    ]
+    if stale:
+        raise ConfigError(
+            f"--resume: {len(stale)} rows in {path} were made under another digest of suite "
+            f"{suite.name} v{suite.version} (an environment config changed since); they cannot "
+            "be mixed with new ones: choose another --out"
+        )
     done = {row_key(row) for row in existing}
     pending = [task for task in plan.tasks if task.key() not in done]
     progress = ProgressBar(len(pending), progress_stream)

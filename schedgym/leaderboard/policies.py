@@ -22,6 +22,7 @@ from schedgym.core.errors import ConfigError
 from schedgym.core.policy import Policy, make_policy, policy_names, policy_spec
 
 BASELINE_MODULE_PREFIX = "schedgym.baselines"
+AGENTS_MODULE_PREFIX = "schedgym.agents"
 
 
 def is_external(name: str) -> bool:
@@ -63,15 +64,22 @@ def _takes_argument(factory: Any) -> bool:
     )
 
 
-def is_baseline(env_id: str, name: str) -> bool:
-    """True for the heuristic baselines shipped in ``schedgym.baselines``."""
+def policy_kind(env_id: str, name: str) -> str:
+    """``baseline`` (shipped heuristics), ``learned`` (shipped agents) or ``entry`` (the rest)."""
     if is_external(name):
-        return False
+        return "entry"
     factory = policy_spec(env_id, name).factory
     while isinstance(factory, functools.partial):  # registered with bound arguments
         factory = factory.func
     module = getattr(factory, "__module__", "") or ""
-    return module.startswith(BASELINE_MODULE_PREFIX)
+    if module.startswith(BASELINE_MODULE_PREFIX):
+        return "baseline"
+    return "learned" if module.startswith(AGENTS_MODULE_PREFIX) else "entry"
+
+
+def is_baseline(env_id: str, name: str) -> bool:
+    """True for the heuristic baselines shipped in ``schedgym.baselines``."""
+    return policy_kind(env_id, name) == "baseline"
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ import schedgym
 from schedgym.core.jsonio import write_json_atomic, write_text_atomic
 from schedgym.leaderboard.formatting import Cell, Table, interval, quantity, score_text, sig3
 from schedgym.leaderboard.plots import characteristic, score_bars
-from schedgym.leaderboard.policies import is_baseline
+from schedgym.leaderboard.policies import is_baseline, policy_kind
 from schedgym.leaderboard.scores import EnvScores, suite_scores
-from schedgym.leaderboard.suites import Suite
+from schedgym.leaderboard.suites import Suite, get_suite
 
 # The learned agents' column in the summary: filled once a `gnn` policy is registered and runs.
 LEARNED_POLICY = "gnn"
@@ -60,6 +60,13 @@ def _is_baseline_safe(env_id: str, policy: str) -> bool:
         return False
 
 
+def _kind(env_id: str, policy: str) -> str:
+    try:
+        return policy_kind(env_id, policy)
+    except Exception:  # a policy of an earlier run that is not registered here
+        return "entry"
+
+
 def env_table(scores: EnvScores) -> Table:
     """One environment: policies ranked by score, their win rate, and each scenario's mean."""
     metric = scores.metric
@@ -88,7 +95,7 @@ def env_table(scores: EnvScores) -> Table:
         ),
     )
     for rank, entry in enumerate(scores.policies, start=1):
-        name = entry.policy + ("" if entry.baseline else " (entry)")
+        name = entry.policy + ("" if entry.baseline else f" ({_kind(scores.env_id, entry.policy)})")
         win = (
             f"{sig3(100 * entry.win_rate)}% vs {entry.opponent}"
             if entry.win_rate is not None
@@ -230,9 +237,18 @@ def write_report(
     """Write the three report files (and ``plots/*.png``) for ``suite``'s rows."""
     folder = Path(out_dir)
     notes = list(notes or [])
-    mine = [
+    # Only rows made under the suite as defined now: a row from before a config change would
+    # not be comparable (``validate`` names such rows).
+    digest = get_suite(suite.name, suite.version).digest()
+    same_suite = [
         r for r in rows if r["suite"] == suite.name and int(r["suite_version"]) == suite.version
     ]
+    mine = [r for r in same_suite if r.get("suite_digest") == digest]
+    if len(mine) < len(same_suite):
+        notes.append(
+            f"{len(same_suite) - len(mine)} rows of {suite.name} v{suite.version} were made under "
+            "another suite digest (an environment config changed since) and are left out"
+        )
     all_scores = suite_scores(suite, mine, baselines_of(mine))
     summary = summary_table(all_scores, suite)
     tables = [env_table(s) for s in all_scores]

@@ -134,6 +134,26 @@ def test_validate_passes_then_names_a_tampered_row(results, tmp_path):
     assert "mean_job_latency_us stored" in bad.stderr and "1 of 9 rows failed" in bad.stderr
 
 
+def test_a_policy_acting_outside_its_actions_validates_by_rerun(tmp_path):
+    # regret-sjf orders the engine's admission queue through a hook: its action trace alone
+    # need not replay the episode, rerunning the (deterministic) policy does.
+    suite = get_suite("smoke").restricted_to(["schedgym/PrefillChunk-v0"])
+    run_leaderboard(suite, tmp_path, ["regret-sjf", "vllm"])
+    checked, failures = validate_dir(tmp_path)
+    assert checked == 6 and not failures, failures
+
+
+def test_rows_of_another_suite_digest_are_refused_and_reported(results, tmp_path):
+    lines = (results / "rows.jsonl").read_text().splitlines()
+    row = json.loads(lines[0])
+    row["suite_digest"] = "0" * 16
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ConfigError, match="another digest"):
+        run_leaderboard(get_suite("smoke").restricted_to([SOC]), tmp_path, ["fcfs"], resume=True)
+    checked, failures = validate_dir(tmp_path)
+    assert checked == 1 and "suite digest" in failures[0].reason
+
+
 def test_bad_out_is_one_line_exit_2_before_any_episode(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -47,9 +47,15 @@ def test_every_published_suite_is_frozen_and_a_change_changes_its_digest():
     for key, suite in SUITES.items():
         assert FROZEN_DIGESTS[key] == suite.digest()
     quick = get_suite("quick")
-    assert replace(quick, seeds=(*quick.seeds[:-1], 99)).digest() != quick.digest()
+    quick.check_frozen()
+    with pytest.raises(ConfigError, match="publish a new version"):
+        replace(quick, seeds=(*quick.seeds[:-1], 99)).check_frozen()
     changed = (replace(quick.scenarios[0], overrides={"num_jobs": 61}), *quick.scenarios[1:])
     assert replace(quick, scenarios=changed).digest() != quick.digest()
+    # A preset that resolves differently (as when an environment's preset is recalibrated)
+    # changes the digest although the suite's own text did not change.
+    other_preset = (replace(quick.scenarios[0], preset="heavy"), *quick.scenarios[1:])
+    assert replace(quick, scenarios=other_preset).digest() != quick.digest()
 
 
 def test_quick_covers_every_environment_with_at_least_five_seeds():

@@ -47,21 +47,16 @@ def score_bars(scores: EnvScores) -> bytes | None:
     values = np.array([p.score for p in ranked], dtype=np.float64)
     low = np.array([p.ci_low if p.ci_low is not None else p.score for p in ranked])
     high = np.array([p.ci_high if p.ci_high is not None else p.score for p in ranked])
-    # Points with error bars, not bars: on a log axis a bar's length from the edge means nothing.
-    for index, entry in enumerate(ranked):
-        axes.errorbar(
-            values[index],
-            index,
-            xerr=[[values[index] - low[index]], [high[index] - values[index]]],
-            fmt="o",
-            color="#4c72b0" if entry.baseline else "#dd8452",
-            capsize=3,
-        )
+    axes.barh(
+        range(len(ranked)),
+        values,
+        xerr=np.vstack([values - low, high - values]),
+        color=["#4c72b0" if p.baseline else "#dd8452" for p in ranked],
+        capsize=3,
+    )
     axes.set_yticks(range(len(ranked)), [p.policy for p in ranked])
     axes.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
-    axes.set_xscale("log")
     axes.set_xlabel(f"score vs {scores.metric.reference} (95% CI; >1 is better)")
-    _plain_ticks(axes.xaxis)
     axes.set_title(
         f"{scores.env_id.split('/')[-1]}: {scores.metric.key} (blue: baselines, orange: entries)",
         fontsize=10,

@@ -10,7 +10,10 @@
   budget semantics and a GQA-aware decode kernel), without the GQA-aware kernel, and with neither
   (prefill-only budgets, the calibrated per-query-head decode kernel).
 - BatchLLM's effect: throughput of BatchLLM over FCFS+LRU on ``prefix-heavy``, ``mixed`` and
-  ``no-sharing`` (full presets, 4000 / 3000 / 4000 requests).
+  ``no-sharing`` (full presets, 4000 / 3000 / 4000 requests, ShareGPT-length answers), with the
+  presets' engines; then on ``prefix-heavy`` the same with the shared-prefix attention kernel off
+  for both, and the paper's comparison (BatchLLM with its kernel against vLLM without one).
+  ``--batchllm-only`` runs just this part.
 
 Run on one core for comparable numbers::
 
@@ -64,7 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-effects", action="store_true", help="speed only")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per capacity probe")
+    parser.add_argument("--batchllm-only", action="store_true", help="BatchLLM's effect only")
     args = parser.parse_args()
+    if args.batchllm_only:
+        batchllm_effect()
+        return
 
     fast, observed = prefill_iterations_per_s(512)
     print(f"PrefillChunk: {fast:,.0f} iterations/s (sarathi-512, advance), ", end="")
@@ -101,18 +108,34 @@ def main() -> None:
             ratio = found["sarathi-512"] / found["vllm"]
             cells = "  ".join(f"{k} {v:.3f}" for k, v in found.items())
             print(f"    SLO {slo:.1f} s: {cells}  (sarathi-512 / vllm = {ratio:.2f}x)")
-    print("\nBatchLLM / FCFS+LRU throughput (tokens/s, seeds 0 and 1):")
+    batchllm_effect()
+
+
+def prefix_throughput(preset: str, policy: str, seed: int, **overrides: Any) -> float:
+    env = gym.make(PREFIX, preset=preset, disable_env_checker=True, **overrides)
+    metrics = run_episode(env, make_policy(PREFIX, policy), seed).metrics
+    return float(metrics["throughput_tok_s"])
+
+
+def batchllm_effect() -> None:
+    print("\nBatchLLM / FCFS+LRU throughput (tokens/s, seeds 0 and 1), presets' engines:")
     for preset in ("prefix-heavy", "mixed", "no-sharing"):
-        ratios = []
-        for seed in (0, 1):
-            tput = {}
-            for policy in ("fcfs-lru", "batchllm"):
-                env = gym.make(PREFIX, preset=preset, disable_env_checker=True)
-                tput[policy] = run_episode(env, make_policy(PREFIX, policy), seed).metrics[
-                    "throughput_tok_s"
-                ]
-            ratios.append(tput["batchllm"] / tput["fcfs-lru"])
+        ratios = [
+            prefix_throughput(preset, "batchllm", seed)
+            / prefix_throughput(preset, "fcfs-lru", seed)
+            for seed in (0, 1)
+        ]
         print(f"  {preset:>12}: " + ", ".join(f"{r:.3f}x" for r in ratios))
+    print("prefix-heavy, kernel off for both / BatchLLM with it against FCFS+LRU without (paper):")
+    off = {"prefix_sharing_attention": False}
+    for seed in (0, 1):
+        fcfs_plain = prefix_throughput("prefix-heavy", "fcfs-lru", seed, **off)
+        batchllm_plain = prefix_throughput("prefix-heavy", "batchllm", seed, **off)
+        batchllm = prefix_throughput("prefix-heavy", "batchllm", seed)
+        print(
+            f"  seed {seed}: no kernel {batchllm_plain / fcfs_plain:.3f}x, "
+            f"paper's comparison {batchllm / fcfs_plain:.3f}x"
+        )
 
 
 if __name__ == "__main__":

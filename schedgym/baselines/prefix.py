@@ -77,10 +77,13 @@ class BatchLLMPolicy(SimulatorPolicy):
         request = sim.next_request(group)
         if not sim.releasable(group):
             return run
+        # Released requests still queued in the engine will pin their paths too: count every
+        # unpinned node on theirs and the candidate's path once.
+        queued = [r.request_id for r in sim.instance.waiting]
         projected = (
             sim.committed_private_blocks
             + sim.pinned_prefix_blocks()
-            + sim.unpinned_path_blocks(request)
+            + sim.unpinned_paths_blocks([*queued, request])
             + sim.private_blocks_at_finish(request)
         )
         if projected > sim.capacity_blocks - sim.instance.watermark_blocks and sim.can_run():

@@ -205,8 +205,32 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
         }
         report["sarathi"] = [p.to_dict() for p in validation.sarathi_check(calibration, overhead)]
         report["cross_model"] = validation.cross_model_check(profile_set)
+        report["shared_prefix_kernel"] = _shared_prefix_kernel_report()
     report["_calibration"] = calibration
     return report
+
+
+def _shared_prefix_kernel_report() -> dict[str, Any]:
+    from schedgym.costmodels.shared_prefix_fit import kernel_report
+
+    return kernel_report()
+
+
+def _print_shared_prefix_kernel(kernel: dict[str, Any]) -> None:
+    print(
+        f"\nshared-prefix (cascade) attention kernel: fixed {kernel['fixed_s'] * 1e6:.1f} us per "
+        f"layer, overlap p={kernel['overlap_sharpness']:.1f}; cascade rows MAPE "
+        f"{kernel['cascade_mape_pct']:.1f}% (fitted), plain-kernel rows MAPE "
+        f"{kernel['no_cascade_mape_pct_prefix_ge_256']:.1f}% from 256 tokens (unfitted)"
+    )
+    for row in kernel["rows"]:
+        claim = row["kernel"] == "speedup_claim"
+        scale, unit = (1.0, "x") if claim else (1e6, "us")
+        print(
+            f"  {row['source']:<24} {row['kernel']:<13} prefix {row['prefix_tokens']:>6}  "
+            f"published {row['published'] * scale:>8.1f} {unit:<2}  predicted "
+            f"{row['predicted'] * scale:>8.1f} {unit:<2}  {row['error'] * 100:>+7.1f}%"
+        )
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -270,3 +294,5 @@ def _print_report(report: dict[str, Any]) -> None:
             f"per-layer time MAPE {cross['mape_pct']}% (max {cross['max_ape_pct']}%) "
             f"over {cross['points']} points"
         )
+    if "shared_prefix_kernel" in report:
+        _print_shared_prefix_kernel(report["shared_prefix_kernel"])

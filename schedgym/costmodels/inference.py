@@ -81,6 +81,35 @@ class EngineOverhead:
 ENGINES = ("none", "sarathi")
 
 
+@dataclass(frozen=True)
+class SharedPrefixKernel:
+    """A cascade (shared-prefix) decode-attention kernel's coefficients.
+
+    Cascade kernels (FlashInfer's cascade inference, Hydragen, ChunkAttention, BatchLLM's
+    prefix-shared attention, vLLM's cascade attention) split a decoding batch's attention into a
+    multi-query pass over each shared prefix, whose KV is read once for all the requests that
+    share it, a decode pass over each request's own suffix, and a merge of the two softmax
+    states. The multi-query pass of ``n`` requests over a ``P``-token prefix is a soft roofline
+    of ``4 * heads * head_dim * n * P`` FLOPs at the calibrated prefill kernel's compute
+    efficiency (tensor cores, the KV split across SMs) and of the prefix's KV read once per KV
+    head at the decode kernel's bandwidth efficiency. Per layer the pass takes
+    ``soft_max_p(fixed_s, work)``: the extra kernel launches and the merge are a floor that
+    large work hides (``p = overlap_sharpness``). Fitted to published kernel measurements
+    (``data/shared_prefix_kernel.csv``, :mod:`schedgym.costmodels.shared_prefix_fit`).
+    """
+
+    fixed_s: float  # per layer, seconds
+    overlap_sharpness: float
+
+
+@lru_cache(maxsize=1)
+def shipped_shared_prefix_kernel() -> SharedPrefixKernel:
+    """The shipped cascade-kernel coefficients (``data/shared_prefix_kernel.json``)."""
+    path = resources.files("schedgym.costmodels").joinpath("data/shared_prefix_kernel.json")
+    raw = json.loads(path.read_text())
+    return SharedPrefixKernel(raw["fixed_s"], raw["overlap_sharpness"])
+
+
 @lru_cache(maxsize=1)
 def sarathi_engine_overhead() -> EngineOverhead:
     """CPU overhead fitted to Sarathi-Serve's measured iterations (``data/engine_overhead.json``).
@@ -131,8 +160,10 @@ class InferenceCostModel:
         overhead: EngineOverhead | None = None,
         table_tokens: int = DEFAULT_TABLE_TOKENS,
         gqa_decode: bool = False,
+        shared_prefix_kernel: SharedPrefixKernel | None = None,
     ) -> None:
         self.gqa_decode = gqa_decode
+        self.shared_prefix_kernel = shared_prefix_kernel or shipped_shared_prefix_kernel()
         self.model = model if isinstance(model, ModelSpec) else get_model(model)
         self.gpu = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
         check_tp(self.model, tp)
@@ -230,6 +261,7 @@ class InferenceCostModel:
         self._d_sharp = decode.sharpness
         self._d_floor_s = decode.floor_s
         self._layers = float(model.layers)
+        self._s_kv_s = key_bytes * kv_heads / decode_bandwidth  # per prefix token, once
 
     @staticmethod
     def _soft_max(first: float, second: float, sharpness: float) -> float:
@@ -258,12 +290,60 @@ class InferenceCostModel:
         critical = self._d_cta_s + self._d_crit_key_s * sum_kv_tokens / num_decodes
         return self._layers * (self._soft_max(spread, critical, self._d_sharp) + self._d_floor_s)
 
+    # ----------------------------------------------------------------- shared prefixes
+    def shared_prefix_group_layer_s(self, queries: int, prefix_tokens: int) -> float:
+        """One layer of a cascade kernel's multi-query pass for one shared prefix, seconds.
+
+        ``queries`` decoding requests share ``prefix_tokens`` of KV: the pass reads the prefix's
+        KV once per KV head and computes every query against it on tensor cores (see
+        :class:`SharedPrefixKernel`).
+        """
+        if queries <= 0 or prefix_tokens <= 0:
+            return 0.0
+        compute = self._p_flops_s * queries * prefix_tokens
+        memory = self._s_kv_s * prefix_tokens
+        return self._soft_max(compute, memory, self._p_sharp)
+
+    def shared_prefix_attention_s(self, group_work_layer_s: float) -> float:
+        """The shared-prefix pass over all layers, seconds, given the sum over groups of
+        :meth:`shared_prefix_group_layer_s` (the kernel's fixed cost overlaps the work)."""
+        if group_work_layer_s <= 0.0:
+            return 0.0
+        kernel = self.shared_prefix_kernel
+        per_layer = self._soft_max(kernel.fixed_s, group_work_layer_s, kernel.overlap_sharpness)
+        return self._layers * per_layer
+
+    def decode_attention_shared_s(
+        self,
+        num_decodes: int,
+        sum_kv_tokens: float,
+        shared_kv_tokens: float,
+        group_work_layer_s: float,
+    ) -> float:
+        """Decode attention of a batch whose requests share prefixes, seconds (all layers).
+
+        ``shared_kv_tokens`` of the batch's ``sum_kv_tokens`` lie in prefixes that two or more
+        of its requests share; ``group_work_layer_s`` is their groups' multi-query work. The
+        engine runs the cascade kernel (suffixes by the decode kernel, shared prefixes read once
+        per group) when that is predicted faster than the plain decode kernel, which re-reads
+        each request's whole KV, as vLLM's ``use_cascade_attention`` heuristic decides.
+        """
+        plain = self.decode_attention_s(num_decodes, sum_kv_tokens)
+        if shared_kv_tokens <= 0.0:
+            return plain
+        cascade = self.decode_attention_s(
+            num_decodes, sum_kv_tokens - shared_kv_tokens
+        ) + self.shared_prefix_attention_s(group_work_layer_s)
+        return cascade if cascade < plain else plain
+
     # ----------------------------------------------------------------- public API
     def time_from_summary_s(
         self,
         num_decodes: int = 0,
         sum_decode_kv_tokens: float = 0.0,
         prefill_chunks: Iterable[tuple[int, int]] = (),
+        shared_kv_tokens: float = 0.0,
+        shared_group_work_layer_s: float = 0.0,
     ) -> float:
         """Iteration time (s) from a batch summary: the fast path for serving engines.
 
@@ -275,6 +355,9 @@ class InferenceCostModel:
             sum_decode_kv_tokens: sum of those sequences' KV lengths, tokens.
             prefill_chunks: ``(chunk_tokens, context_tokens)`` per prefill chunk, where
                 ``context_tokens`` were cached before the chunk.
+            shared_kv_tokens / shared_group_work_layer_s: the decodes' KV in shared prefixes
+                and their groups' multi-query work (see :meth:`decode_attention_shared_s`);
+                0 prices the plain decode kernel.
         """
         tokens = num_decodes
         sequences = num_decodes
@@ -284,7 +367,12 @@ class InferenceCostModel:
             sequences += 1
             attention += self.prefill_attention_s(chunk, context)
         if num_decodes:
-            attention += self.decode_attention_s(num_decodes, sum_decode_kv_tokens)
+            if shared_kv_tokens > 0.0:
+                attention += self.decode_attention_shared_s(
+                    num_decodes, sum_decode_kv_tokens, shared_kv_tokens, shared_group_work_layer_s
+                )
+            else:
+                attention += self.decode_attention_s(num_decodes, sum_decode_kv_tokens)
         if tokens == 0:
             return 0.0
         gpu_s = self._token_time_s(tokens) + self._lm_time_s(sequences) + attention

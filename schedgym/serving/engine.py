@@ -70,23 +70,48 @@ class DecodeTimer:
         self._cpu_sequence_s = cm._cpu_sequence_s
         self._overlap = cm._overlap
 
-    def times_s(self, num_decodes: int, first_sum_kv: int, iterations: int) -> np.ndarray:
+    def times_s(
+        self,
+        num_decodes: int,
+        first_sum_kv: int,
+        iterations: int,
+        shared_kv_tokens: int = 0,
+        shared_group_work_layer_s: float = 0.0,
+    ) -> np.ndarray:
         """``(iterations,)`` durations (s) of decode-only iterations with ``num_decodes``
-        sequences whose KV sum is ``first_sum_kv`` in the first and grows by ``num_decodes``."""
+        sequences whose KV sum is ``first_sum_kv`` in the first and grows by ``num_decodes``.
+
+        ``shared_kv_tokens`` of that KV lie in prefixes shared within the batch, whose
+        multi-query work is ``shared_group_work_layer_s`` (both constant over a segment: only
+        the suffixes grow); each iteration takes the faster of the plain and the cascade kernel
+        (:meth:`InferenceCostModel.decode_attention_shared_s`)."""
         n = num_decodes
         if iterations < _VECTOR_MIN_ITERATIONS:
             f = self.cost_model.time_from_summary_s
-            return np.array([f(n, first_sum_kv + n * i) for i in range(iterations)])
+            return np.array(
+                [
+                    f(n, first_sum_kv + n * i, (), shared_kv_tokens, shared_group_work_layer_s)
+                    for i in range(iterations)
+                ]
+            )
         cm = self.cost_model
         base = cm._token_time_s(n) + cm._lm_time_s(n)
         kv = first_sum_kv + n * np.arange(iterations, dtype=np.float64)
-        spread = self._d_seq_s * n + self._d_key_s * kv
-        critical = self._d_cta_s + self._d_crit_key_s * kv / n
-        gpu = base + self._layers * (_soft_max(spread, critical, self._d_sharp) + self._d_floor_s)
+        attention = self._decode_attention(n, kv)
+        if shared_kv_tokens > 0:
+            cascade = self._decode_attention(n, kv - shared_kv_tokens)
+            cascade += cm.shared_prefix_attention_s(shared_group_work_layer_s)
+            attention = np.minimum(attention, cascade)
+        gpu = base + attention
         cpu = self._cpu_fixed_s + self._cpu_sequence_s * n
         if cpu <= 0.0:
             return gpu
         return _soft_max(gpu, np.full_like(gpu, cpu), self._overlap)
+
+    def _decode_attention(self, n: int, kv: np.ndarray) -> np.ndarray:
+        spread = self._d_seq_s * n + self._d_key_s * kv
+        critical = self._d_cta_s + self._d_crit_key_s * kv / n
+        return self._layers * (_soft_max(spread, critical, self._d_sharp) + self._d_floor_s)
 
 
 def _soft_max(first: np.ndarray, second: np.ndarray, sharpness: float) -> np.ndarray:
@@ -112,6 +137,12 @@ class ServingInstance:
         max_segment_iterations: longest segment, bounding the arrays computed at once.
         priority_first: queue high-priority requests ahead of normal ones, and preempt normal
             ones first (Llumnix' instance-level priorities).
+        prefix_sharing_attention: decode attention may use a cascade (shared-prefix) kernel:
+            the KV of a prefix that two or more decoding requests share is read once per
+            iteration for all of them (BatchLLM's prefix-shared attention, FlashInfer's cascade
+            inference), when that is faster than the plain kernel. A prefix here is a request's
+            whole shared ``prefix_path`` (two-level sharing: one shared prefix per group, as
+            BatchLLM's kernel). ``False``: the plain kernel, each request re-reads its prefix.
     """
 
     def __init__(
@@ -127,6 +158,7 @@ class ServingInstance:
         fast_forward: bool = True,
         max_segment_iterations: int = 2048,
         priority_first: bool = False,
+        prefix_sharing_attention: bool = False,
     ) -> None:
         self.instance_id = instance_id
         self.cost_model = cost_model
@@ -142,6 +174,14 @@ class ServingInstance:
         self.fast_forward = fast_forward
         self.max_segment_iterations = max_segment_iterations
         self.priority_first = priority_first
+        self.prefix_sharing_attention = prefix_sharing_attention
+        # Shared prefixes among the decodes (prefix_sharing_attention): group key (the last
+        # node of the shared path) -> [decoding requests, shared tokens]; the KV tokens of
+        # groups of two or more and their multi-query work (cost model's per-layer seconds).
+        self._share_groups: dict[int, list[int]] = {}
+        self.shared_decode_kv_tokens = 0
+        self.shared_group_work_layer_s = 0.0
+        self._group_work_memo: dict[tuple[int, int], float] = {}
         # Queues.
         self.waiting: deque[Request] = deque()
         self.waiting_prefill_tokens = 0  # sum of remaining_prefill over waiting and prefilling
@@ -507,6 +547,8 @@ class ServingInstance:
         self.sum_kv_offset += offset
         self.num_decoding += 1
         self.decoding[request.request_id] = request
+        if self.prefix_sharing_attention and request.shared_prefix_tokens:
+            self._share(request, 1)
         finish_index = e + request.output_tokens - request.generated
         self._heap_seq += 1
         heapq.heappush(self._finish_heap, (finish_index, self._heap_seq, request.version, request))
@@ -523,6 +565,8 @@ class ServingInstance:
         self.sum_kv_offset -= offset
         self.num_decoding -= 1
         del self.decoding[request.request_id]
+        if self.prefix_sharing_attention and request.shared_prefix_tokens:
+            self._share(request, -1)
         request.version += 1
         if self._joiners and request in self._joiners:
             self._joiners.remove(request)
@@ -531,6 +575,34 @@ class ServingInstance:
             # it needed one; drop the pre-allocation, prepare_decode recomputes it.
             self.kv.release(self._prealloc_blocks)
         self._prealloc_blocks = 0
+
+    def _group_work(self, members: int, tokens: int) -> float:
+        key = (members, tokens)
+        work = self._group_work_memo.get(key)
+        if work is None:
+            work = self.cost_model.shared_prefix_group_layer_s(members, tokens)
+            self._group_work_memo[key] = work
+        return work
+
+    def _share(self, request: Request, delta: int) -> None:
+        """A decoding request with a shared prefix joins (+1) or leaves (-1) its group."""
+        key = request.prefix_path[-1][0]
+        tokens = request.shared_prefix_tokens
+        entry = self._share_groups.get(key)
+        before = entry[0] if entry is not None else 0
+        after = before + delta
+        if before >= 2:
+            self.shared_decode_kv_tokens -= before * tokens
+            self.shared_group_work_layer_s -= self._group_work(before, tokens)
+        if after >= 2:
+            self.shared_decode_kv_tokens += after * tokens
+            self.shared_group_work_layer_s += self._group_work(after, tokens)
+        if after:
+            self._share_groups[key] = [after, tokens]
+        else:
+            del self._share_groups[key]
+        if self.shared_decode_kv_tokens == 0:
+            self.shared_group_work_layer_s = 0.0  # no drift from the running float sum
 
     def _new_blocks(self, e: int, iterations: int) -> int:
         """Blocks the decode batch takes over decode iterations ``e .. e + iterations - 1``."""
@@ -615,7 +687,9 @@ class ServingInstance:
             until_completion = heap[0][0] - self.decode_index
             k = self._iterations_with_memory(min(until_completion, self.max_segment_iterations))
             first_kv = self.sum_kv_offset + n * self.decode_index + n
-            times = self.timer.times_s(n, first_kv, k)
+            times = self.timer.times_s(
+                n, first_kv, k, self.shared_decode_kv_tokens, self.shared_group_work_layer_s
+            )
             ends = np.cumsum(times)
             ends += now
             self._kind = _DECODE_RUN
@@ -624,7 +698,12 @@ class ServingInstance:
         else:
             chunks = [(chunk, request.prefilled) for request, chunk in plan.prefills]
             sum_kv = self.sum_kv_offset + n * self.decode_index + n if n else 0
-            duration = self.cost_model.time_from_summary_s(n, sum_kv, chunks)
+            if n:
+                duration = self.cost_model.time_from_summary_s(
+                    n, sum_kv, chunks, self.shared_decode_kv_tokens, self.shared_group_work_layer_s
+                )
+            else:
+                duration = self.cost_model.time_from_summary_s(0, 0, chunks)
             self._kind = _SINGLE
             self._seg_plan = plan
             self._seg_ends = np.array([now + duration])

@@ -14,6 +14,9 @@ ENV_ID = "schedgym/PrefixBatch-v0"
 # Reduced scale: 400 requests and a 4000-block KV cache (a sixth of the A100's) keep the memory
 # pressure of the full 4000-request batch.
 REDUCED = {"num_requests": 400, "kv_capacity_blocks": 4000}
+# For the paper's effect, one root keeps the full preset's ~8 requests per prefix group (4000
+# requests over 512 groups there; 400 over 64 here): what the shared-prefix kernel works on.
+REDUCED_GROUPS = {**REDUCED, "num_roots": 1}
 
 
 def throughput(preset, policy, seed, **overrides):
@@ -35,16 +38,31 @@ def test_every_baseline_finishes_the_batch(name):
 
 def test_paper_effect_reduced_scale():
     for seed in (0, 1):
-        heavy_fcfs = throughput("prefix-heavy", "fcfs-lru", seed, **REDUCED)
-        heavy_batchllm = throughput("prefix-heavy", "batchllm", seed, **REDUCED)
+        heavy_fcfs = throughput("prefix-heavy", "fcfs-lru", seed, **REDUCED_GROUPS)
+        heavy_batchllm = throughput("prefix-heavy", "batchllm", seed, **REDUCED_GROUPS)
         ratio = heavy_batchllm["throughput_tok_s"] / heavy_fcfs["throughput_tok_s"]
-        assert 1.1 <= ratio <= 2.0  # BatchLLM: 1.1-2x on prefix-heavy batches
+        # BatchLLM over FCFS+LRU on the same engine (prefix-shared attention on, full-length
+        # answers): its groups run together, so each prefix is read once for many decodes.
+        # Full scale: 2.2x (benchmarks/bench_prefill.py); the paper reports 1.3-10.8x.
+        assert 1.5 <= ratio <= 3.0
         assert heavy_batchllm["kv_reuse_ratio"] > heavy_fcfs["kv_reuse_ratio"]
         plain_fcfs = throughput("no-sharing", "fcfs-lru", seed, **REDUCED)
         plain_batchllm = throughput("no-sharing", "batchllm", seed, **REDUCED)
         ratio = plain_batchllm["throughput_tok_s"] / plain_fcfs["throughput_tok_s"]
         assert 0.95 <= ratio <= 1.05  # about equal without sharing
         assert plain_fcfs["kv_reuse_ratio"] == plain_batchllm["kv_reuse_ratio"] == 0.0
+
+
+def test_shared_prefix_kernel_is_what_makes_grouping_pay():
+    # Without the kernel (every request re-reads its prefix) grouping only saves prefill:
+    # the full-length answers' decodes dominate and BatchLLM's gain shrinks to ~1.1x.
+    plain = {**REDUCED_GROUPS, "prefix_sharing_attention": False}
+    fcfs = throughput("prefix-heavy", "fcfs-lru", 0, **plain)
+    batchllm_plain = throughput("prefix-heavy", "batchllm", 0, **plain)
+    batchllm = throughput("prefix-heavy", "batchllm", 0, **REDUCED_GROUPS)
+    assert 1.0 < batchllm_plain["throughput_tok_s"] / fcfs["throughput_tok_s"] < 1.2
+    # The paper's comparison: BatchLLM with its kernel against vLLM without one.
+    assert batchllm["throughput_tok_s"] / fcfs["throughput_tok_s"] >= 1.5
 
 
 def test_fcfs_releases_in_submission_order_and_batchllm_by_group():

@@ -35,6 +35,11 @@ class PrefixBatchConfig:
         token_budget: tokens per iteration of the engine's stall-free batching (decodes
             included, Sarathi-Serve's chunked prefill): how the engine batches what is admitted.
         max_batch_requests: most requests running at once (the engine's seat limit).
+        prefix_sharing_attention: the engine's decode attention reads a prefix that two or
+            more decoding requests share once per iteration for all of them (a cascade kernel,
+            as BatchLLM's prefix-shared attention; see
+            :class:`~schedgym.serving.engine.ServingInstance`). ``False``: each request
+            re-reads its prefix (vLLM's PagedAttention of BatchLLM's baseline).
         reward_scale_s: the reward is minus the elapsed simulated time over this scale, so the
             return is minus the batch's completion time in these units.
         invalid_action: ``raise`` or ``substitute``.
@@ -58,6 +63,7 @@ class PrefixBatchConfig:
     max_total_tokens: int = 8192
     token_budget: int = 2048
     max_batch_requests: int = 1024
+    prefix_sharing_attention: bool = False
     reward_scale_s: float = 1.0
     invalid_action: str = "raise"
 
@@ -84,6 +90,11 @@ class PrefixBatchConfig:
         self.tree_spec()  # validates the tree fields, naming each
         require_number("token_budget", self.token_budget, 16, 65_536, integer=True)
         require_number("max_batch_requests", self.max_batch_requests, 1, 65_536, integer=True)
+        if not isinstance(self.prefix_sharing_attention, bool):
+            raise ConfigError(
+                "prefix_sharing_attention: must be True or False, got "
+                f"{self.prefix_sharing_attention!r}"
+            )
         require_number("reward_scale_s", self.reward_scale_s, 0.0, low_inclusive=False)
         require_choice("invalid_action", self.invalid_action, INVALID_ACTION_MODES)
 
@@ -117,8 +128,9 @@ class PrefixBatchConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # Deep shared prefixes with a large fan-out (BatchLLM's prefix-heavy batches): 8 system
     # prompts of ~1k tokens, 8 few-shot templates each (~1.5k), 8 task contexts each (~1k);
-    # the user's own part and the answer are short (a quarter of ShareGPT's): offline batch
-    # tasks (labelling, extraction) over shared instructions.
+    # the user's own part is short (a quarter of ShareGPT's), the answers ShareGPT's own. The
+    # engine has BatchLLM's prefix-shared attention kernel (a shared prefix's KV read once per
+    # group and iteration): BatchLLM's setting, and every policy runs on the same engine.
     "prefix-heavy": {
         "num_requests": 4000,
         "sharing_depth": 3,
@@ -127,10 +139,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "shared_tokens": (1024, 1536, 1024),
         "shared_tokens_cv": 0.2,
         "user_tokens_scale": 0.25,
-        "output_tokens_scale": 0.25,
+        "prefix_sharing_attention": True,
     },
-    # The control: distinct ShareGPT prompts, nothing shared, the same short answers.
-    "no-sharing": {"num_requests": 4000, "output_tokens_scale": 0.25},
+    # The control: distinct ShareGPT prompts, nothing shared, the same (ShareGPT) answers.
+    "no-sharing": {"num_requests": 4000},
     # Shallow sharing plus three-turn conversations.
     "mixed": {
         "num_requests": 3000,

@@ -129,6 +129,7 @@ class PrefixBatchSimulator:
             kv,
             SarathiScheduler(config.token_budget),
             max_num_seqs=config.max_batch_requests,
+            prefix_sharing_attention=config.prefix_sharing_attention,
         )
         self._init_group_needs(block)
         self.total_prompt_tokens = int(batch.request_prompt_tokens.sum())
@@ -283,6 +284,25 @@ class PrefixBatchSimulator:
             node = nodes.get(node_id)
             if node is None or node.refcount == 0:
                 blocks += tokens // 16
+        return blocks
+
+    def unpinned_paths_blocks(self, requests: Sequence[int]) -> int:
+        """Blocks of the prefix nodes on ``requests``' paths that no running request references,
+        each node counted once: what admitting all of them pins or allocates."""
+        prefix = self.instance.kv.prefix
+        if prefix is None:
+            return 0
+        nodes = prefix.nodes
+        seen: set[int] = set()
+        blocks = 0
+        for request in requests:
+            for node_id, tokens in self.requests[request].prefix_path:
+                if node_id in seen:
+                    continue
+                seen.add(node_id)
+                node = nodes.get(node_id)
+                if node is None or node.refcount == 0:
+                    blocks += tokens // 16
         return blocks
 
     def releasable(self, group: int) -> bool:

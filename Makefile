@@ -37,6 +37,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/bench_envs.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

@@ -3,9 +3,16 @@
 For each environment (default config): steps/s of a random masked policy through ``env.step``
 (observations built every step, what an RL learner sees) and of every baseline through
 ``run_episode`` (which skips observations for policies that read the simulator); for SoCDAG also
-HEFT's simulated jobs per second on 10,000 jobs. Run on one core for comparable numbers:
+HEFT's simulated jobs per second on 10,000 jobs; for LLMCluster also the Azure-trace hour
+(``azure-trace`` preset) with round-robin, decisions/s through ``env.step`` (observations at
+every decision) and through ``env.advance`` (none built). Run on one core for comparable
+numbers:
 
     taskset -c 0 .venv/bin/python benchmarks/bench_envs.py [--env SoCDAG-v0] [--steps 20000]
+        [--no-azure-hour] [--clock cpu]
+
+``--clock cpu`` divides by the process's CPU time instead of wall time: on a machine shared
+with other jobs it measures the code, not the queue for a core.
 """
 
 from __future__ import annotations
@@ -21,21 +28,24 @@ from schedgym.core.policy import make_policy, policy_names
 from schedgym.core.rollout import run_episode
 from schedgym.registration import env_entry, env_ids
 
+# The clock rates are measured with: time.perf_counter (wall) or time.process_time (cpu).
+CLOCK = time.perf_counter
+
 
 def random_masked_steps_per_s(env_id: str, steps: int, max_seconds: float) -> float:
     env = gym.make(env_id, disable_env_checker=True).unwrapped
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     done_steps, seed = 0, 0
-    started = time.perf_counter()
-    while done_steps < steps and time.perf_counter() - started < max_seconds:
+    started = CLOCK()
+    while done_steps < steps and CLOCK() - started < max_seconds:
         action = int(rng.choice(np.flatnonzero(env.action_masks())))
         _, _, terminated, truncated, _ = env.step(action)
         done_steps += 1
         if terminated or truncated:
             seed += 1
             env.reset(seed=seed)
-    return done_steps / (time.perf_counter() - started)
+    return done_steps / (CLOCK() - started)
 
 
 class _Observing:
@@ -63,17 +73,31 @@ def baseline_steps_per_s(
     steps, elapsed, seed = 0, 0.0, 0
     # Whole episodes: at least min_steps, or one episode once max_seconds have been spent.
     while steps < min_steps and (elapsed < max_seconds or steps == 0):
+        started = CLOCK()
         result = run_episode(env, policy, seed)
+        elapsed += CLOCK() - started
         steps += result.steps
-        elapsed += result.walltime_s
         seed += 1
     return steps / elapsed
 
 
 def heft_jobs_per_s(num_jobs: int) -> tuple[float, float]:
     env = gym.make("schedgym/SoCDAG-v0", preset="medium", num_jobs=num_jobs, warmup_jobs=0)
-    result = run_episode(env, make_policy("SoCDAG-v0", "heft"), seed=0)
-    return num_jobs / result.walltime_s, result.walltime_s
+    started = CLOCK()
+    run_episode(env, make_policy("SoCDAG-v0", "heft"), seed=0)
+    seconds = CLOCK() - started
+    return num_jobs / seconds, seconds
+
+
+def azure_hour(observe: bool) -> tuple[int, float]:
+    """Round-robin over the LLMCluster Azure-trace hour: (decisions, seconds)."""
+    env = gym.make("schedgym/LLMCluster-v0", preset="azure-trace", disable_env_checker=True)
+    policy = make_policy("LLMCluster-v0", "round-robin")
+    if observe:
+        policy = _Observing(policy)
+    started = CLOCK()
+    result = run_episode(env, policy, seed=0)
+    return result.steps, CLOCK() - started
 
 
 def main() -> None:
@@ -87,7 +111,13 @@ def main() -> None:
         default=10.0,
         help="time cap per measurement (OnlineDataGen steps train a surrogate: they are slow)",
     )
+    parser.add_argument(
+        "--no-azure-hour", action="store_true", help="skip LLMCluster's Azure-trace hour"
+    )
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     ids = [env_entry(e).env_id for e in args.env] if args.env else env_ids()
     for env_id in ids:
         print(f"{env_id}")
@@ -108,6 +138,14 @@ def main() -> None:
             jobs_per_s, seconds = heft_jobs_per_s(args.heft_jobs)
             jobs = f"{args.heft_jobs:,}"
             print(f"  HEFT, {jobs} jobs (medium): {seconds:.2f} s = {jobs_per_s:,.0f} jobs/s")
+        if env_id == "schedgym/LLMCluster-v0" and not args.no_azure_hour:
+            for observe in (True, False):
+                decisions, seconds = azure_hour(observe)
+                how = "with obs. (step)   " if observe else "no obs. (advance)  "
+                print(
+                    f"  Azure hour, round-robin, {how}: {decisions:,} decisions in "
+                    f"{seconds:.1f} s = {decisions / seconds:,.0f} decisions/s"
+                )
 
 
 if __name__ == "__main__":

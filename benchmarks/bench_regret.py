@@ -1,8 +1,8 @@
 """Groupwise-regret baselines: the synthetic proof, regret-heft on noisy, the portfolio table.
 
 Run: ``.venv/bin/python benchmarks/bench_regret.py`` (every part) or ``--part synthetic`` /
-``--part heft`` / ``--part portfolio [--envs PrefillChunk ...]`` / ``--part sjf`` /
-``--part clone``.
+``--part heft`` / ``--part portfolio [--envs PrefillChunk ...] [--scenarios strict ...]
+[--portfolio-seeds 1002 ...]`` / ``--part sjf`` / ``--part clone``.
 
 - ``synthetic``: the intersecting-group stream (age band, sex, region) with the target depending
   on region only and on all three; per group: the fitted growth exponent of the cumulative regret
@@ -109,9 +109,34 @@ def synthetic(rounds: int) -> None:
             )
 
 
-def _episodes(env_id: str, name: str, seeds: list[int], metric: str, **kwargs) -> list[float]:
+# Portfolio variants benchmarked next to the default (label -> policy keyword arguments).
+PORTFOLIO_VARIANTS = {
+    "schedgym/PrefillChunk-v0": {
+        "regret-portfolio[window]": {"feedback": "window", "window_s": 4.0, "horizon_s": 8.0},
+        "regret-portfolio[whole-policy]": {
+            "feedback": "whole-policy",
+            "window_s": 4.0,
+            "horizon_s": 8.0,
+        },
+    },
+}
+
+
+def _episodes(
+    env_id: str,
+    name: str,
+    seeds: list[int],
+    metric: str,
+    policy_kwargs: dict | None = None,
+    **kwargs,
+) -> list[float]:
     env = gym.make(env_id, disable_env_checker=True, **kwargs)
-    return [float(run_episode(env, make_policy(env_id, name), s).metrics[metric]) for s in seeds]
+    return [
+        float(
+            run_episode(env, make_policy(env_id, name, **(policy_kwargs or {})), s).metrics[metric]
+        )
+        for s in seeds
+    ]
 
 
 def heft(seeds: list[int]) -> None:
@@ -128,15 +153,23 @@ def heft(seeds: list[int]) -> None:
         )
 
 
-def portfolio(envs: list[str] | None = None) -> None:
+def portfolio(
+    envs: list[str] | None = None,
+    seeds_override: list[int] | None = None,
+    scenarios: list[str] | None = None,
+) -> None:
+    """Every heuristic and the portfolio (and its variants) on the quick suite's scenarios, on
+    the suite's seeds or ``seeds_override`` (to stay off the leaderboard's test seeds)."""
     suite = get_suite("quick")
     for scenario in suite.scenarios:
         if scenario.env_id not in PORTFOLIO_EXPERTS:
             continue
         if envs and not any(e in scenario.env_id for e in envs):
             continue
+        if scenarios and scenario.name not in scenarios:
+            continue
         metric = suite.metrics[scenario.env_id].key
-        seeds = list(suite.seeds)
+        seeds = list(seeds_override or suite.seeds)
         print(f"\n{scenario.env_id} / {scenario.name} ({metric}, lower is better, seeds {seeds})")
         print("| policy | mean | vs best heuristic | wall s |")
         print("|---|---|---|---|")
@@ -147,7 +180,19 @@ def portfolio(envs: list[str] | None = None) -> None:
                 scenario.env_id, name, seeds, metric, preset=scenario.preset, **scenario.overrides
             )
             rows[name] = (float(np.mean(values)), time.perf_counter() - started)
-        best = min(v for n, (v, _) in rows.items() if n != "regret-portfolio")
+        for label, policy_kwargs in PORTFOLIO_VARIANTS.get(scenario.env_id, {}).items():
+            started = time.perf_counter()
+            values = _episodes(
+                scenario.env_id,
+                "regret-portfolio",
+                seeds,
+                metric,
+                policy_kwargs,
+                preset=scenario.preset,
+                **scenario.overrides,
+            )
+            rows[label] = (float(np.mean(values)), time.perf_counter() - started)
+        best = min(v for n, (v, _) in rows.items() if not n.startswith("regret-portfolio"))
         for name, (value, wall) in rows.items():
             print(f"| {name} | {value:.4g} | {value / best:.3f} | {wall:.1f} |")
 
@@ -214,6 +259,13 @@ def main() -> None:
     parser.add_argument(
         "--envs", nargs="+", help="portfolio: only these environments (substrings of their ids)"
     )
+    parser.add_argument(
+        "--portfolio-seeds",
+        type=int,
+        nargs="+",
+        help="portfolio: these seeds instead of the suite's (its test seeds are 1000-1001)",
+    )
+    parser.add_argument("--scenarios", nargs="+", help="portfolio: only these scenario names")
     parser.add_argument("--rounds", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(1000, 1008)))
     args = parser.parse_args()
@@ -223,7 +275,7 @@ def main() -> None:
     if part in ("all", "heft"):
         heft(args.seeds)
     if part in ("all", "portfolio"):
-        portfolio(args.envs)
+        portfolio(args.envs, args.portfolio_seeds, args.scenarios)
     if part in ("all", "sjf"):
         sjf()
     if part in ("all", "clone"):

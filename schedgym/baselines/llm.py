@@ -20,12 +20,12 @@ which the benchmark uses.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
 
-from schedgym.core.policy import register_policy
+from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.llmcluster.simulator import DISPATCH, LLMClusterSimulator
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.request import Request
@@ -37,10 +37,11 @@ def _sim(env: Any) -> LLMClusterSimulator:
     return env.unwrapped.simulator
 
 
-class _ClusterPolicy(ABC):
-    """Shared plumbing: turn simulator-level choices into the env's actions."""
+class _ClusterPolicy(SimulatorPolicy):
+    """Shared plumbing: turn simulator-level choices into the env's actions. These policies
+    read the simulator, so rollouts skip building observations for them."""
 
-    def reset(self, env: Any) -> None:  # noqa: B027 - optional hook, most policies are stateless
+    def reset(self, env: Any) -> None:
         """Nothing to reset by default."""
 
     @abstractmethod

@@ -368,6 +368,29 @@ class PortfolioAdapter(Protocol):
         """What ``window_loss`` needs from the snapshot before the rollout."""
 
 
+class WholePolicyAdapter(PortfolioAdapter, Protocol):
+    """An adapter whose experts are judged as whole policies (``feedback = "whole-policy"``).
+
+    For metrics that do not add up over windows (a p99 over the whole episode: a heuristic
+    whose rare slow iterations stay under 1% of the gaps only when it is played all the time),
+    each expert's loss for an epoch is the episode's metric so far had that expert been played
+    from the episode's start to the end of the epoch's horizon. Per expert, a shadow copy of
+    the episode's first state runs that expert only; at each feedback it learns what reality
+    has revealed since the last one (:meth:`catch_up`) and runs on to the horizon.
+    """
+
+    feedback: str
+
+    def catch_up(self, shadow: Any, base: Any, reality: Any) -> None:
+        """Give ``shadow`` (a copy run by one expert, redacted earlier) what ``reality`` has
+        revealed since: new arrivals (fresh copies taken from ``base``, the untouched first
+        state) and output lengths, each still only as known at ``reality``'s present."""
+
+    def episode_loss(self, shadow: Any) -> float:
+        """The episode's metric so far in ``shadow`` (lower is better; nan while the shadow
+        has too little of the episode for the metric to mean anything: the round is skipped)."""
+
+
 @dataclass
 class _Epoch:
     start: Any
@@ -468,6 +491,12 @@ class GroupwisePortfolioPolicy(SimulatorPolicy):
     they lie in [0, 1]; neither changes which expert is best, and the first divides every regret by
     the same constant.
 
+    Whole-policy feedback (an adapter with ``feedback = "whole-policy"``, see
+    :class:`WholePolicyAdapter`): for metrics that do not add up over windows, an expert's loss
+    for an epoch is the episode's metric had that expert been played from the start to the end
+    of the epoch's horizon, from one shadow per expert that catches up with what reality has
+    revealed at each feedback; a round whose metric is not defined yet (nan) is skipped.
+
     Args:
         adapter: the environment family's experts, contexts, groups and windows.
         seed: seed of the expert-sampling generator.
@@ -497,15 +526,18 @@ class GroupwisePortfolioPolicy(SimulatorPolicy):
         self._pending: deque[_Epoch] = deque()
         self._spread = 0.0
         self.stats = PortfolioStats()
+        self._whole_policy = getattr(self.adapter, "feedback", "window") == "whole-policy"
+        # Whole-policy feedback: the untouched first state (taken before any expert acts) and
+        # one shadow (env copy, experts copy) per expert, created at the first feedback.
+        self._base: Any = None
+        self._shadows: list[Any] = [None] * len(self._expert_list)
 
     # ---------------------------------------------------------------------------- feedback
-    def _rollout_loss(self, snapshot: Any, expert_index: int, start: Any) -> float:
+    def _play(self, env_copy: Any, expert: Policy, start: Any) -> None:
+        """Let ``expert`` drive ``env_copy`` until the adapter says the window is covered."""
         import time
 
         adapter = self.adapter
-        env_copy, experts = copy.deepcopy(snapshot, adapter.share(snapshot[0]))
-        expert = experts[expert_index]
-        state = adapter.loss_state(env_copy)
         # The experts read the simulator's view, never the observation (as in run_episode).
         fast = hasattr(env_copy, "advance")
         started = time.perf_counter()
@@ -519,13 +551,49 @@ class GroupwisePortfolioPolicy(SimulatorPolicy):
             done = terminated or truncated
             self.stats.rollout_steps += 1
         self.stats.rollout_s += time.perf_counter() - started
+
+    def _rollout_loss(self, snapshot: Any, expert_index: int, start: Any) -> float:
+        adapter = self.adapter
+        env_copy, experts = copy.deepcopy(snapshot, adapter.share(snapshot[0]))
+        state = adapter.loss_state(env_copy)
+        self._play(env_copy, experts[expert_index], start)
         return float(adapter.window_loss(env_copy, state))
 
+    def _whole_policy_loss(self, expert_index: int, start: Any, env: Any) -> float:
+        """Expert ``expert_index``'s episode metric had it been played from the start to the
+        end of the epoch begun at ``start`` (see :class:`WholePolicyAdapter`)."""
+        adapter: Any = self.adapter
+        reality = env.unwrapped
+        shadow = self._shadows[expert_index]
+        if shadow is None:
+            shadow = copy.deepcopy(self._base, adapter.share(self._base[0]))
+            adapter.redact(shadow[0], reality)
+            self._shadows[expert_index] = shadow
+        else:
+            adapter.catch_up(shadow[0], self._base[0], reality)
+        self._play(shadow[0], shadow[1][expert_index], start)
+        return float(adapter.episode_loss(shadow[0]))
+
     def _feedback(self, epoch: _Epoch, env: Any) -> None:
-        self.adapter.redact(epoch.snapshot[0], env.unwrapped)
-        raw = np.array(
-            [self._rollout_loss(epoch.snapshot, i, epoch.start) for i in range(len(self._experts))]
-        )
+        if self._whole_policy:
+            raw = np.array(
+                [
+                    self._whole_policy_loss(i, epoch.start, env)
+                    for i in range(len(self._expert_list))
+                ]
+            )
+        else:
+            self.adapter.redact(epoch.snapshot[0], env.unwrapped)
+            raw = np.array(
+                [
+                    self._rollout_loss(epoch.snapshot, i, epoch.start)
+                    for i in range(len(self._experts))
+                ]
+            )
+        if np.isnan(raw).any():
+            # An expert's metric is not defined yet (too little of the episode): no round.
+            self.stats.losses.append(raw)
+            return
         excess = raw - raw.min()
         self._spread = max(self._spread, float(excess.max()))
         losses = excess / self._spread if self._spread > 0 else excess
@@ -552,7 +620,14 @@ class GroupwisePortfolioPolicy(SimulatorPolicy):
             self._current = int(np.argmax(dist))  # first maximum: the adapter's order
         start, pending = self.adapter.start_marker(env)
         started = time.perf_counter()
-        snapshot = copy.deepcopy((unwrapped, self._expert_list), self.adapter.share(unwrapped))
+        snapshot: Any = None
+        if not self._whole_policy:
+            snapshot = copy.deepcopy((unwrapped, self._expert_list), self.adapter.share(unwrapped))
+        elif self._base is None:
+            # The first epoch starts before any expert has acted: the episode's first state.
+            self._base = copy.deepcopy(
+                (unwrapped, self._expert_list), self.adapter.share(unwrapped)
+            )
         self.stats.clone_s += time.perf_counter() - started
         self._pending.append(_Epoch(start, pending, record, snapshot, self._current))
         self.stats.epochs += 1

@@ -4,6 +4,14 @@
 batch-composition baselines (vLLM, Orca, FasterTransformer, Sarathi-512, Sarathi-2048, in their
 registration order; ``random`` is not a heuristic). A decision epoch is a window of simulated
 time; see :class:`PrefillPortfolioAdapter` for the groups and how a heuristic's loss is measured.
+The episode's metric is a p99 over the whole episode: vLLM's rare prefill stalls keep its p99 TBT
+low only when it is played nearly all the time, which a per-window loss cannot see. So by default
+(``feedback="to-end"``) a heuristic's loss is the suite's ``slo_excess_ratio`` at the episode's end
+had it been played from the epoch's start to the end: the rollout continues past the present over
+requests drawn afresh from the configured workload (its arrival process and length distribution,
+which are public knobs; never the episode's own future draws). ``feedback="window"`` is the
+per-window loss described in :class:`PrefillPortfolioAdapter`; ``feedback="whole-policy"`` judges
+each heuristic by the episode's metric so far had it been played from the start.
 
 ``regret-sjf``: shortest predicted job first. The env's action picks an iteration's (mode,
 budget) and cannot express an order: the engine admits its queue's head first. The closest
@@ -21,6 +29,7 @@ request that has not finished is never read.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -36,6 +45,7 @@ from schedgym.baselines.regret import (
 from schedgym.baselines.regret_serving import (
     CompletedLengths,
     OutputLengthPredictor,
+    decoding_generated,
     rebuild_finish_heap,
     redact_requests,
     share_engine_logs,
@@ -46,6 +56,9 @@ from schedgym.baselines.regret_serving import (
 from schedgym.core.metrics import percentile
 from schedgym.core.policy import SimulatorPolicy, register_policy
 from schedgym.envs.prefillchunk.simulator import PrefillChunkSimulator
+from schedgym.serving.request import Request
+from schedgym.workloads.arrivals import interarrival_times_s
+from schedgym.workloads.request_lengths import FixedLengths, ShareGPTLengths
 
 FAMILY = prefill.FAMILY
 
@@ -65,10 +78,44 @@ DECODES_MANY = 16
 P99_SHARE = 0.01
 # The window loss's delay term: mean wait over Sarathi-Serve's 2 s scheduling-delay bound.
 DELAY_SCALE_S = 2.0
+# How an expert's loss is measured: ``to-end`` (reality's past, then the expert to the episode's
+# end over arrivals drawn from the configured workload: the episode's metric, p99 and all),
+# ``whole-policy`` (its episode metric so far had it been played from the start) or ``window``
+# (reality's past, then the expert for one horizon).
+FEEDBACK_KINDS = ("to-end", "whole-policy", "window")
+# Whole-policy feedback starts once a shadow holds this many token gaps: 50 above its p99.
+MIN_TBT_GAPS = 5000
 
 
 def _sim(env: Any) -> PrefillChunkSimulator:
     return env.unwrapped.simulator  # type: ignore[no-any-return]
+
+
+def synthetic_arrivals(reality: PrefillChunkSimulator) -> list[Request]:
+    """The requests of the episode that have not arrived yet in ``reality``, drawn afresh from
+    the configured workload (arrival process and rate, length distribution: public knobs, not
+    the episode's draws), after ``reality``'s present; seeded by what is known (requests
+    arrived, iterations run), so a rollout over them replays exactly."""
+    config = reality.config
+    known = reality.requests_arrived
+    missing = config.num_requests - known
+    if missing <= 0:
+        return []
+    rng = np.random.default_rng([known, reality.iterations, 0x5EED])
+    gaps = interarrival_times_s(
+        rng, missing, config.qps, process=config.arrival_process, cv=config.arrival_cv
+    )
+    last_s = reality.requests[known - 1].arrival_s if known else 0.0
+    arrivals = max(reality.now_s, last_s) + np.cumsum(gaps)
+    if config.lengths == "sharegpt":
+        sampler: ShareGPTLengths | FixedLengths = ShareGPTLengths(config.max_total_tokens)
+    else:
+        sampler = FixedLengths(config.prompt_tokens, config.output_tokens)
+    prompts, outputs = sampler.sample(rng, missing)
+    return [
+        Request(known + i, float(arrivals[i]), int(prompts[i]), int(outputs[i]))
+        for i in range(missing)
+    ]
 
 
 class PrefillPortfolioAdapter(TimeWindowAdapter):
@@ -81,7 +128,10 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
     (< 512) / medium / large (> 2048); decodes none / few / many (> 16); late tokens recently
     (the running average of late-token share above 1%).
 
-    Loss of a heuristic for an epoch begun at ``t0``: the heuristic runs a snapshot taken at
+    Loss with ``feedback="to-end"`` (the default): the heuristic runs the redacted snapshot
+    taken at ``t0`` to the episode's end, future arrivals drawn afresh (:func:`synthetic_arrivals`);
+    the loss is the episode's ``slo_excess_ratio`` there. With ``feedback="window"``, the loss of
+    a heuristic for an epoch begun at ``t0``: the heuristic runs a snapshot taken at
     ``t0`` until ``t0 + horizon_s``; the loss is the sum of the two terms of the suite's
     ``slo_excess_ratio``, each made additive over windows. TBT: the episode's p99 TBT / SLO
     with the window gone this way (the snapshot's past gaps pooled with the rollout's), scaled
@@ -101,8 +151,20 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
 
     expert_factories = PORTFOLIO_EXPERTS
 
-    def __init__(self, window_s: float = 4.0, horizon_s: float = 8.0) -> None:
+    def __init__(
+        self,
+        window_s: float = 16.0,
+        horizon_s: float = 16.0,
+        feedback: str = "to-end",
+        min_tbt_gaps: int = MIN_TBT_GAPS,
+    ) -> None:
         super().__init__(window_s, horizon_s)
+        if feedback not in FEEDBACK_KINDS:
+            raise ValueError(f"feedback: must be one of {FEEDBACK_KINDS}, got {feedback!r}")
+        if min_tbt_gaps < 0:
+            raise ValueError(f"min_tbt_gaps: must be >= 0, got {min_tbt_gaps}")
+        self.feedback = feedback
+        self.min_tbt_gaps = min_tbt_gaps
 
     def groups(self, env: Any) -> tuple[list[Group], list[GroupFamily]]:
         return (
@@ -162,12 +224,60 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
             CompletedLengths(r.output_tokens for r in real.finished),
         )
         rebuild_finish_heap(sim.instance, sim.now_s)
+        if self.feedback == "to-end":
+            sim.extend_requests(synthetic_arrivals(real))
+
+    def window_done(self, clone: Any, start: Any) -> bool:
+        if self.feedback == "to-end":
+            return clone.simulator.done  # type: ignore[no-any-return]
+        return super().window_done(clone, start)
+
+    def catch_up(self, shadow: Any, base: Any, reality: Any) -> None:
+        """Whole-policy feedback: what ``reality`` revealed since ``shadow`` was last redacted.
+
+        New arrivals are fresh copies of ``base``'s (untouched) requests; every request the
+        shadow has not finished gets the length :meth:`redact` would give it now (its true
+        length once reality has finished it), raised above what the shadow has produced
+        (a request the shadow has run past its now-known end finishes at its next token).
+        """
+        sim: PrefillChunkSimulator = shadow.simulator
+        real: PrefillChunkSimulator = reality.simulator
+        fresh = [
+            copy.copy(r) for r in base.simulator.requests[len(sim.requests) : real.requests_arrived]
+        ]
+        finished_real = {r.request_id for r in real.finished}
+        finished_shadow = {r.request_id for r in sim.finished}
+        real_requests = real.requests
+        lengths = CompletedLengths(r.output_tokens for r in real.finished)
+        for request in [*sim.requests, *fresh]:
+            rid = request.request_id
+            if rid in finished_shadow:
+                continue
+            if rid in finished_real:
+                known = real_requests[rid].output_tokens
+            else:
+                known = lengths.expected_total(real.instance.generated(real_requests[rid]))
+            produced = decoding_generated(sim.instance, request)
+            request.output_tokens = max(known, produced + 1)
+        rebuild_finish_heap(sim.instance, sim.now_s)
+        sim.extend_requests(fresh)
+
+    def episode_loss(self, shadow: Any) -> float:
+        """The suite's ranking metric, ``slo_excess_ratio``, of the shadow's episode so far;
+        nan (no information) while it holds fewer than ``min_tbt_gaps`` token gaps, too few
+        for its p99 to mean anything."""
+        sim: PrefillChunkSimulator = shadow.simulator
+        if sim.tbt_samples_s().size < self.min_tbt_gaps:
+            return math.nan
+        return float(sim.summary()["slo_excess_ratio"])
 
     def loss_state(self, clone: Any) -> Any:
         return clone.simulator.now_s
 
     def window_loss(self, clone: Any, start_state: Any) -> float:
         sim: PrefillChunkSimulator = clone.simulator
+        if self.feedback == "to-end":
+            return float(sim.summary()["slo_excess_ratio"])
         start_s = start_state
         end_s = start_s + self.horizon_s
         # The episode's p99 TBT if the window went this way: the past gaps the snapshot holds
@@ -197,10 +307,18 @@ class PrefillPortfolioPolicy(GroupwisePortfolioPolicy):
     """``regret-portfolio`` on PrefillChunk (see :class:`PrefillPortfolioAdapter`)."""
 
     def __init__(
-        self, seed: int = 0, selection: str = "mode", window_s: float = 4.0, horizon_s: float = 8.0
+        self,
+        seed: int = 0,
+        selection: str = "mode",
+        window_s: float = 16.0,
+        horizon_s: float = 16.0,
+        feedback: str = "to-end",
+        min_tbt_gaps: int = MIN_TBT_GAPS,
     ) -> None:
         super().__init__(
-            PrefillPortfolioAdapter(window_s, horizon_s), seed=seed, selection=selection
+            PrefillPortfolioAdapter(window_s, horizon_s, feedback, min_tbt_gaps),
+            seed=seed,
+            selection=selection,
         )
 
 

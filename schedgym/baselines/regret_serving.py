@@ -200,10 +200,7 @@ def band(value: float, edges: Sequence[float]) -> int:
 def share_engine_logs(instance: ServingInstance) -> dict[int, Any]:
     """Memo entries that copy an engine's append-only logs shallowly (their items never change:
     decode end-time arrays, per-segment tuples, gaps) and share its immutable timer."""
-    memo: dict[int, Any] = {id(instance.timer): instance.timer}
-    for log in (instance._decode_end_chunks, instance._tbt_meta, instance.tbt_individual_s):
-        memo[id(log)] = list(log)
-    return memo
+    return instance.log_copy_memo()
 
 
 def share_finished(memo: dict[int, Any], finished: list[Any]) -> None:

@@ -89,9 +89,9 @@ class RegretHEFTPolicy(soc.HEFTPolicy):
 
     def _learn(self, sim: SoCSimulator) -> None:
         records = sim.task_records
-        if self._records_seen == len(records):
+        if self._records_seen == records.total:
             return
-        for record in records[self._records_seen :]:
+        for record in records.since(self._records_seen):
             if record.expected_us <= 0.0:
                 continue
             template = sim.job_template[record.job_id]
@@ -102,7 +102,7 @@ class RegretHEFTPolicy(soc.HEFTPolicy):
             }
             ratio = (record.finish_us - record.start_us) / record.expected_us
             self.regressor.update(context, _ONE, ratio - 1.0)
-        self._records_seen = len(records)
+        self._records_seen = records.total
         self._cache.clear()
 
     def _estimate(self, job_id: int, template: DagTemplate, task: int) -> np.ndarray:
@@ -233,7 +233,7 @@ class SoCPortfolioAdapter:
             memo[id(template)] = template
         for template in sim.application_templates.values():
             memo[id(template)] = template
-        memo[id(sim.task_records)] = list(sim.task_records)  # records are frozen
+        memo[id(sim.task_records)] = sim.task_records.copy()  # records are frozen
         return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:

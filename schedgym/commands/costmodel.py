@@ -20,7 +20,9 @@ def register(subparsers: Any) -> None:
         help="fit the inference cost model and report its held-out error",
         description="Refit the roofline coefficients from the shipped profiles (or --profiles "
         "DIR) and report MAPE per GPU, model and operator group on held-out points (every "
-        "fifth token count), the Sarathi whole-iteration check and the cross-model check.",
+        "fifth token count), the NCCL latency-bandwidth laws' held-out error, the Sarathi "
+        "whole-iteration check, the cross-model check, and the independent whole-forward "
+        "measurements per GPU with the compute scale fitted to them (leave one source out).",
     )
     calibrate.add_argument("--profiles", metavar="DIR", help="profile directory (schedgym profile)")
     calibrate.add_argument("--report", action="store_true", help="print the error report")
@@ -58,7 +60,7 @@ def register(subparsers: Any) -> None:
     cost.add_argument(
         "--engine",
         default="none",
-        choices=("none", "sarathi"),
+        choices=("none", "sarathi", "tensorrt-llm"),
         help="CPU overhead preset (default none: GPU time only)",
     )
     cost.add_argument("--json", action="store_true", help="print JSON")
@@ -173,7 +175,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
     """Fits from the shipped profiles (or ``profiles_dir``) and gathers every error figure."""
-    from schedgym.costmodels import fitting, network, profiles, validation
+    from schedgym.costmodels import fitting, nccl_fit, profiles, validation, whole_forward
 
     profile_set = profiles.load_profiles(profiles_dir)
     calibration = fitting.fit_calibration(profile_set, holdout=True)
@@ -185,18 +187,8 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
         ],
     }
     if profiles_dir is None:
-        report["network"] = [
-            {
-                "collective": c,
-                "gpu": g,
-                "workers": w,
-                "devices_per_node": d,
-                "points": n,
-                "mape_pct": round(mape, 2),
-                "max_ape_pct": round(worst, 2),
-            }
-            for c, g, w, d, n, mape, worst in network.holdout_errors()
-        ]
+        report["network_holdout"] = "every fifth message size held out, laws refitted on the rest"
+        report["network"] = [row.to_dict() for row in nccl_fit.holdout_errors()]
         overhead = validation.fit_engine_overhead(calibration)
         report["engine_overhead"] = {
             "per_iteration_s": overhead.per_iteration_s,
@@ -205,6 +197,7 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
         }
         report["sarathi"] = [p.to_dict() for p in validation.sarathi_check(calibration, overhead)]
         report["cross_model"] = validation.cross_model_check(profile_set)
+        report["whole_forward"] = whole_forward.error_report(calibration=calibration)
         report["shared_prefix_kernel"] = _shared_prefix_kernel_report()
     report["_calibration"] = calibration
     return report
@@ -258,11 +251,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if not args.report:
         print("fitted; add --report for the held-out error, --out FILE to save coefficients")
         return 0
-    _print_report(report)
+    print_report(report)
     return 0
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def print_report(report: dict[str, Any]) -> None:
+    """Prints a :func:`calibration_report` as the text of `schedgym calibrate --report`."""
     print(f"held-out error ({report['holdout']}), profiles: {report['source']}")
     print(f"{'gpu':<16} {'model':<14} {'group':<12} {'points':>6} {'MAPE%':>7} {'max%':>7}")
     for row in report["operator_groups"]:
@@ -270,11 +264,24 @@ def _print_report(report: dict[str, Any]) -> None:
             f"{row['gpu']:<16} {row['model']:<14} {row['group']:<12} {row['points']:>6} "
             f"{row['mape_pct']:>7.2f} {row['max_ape_pct']:>7.2f}"
         )
-    for row in report.get("network", []):
-        name = f"{row['collective']} x{row['workers']}/{row['devices_per_node']}pn"
+    if report.get("network"):
         print(
-            f"{row['gpu']:<16} {'-':<14} {name:<12} {row['points']:>6} "
-            f"{row['mape_pct']:>7.2f} {row['max_ape_pct']:>7.2f}"
+            f"\nNCCL latency-bandwidth laws ({report['network_holdout']}); MAPE of the laws, "
+            "their median error, and, on the same points, the interpolation's MAPE; 'uses' is "
+            "what the cost model runs on (laws for all-reduce, interpolation for send/recv)"
+        )
+        print(
+            f"{'gpu':<16} {'collective':<20} {'uses':<13} {'regimes':>7} {'points':>6} "
+            f"{'MAPE%':>7} {'max%':>7} {'median%':>8} {'interp%':>8} {'in-sample%':>10}"
+        )
+    for row in report.get("network", []):
+        name = f"{row['collective']} x{row['num_workers']}/{row['devices_per_node']}pn"
+        print(
+            f"{row['gpu']:<16} {name:<20} {row['runtime']:<13} {row['regimes']:>7} "
+            f"{row['points']:>6} {row['held_out_mape_pct']:>7.2f} "
+            f"{row['held_out_max_ape_pct']:>7.2f} "
+            f"{row['held_out_median_ape_pct']:>8.2f} {row['interpolation_mape_pct']:>8.2f} "
+            f"{row['in_sample_mape_pct']:>10.2f}"
         )
     if "sarathi" in report:
         print(
@@ -294,5 +301,59 @@ def _print_report(report: dict[str, Any]) -> None:
             f"per-layer time MAPE {cross['mape_pct']}% (max {cross['max_ape_pct']}%) "
             f"over {cross['points']} points"
         )
+    if "whole_forward" in report:
+        _print_whole_forward(report["whole_forward"])
     if "shared_prefix_kernel" in report:
         _print_shared_prefix_kernel(report["shared_prefix_kernel"])
+
+
+def _print_whole_forward(result: dict[str, Any]) -> None:
+    scales = ", ".join(
+        f"{gpu} fitted {fitted:.3f} applied {result['compute_scale'][gpu]:.3f}"
+        for gpu, fitted in result["fitted_compute_scale"].items()
+    )
+    print(
+        "\nindependent whole-forward measurements (data/whole_forward.csv); compute scale: "
+        f"{scales} (applied where the split-half held-out MAPE drops by >= "
+        f"{result['apply_min_gain_pct']} points)"
+    )
+    print(
+        f"{'gpu':<16} {'source':<12} {'points':>6} {'profiles mean%':>14} {'MAPE%':>6} "
+        f"{'applied mean%':>13} {'MAPE%':>6} {'engine ms':>9} {'+engine MAPE%':>13}"
+    )
+    for row in result["independent"]:
+        print(
+            f"{row['gpu']:<16} {row['source']:<12} {row['points']:>6} "
+            f"{row['operator_profiles_mean_error_pct']:>+14.1f} "
+            f"{row['operator_profiles_mape_pct']:>6.1f} "
+            f"{row['applied_scale_mean_error_pct']:>+13.1f} "
+            f"{row['applied_scale_mape_pct']:>6.1f} {row['engine_constant_ms']:>9.2f} "
+            f"{row['with_engine_constant_mape_pct']:>13.1f}"
+        )
+    print(
+        "held out, leave one source out (scale from the other sources, the source's engine "
+        "constant from its even rows, odd rows scored):"
+    )
+    for row in result["leave_one_source_out"]:
+        print(
+            f"  {row['gpu']:<16} {row['held_out_source']:<12} "
+            f"scale {row['scale_from_other_sources']:.3f}"
+            f"  {row['scored_points']:>3} points  MAPE {row['compute_scaled_mape_pct']:.1f}%"
+            f" (no compute scale: {row['operator_profiles_mape_pct']:.1f}%)"
+        )
+    print("held out, split half (scale and constants from every source's even rows):")
+    for row in result["split_half"]:
+        print(
+            f"  {row['gpu']:<16} scale {row['scale_from_even_rows']:.3f}  {row['scored_points']:>3}"
+            f" points  MAPE {row['compute_scaled_mape_pct']:.1f}%"
+            f" (no compute scale: {row['operator_profiles_mape_pct']:.1f}%)"
+        )
+    engine = result["tensorrt_llm_overhead"]
+    print(f"tensorrt-llm engine preset: {engine['per_iteration_ms']:.2f} ms per iteration")
+    for row in engine["leave_one_source_out"]:
+        print(
+            f"  {row['held_out_source']:<12} predicted with "
+            f"{row['per_iteration_ms_from_other']:.2f} ms"
+            f" from the other source: MAPE {row['mape_pct']:.1f}%"
+            f" (GPU time alone {row['gpu_time_only_mape_pct']:.1f}%) over {row['points']} points"
+        )

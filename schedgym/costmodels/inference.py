@@ -7,25 +7,33 @@ An engine iteration runs every layer once over the batch's tokens. Its time (sec
               + decode attention(number of decodes, sum of their KV lengths))
     + embedding(M) + LM head(sequences)
 
-and the engine's CPU work (scheduling, input preparation, sampling) overlaps with it, since
+where M is the batch's token count (prefill chunk tokens plus one per decode). Every operator is
+a fitted soft roofline (see :mod:`schedgym.costmodels.roofline`) whose compute efficiencies come
+from isolated operator profiles; a whole forward pass sustains a different tensor throughput
+(on H100 about 22% less), so the compute efficiencies of the GEMMs and of prefill attention are
+divided by a per-GPU ``compute_scale`` fitted to independent whole-forward measurements
+(:mod:`schedgym.costmodels.whole_forward`; 1 where none is applied).
+
+The engine's CPU work (scheduling, input preparation, sampling) overlaps with it, since
 kernel launches are asynchronous: iteration = softmax_p(GPU time, CPU time), which is their max
 for a large p (what Sarathi's measurements fit) and their sum for p = 1.
 
-where M is the batch's token count (prefill chunk tokens plus one per decode). Every operator is
-a fitted soft roofline (see :mod:`schedgym.costmodels.roofline`). Token-level parts depend only on
-M, so they are tabulated once per (model, GPU, tp) and the hot call is a few list lookups and
-two closed-form attention terms: :meth:`InferenceCostModel.time_from_summary_s` takes the batch
-as aggregates so a serving engine need not build lists.
+Token-level parts depend only on M, so they are tabulated once per (model, GPU, tp) and the hot
+call is a few list lookups and two closed-form attention terms:
+:meth:`InferenceCostModel.time_from_summary_s` takes the batch as aggregates so a serving engine
+need not build lists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +52,7 @@ from schedgym.costmodels.roofline import (
     ATTN_QUERY_TILE,
     ELEMENTWISE_OPS,
     LINEAR_OPS,
+    RooflineCoefficients,
     op_work,
     token_op_time_s,
 )
@@ -78,7 +87,47 @@ class EngineOverhead:
     overlap_sharpness: float = 50.0
 
 
-ENGINES = ("none", "sarathi")
+ENGINES = ("none", "sarathi", "tensorrt-llm")
+WHOLE_FORWARD_FILE = "whole_forward_fit.json"
+# Operators whose compute term the whole-forward compute scale applies to (the LM head borrows
+# the up projection's coefficients).
+COMPUTE_SCALED_OPS = (*LINEAR_OPS, "attn_prefill")
+
+
+@lru_cache(maxsize=1)
+def _whole_forward_fit() -> dict[str, Any]:
+    path = resources.files("schedgym.costmodels").joinpath(f"data/{WHOLE_FORWARD_FILE}")
+    raw: dict[str, Any] = json.loads(path.read_text())
+    return raw
+
+
+def shipped_compute_scales() -> dict[str, float]:
+    """Per-GPU whole-forward compute scales (``data/whole_forward_fit.json``); GPUs without
+    whole-forward measurements are absent (scale 1: the operator profiles as they are)."""
+    return {d: float(v) for d, v in _whole_forward_fit()["compute_scale"].items()}
+
+
+def tensorrt_llm_engine_overhead() -> EngineOverhead:
+    """Per-iteration time TensorRT-LLM adds to the GPU-time model (launch gaps, sampling,
+    runtime), fitted to the NeMo and TensorRT-LLM whole-forward measurements on A100 and H100
+    (about 1.9 ms, added to every iteration: those engines do not overlap it)."""
+    engine = _whole_forward_fit()["engines"]["tensorrt-llm"]
+    return EngineOverhead(float(engine["per_iteration_s"]), 0.0, overlap_sharpness=1.0)
+
+
+def with_compute_scale(
+    coefficients: dict[str, RooflineCoefficients], scale: float
+) -> dict[str, RooflineCoefficients]:
+    """Coefficients whose GEMM and prefill-attention compute efficiencies are divided by
+    ``scale`` (> 1: a whole forward pass runs those parts slower than the isolated profiles)."""
+    if not (math.isfinite(scale) and scale > 0.0):
+        raise ConfigError(f"compute_scale: must be a positive number, got {scale!r}")
+    return {
+        op: dataclasses.replace(c, compute_eff=c.compute_eff / scale)
+        if op in COMPUTE_SCALED_OPS
+        else c
+        for op, c in coefficients.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -146,9 +195,12 @@ class InferenceCostModel:
             H100 TP4) fits that law at 8% held-out MAPE with 82% of HBM bandwidth, while one
             read per KV head would need 5x the peak bandwidth. The fitted efficiency carries
             over to the grouped kernel. Identical for models without GQA.
+        compute_scale: whole-forward tensor-throughput scale of this GPU (see the module
+            docstring); default: the shipped fit for the GPU (1.0 where none was fitted).
+            ``1.0`` gives the operator profiles' own efficiencies.
 
     Raises:
-        ConfigError: unknown model or GPU, bad tp.
+        ConfigError: unknown model or GPU, bad tp, a non-positive compute_scale.
     """
 
     def __init__(
@@ -161,6 +213,7 @@ class InferenceCostModel:
         table_tokens: int = DEFAULT_TABLE_TOKENS,
         gqa_decode: bool = False,
         shared_prefix_kernel: SharedPrefixKernel | None = None,
+        compute_scale: float | None = None,
     ) -> None:
         self.gqa_decode = gqa_decode
         self.shared_prefix_kernel = shared_prefix_kernel or shipped_shared_prefix_kernel()
@@ -169,7 +222,12 @@ class InferenceCostModel:
         check_tp(self.model, tp)
         self.tp = tp
         calibration = calibration or shipped_calibration()
-        self.coefficients = calibration.for_device(self.gpu.calibrated_as)
+        if compute_scale is None:
+            compute_scale = shipped_compute_scales().get(self.gpu.calibrated_as, 1.0)
+        self.compute_scale = float(compute_scale)
+        self.coefficients = with_compute_scale(
+            calibration.for_device(self.gpu.calibrated_as), self.compute_scale
+        )
         missing = [
             op
             for op in (*LINEAR_OPS, *ELEMENTWISE_OPS, "emb", "attn_prefill", "attn_decode")
@@ -476,6 +534,8 @@ def engine_overhead(engine: str) -> EngineOverhead:
         return EngineOverhead()
     if engine == "sarathi":
         return sarathi_engine_overhead()
+    if engine == "tensorrt-llm":
+        return tensorrt_llm_engine_overhead()
     raise ConfigError(f"engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
@@ -506,7 +566,8 @@ def iteration_time_s(
         prefill_chunks: ``(chunk_tokens, context_tokens)`` for each prefill chunk in the batch;
             ``context_tokens`` is the request's KV length before the chunk.
         decode_kv_lens: KV length (tokens) of each decoding request.
-        engine: CPU-overhead preset: ``"none"`` (GPU time only) or ``"sarathi"``.
+        engine: CPU-overhead preset: ``"none"`` (GPU time only), ``"sarathi"`` or
+            ``"tensorrt-llm"``.
 
     Raises:
         ConfigError: unknown model/GPU/engine, bad tp, negative tokens.

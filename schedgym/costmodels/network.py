@@ -1,23 +1,32 @@
-"""NCCL collective times from Vidur's measured tables (A100 and H100 DGX), with fallbacks.
+"""NCCL collective times from latency-bandwidth laws fitted to Vidur's tables (A100, H100 DGX).
 
 Reusable by any cost model that moves tensors between GPUs: tensor-parallel all-reduce in
 inference, KV-block migration (send/recv), and, later, ring-attention exchanges and gradient
 all-reduce in training.
 
-Lookup: log-log interpolation in the measured (size, time) curve of the matching collective, GPU,
-worker count and GPUs per node; past the largest measured size time grows linearly at the last
-measured bandwidth. A GPU without tables uses a latency-bandwidth (alpha-beta) law fitted to the
-closest profiled GPU, with the bandwidth scaled by the datasheet ratio of the link in use (NVLink
-within a node, the network across nodes, PCIe where a GPU has no NVLink).
+All-reduce: each measured curve (GPU, worker count, GPUs per node) is described by up to three
+message-size regimes, each a smooth ``alpha + size / beta`` law (fitted in
+:mod:`schedgym.costmodels.nccl_fit`, shipped as ``data/nccl_alpha_beta.json``), rather than by
+interpolating the medians, which are bimodal at small sizes on the intra-node curves. The time
+never falls when the size grows, and past the largest measured size the last regime's bandwidth
+holds. A GPU or a node layout without tables uses the reference GPU's laws with each bandwidth
+scaled by the datasheet ratio of the link in use (NVLink within a node, the network across
+nodes, PCIe where a GPU has no NVLink).
+
+Send/recv: its medians are unimodal and log-log interpolation of their running median is within
+5% held out (the laws do no better), so it stays interpolated; a GPU without tables uses the
+reference GPU's single latency-bandwidth law, scaled the same way.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +35,7 @@ from schedgym.core.errors import ConfigError
 from schedgym.costmodels.hardware import GpuSpec, get_gpu
 
 GPUS_PER_NODE = 8
+LAWS_FILE = "nccl_alpha_beta.json"
 _REFERENCE_GPU = "A100-SXM-80GB"
 
 
@@ -45,14 +55,14 @@ class CollectiveCurve:
         """Whether every worker sits in one node (NVLink only)."""
         return self.devices_per_node >= self.num_workers
 
-    def time_s(self, size_bytes: float) -> float:
-        """Interpolated time of one call with ``size_bytes`` per rank, seconds."""
-        log_size = math.log(max(size_bytes, 1.0))
-        if log_size <= self.log_size[-1]:
-            return float(math.exp(np.interp(log_size, self.log_size, self.log_time)))
-        # Beyond the table the call is bandwidth-bound: extend at the largest size's rate.
-        largest_s = math.exp(self.log_time[-1])
-        return largest_s * size_bytes / math.exp(self.log_size[-1])
+    def interpolated_times_s(self, sizes_bytes: NDArray[np.float64]) -> Any:
+        """Log-log interpolation of the curve, seconds; past the largest measured size the call
+        is bandwidth-bound and grows at that size's rate."""
+        sizes = np.asarray(sizes_bytes, dtype=float)
+        log_size = np.log(np.maximum(sizes, 1.0))
+        inside = np.exp(np.interp(log_size, self.log_size, self.log_time))
+        beyond = math.exp(self.log_time[-1]) * sizes / math.exp(self.log_size[-1])
+        return np.where(log_size <= self.log_size[-1], inside, beyond)
 
     def alpha_beta(self) -> tuple[float, float]:
         """Least-relative-error fit of ``time = alpha + size / beta`` (seconds, bytes/s)."""
@@ -61,6 +71,88 @@ class CollectiveCurve:
         design = np.stack([1.0 / times, sizes / times], axis=1)  # relative residuals
         alpha, inverse_beta = np.linalg.lstsq(design, np.ones_like(times), rcond=None)[0]
         return max(float(alpha), 1e-7), 1.0 / max(float(inverse_beta), 1e-15)
+
+
+@dataclass(frozen=True)
+class AlphaBetaRegime:
+    """One message-size regime: ``time = alpha_s + size_bytes * seconds_per_byte`` from
+    ``lower_bytes`` up to the next regime's ``lower_bytes``."""
+
+    lower_bytes: float
+    alpha_s: float
+    seconds_per_byte: float
+
+
+@dataclass(frozen=True)
+class CollectiveLaw:
+    """The fitted regimes of one collective on one (GPU, workers, GPUs per node)."""
+
+    collective: str
+    gpu: str
+    num_workers: int
+    devices_per_node: int
+    regimes: tuple[AlphaBetaRegime, ...]
+
+    @property
+    def same_node(self) -> bool:
+        """Whether every worker sits in one node (NVLink only)."""
+        return self.devices_per_node >= self.num_workers
+
+    def times_s(self, sizes_bytes: NDArray[np.float64], bandwidth_scale: float = 1.0) -> Any:
+        """Time of one call per message size (bytes per rank), seconds; never decreasing.
+
+        Args:
+            sizes_bytes: message sizes.
+            bandwidth_scale: multiplies every regime's bandwidth (another GPU's link).
+        """
+        sizes = np.asarray(sizes_bytes, dtype=float)
+        times = np.zeros_like(sizes)
+        floor_s = 0.0
+        for index, regime in enumerate(self.regimes):
+            law = regime.alpha_s + sizes * regime.seconds_per_byte / bandwidth_scale
+            inside = sizes >= regime.lower_bytes
+            # A protocol switch may be slower at the boundary than the previous regime's law
+            # was just below it; a bigger message never costs less than a smaller one.
+            times = np.where(inside, np.maximum(law, floor_s), times)
+            if index + 1 < len(self.regimes):
+                upper = self.regimes[index + 1].lower_bytes
+                end_s = regime.alpha_s + upper * regime.seconds_per_byte / bandwidth_scale
+                floor_s = max(floor_s, end_s)
+        return times
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form for JSON."""
+        return {
+            "collective": self.collective,
+            "gpu": self.gpu,
+            "num_workers": self.num_workers,
+            "devices_per_node": self.devices_per_node,
+            "regimes": [
+                {
+                    "lower_bytes": r.lower_bytes,
+                    "alpha_s": r.alpha_s,
+                    "seconds_per_byte": r.seconds_per_byte,
+                }
+                for r in self.regimes
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CollectiveLaw:
+        """Inverse of :meth:`to_dict`."""
+        regimes = tuple(
+            AlphaBetaRegime(
+                float(r["lower_bytes"]), float(r["alpha_s"]), float(r["seconds_per_byte"])
+            )
+            for r in raw["regimes"]
+        )
+        return cls(
+            raw["collective"],
+            raw["gpu"],
+            int(raw["num_workers"]),
+            int(raw["devices_per_node"]),
+            regimes,
+        )
 
 
 def smooth_log_times(log_time: NDArray[np.float64], window: int = 3) -> NDArray[np.float64]:
@@ -76,12 +168,8 @@ def smooth_log_times(log_time: NDArray[np.float64], window: int = 3) -> NDArray[
 
 
 @lru_cache(maxsize=1)
-def _curves() -> tuple[CollectiveCurve, ...]:
-    return tuple(_raw_curves(smoothed=True))
-
-
-@lru_cache(maxsize=2)
-def _raw_curves(smoothed: bool) -> tuple[CollectiveCurve, ...]:
+def measured_curves() -> tuple[CollectiveCurve, ...]:
+    """Every shipped NCCL curve (Vidur medians, ``data/nccl.csv``), sizes ascending."""
     text = resources.files("schedgym.costmodels").joinpath("data/nccl.csv").read_text()
     points: dict[tuple[str, str, int, int], list[tuple[float, float]]] = {}
     for row in csv.DictReader(text.splitlines()):
@@ -90,21 +178,61 @@ def _raw_curves(smoothed: bool) -> tuple[CollectiveCurve, ...]:
     curves = []
     for (collective, gpu, workers, per_node), values in sorted(points.items()):
         values.sort()
-        sizes = np.array([v[0] for v in values])
-        times = np.array([v[1] for v in values])
-        log_times = smooth_log_times(np.log(times)) if smoothed else np.log(times)
-        curves.append(CollectiveCurve(collective, gpu, workers, per_node, np.log(sizes), log_times))
+        sizes = np.log([v[0] for v in values])
+        times = np.log([v[1] for v in values])
+        curves.append(CollectiveCurve(collective, gpu, workers, per_node, sizes, times))
     return tuple(curves)
 
 
-def measured_curves() -> tuple[CollectiveCurve, ...]:
-    """Every shipped NCCL curve."""
-    return _curves()
+@lru_cache(maxsize=1)
+def _smoothed_send_recv_curves() -> tuple[CollectiveCurve, ...]:
+    return tuple(
+        CollectiveCurve(
+            c.collective,
+            c.gpu,
+            c.num_workers,
+            c.devices_per_node,
+            c.log_size,
+            smooth_log_times(c.log_time),
+        )
+        for c in measured_curves()
+        if c.collective == "send_recv"
+    )
 
 
-def _pick(collective: str, gpu_name: str, workers: int, same_node: bool) -> CollectiveCurve | None:
-    """The measured curve closest to the request on this GPU (same node-ness first)."""
-    options = [c for c in _curves() if c.collective == collective and c.gpu == gpu_name]
+def _send_recv_times_s(sizes: NDArray[np.float64], spec: GpuSpec, same_node: bool) -> Any:
+    """Send/recv: interpolation of the running-median curve (unimodal; within 5% held out),
+    or, for a GPU without tables, the reference GPU's single latency-bandwidth law with the
+    bandwidth scaled by the link ratio."""
+    options = [
+        c
+        for c in _smoothed_send_recv_curves()
+        if c.gpu == spec.calibrated_as and c.same_node == same_node
+    ]
+    if options:
+        return options[0].interpolated_times_s(sizes)
+    reference = next(
+        c
+        for c in _smoothed_send_recv_curves()
+        if c.gpu == _REFERENCE_GPU and c.same_node == same_node
+    )
+    alpha_s, beta = reference.alpha_beta()
+    beta *= _link_bytes_per_s(spec, same_node) / _link_bytes_per_s(
+        get_gpu(_REFERENCE_GPU), same_node
+    )
+    return alpha_s + sizes / beta
+
+
+@lru_cache(maxsize=1)
+def shipped_laws() -> tuple[CollectiveLaw, ...]:
+    """The fitted laws shipped with the package (``data/nccl_alpha_beta.json``)."""
+    text = resources.files("schedgym.costmodels").joinpath(f"data/{LAWS_FILE}").read_text()
+    return tuple(CollectiveLaw.from_dict(raw) for raw in json.loads(text)["curves"])
+
+
+def _pick(collective: str, gpu_name: str, workers: int, same_node: bool) -> CollectiveLaw | None:
+    """The fitted law closest to the request on this GPU (same node-ness first)."""
+    options = [c for c in shipped_laws() if c.collective == collective and c.gpu == gpu_name]
     if not options:
         return None
     scored = sorted(
@@ -140,24 +268,19 @@ def collective_times_s(
     spec = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
     if same_node is None:
         same_node = num_workers <= GPUS_PER_NODE
-    curve = _pick(collective, spec.calibrated_as, num_workers, same_node)
-    if curve is not None and curve.same_node == same_node:
-        log_size = np.log(np.maximum(sizes, 1.0))
-        inside = np.exp(np.interp(log_size, curve.log_size, curve.log_time))
-        # Beyond the table the call is bandwidth-bound: extend at the largest size's rate.
-        beyond = math.exp(curve.log_time[-1]) * sizes / math.exp(curve.log_size[-1])
-        times = np.where(log_size <= curve.log_size[-1], inside, beyond)
-        if collective == "all_reduce" and curve.num_workers != num_workers:
-            # A ring all-reduce moves 2(n-1)/n of the message per rank.
-            ratio = (num_workers - 1) / num_workers * curve.num_workers / (curve.num_workers - 1)
-            times = times * ratio
-    else:
-        reference = _pick(collective, _REFERENCE_GPU, num_workers, same_node)
-        assert reference is not None, "the shipped tables always hold the reference GPU"
-        alpha_s, beta = reference.alpha_beta()
+    if collective == "send_recv":
+        return np.where(sizes > 0, _send_recv_times_s(sizes, spec, same_node), 0.0)
+    law = _pick(collective, spec.calibrated_as, num_workers, same_node)
+    scale = 1.0
+    if law is None or law.same_node != same_node:
+        law = _pick(collective, _REFERENCE_GPU, num_workers, same_node)
+        assert law is not None, "the shipped laws always hold the reference GPU's all-reduce"
         reference_link = _link_bytes_per_s(get_gpu(_REFERENCE_GPU), same_node)
-        beta *= _link_bytes_per_s(spec, same_node) / reference_link
-        times = alpha_s + sizes / beta
+        scale = _link_bytes_per_s(spec, same_node) / reference_link
+    times = law.times_s(sizes, scale)
+    if collective == "all_reduce" and law.num_workers != num_workers:
+        # A ring all-reduce moves 2(n-1)/n of the message per rank.
+        times = times * (num_workers - 1) / num_workers * law.num_workers / (law.num_workers - 1)
     return np.where(sizes > 0, times, 0.0)
 
 
@@ -196,41 +319,3 @@ def all_reduce_time_s(
 def send_recv_time_s(size_bytes: float, gpu: str | GpuSpec, same_node: bool = True) -> float:
     """Time to send ``size_bytes`` from one GPU to another, seconds."""
     return collective_time_s("send_recv", size_bytes, gpu, 2, same_node)
-
-
-def holdout_errors(every: int = 5) -> list[tuple[str, str, int, int, int, float, float]]:
-    """Interpolation error on held-out sizes of every measured curve.
-
-    Every ``every``-th size is removed from the curve, predicted by interpolating the rest, and
-    compared with the measurement.
-
-    Returns:
-        Rows ``(collective, gpu, workers, devices_per_node, points, mape_pct, max_ape_pct)``.
-    """
-    rows = []
-    for curve in _raw_curves(smoothed=False):
-        held = np.zeros(curve.log_size.size, bool)
-        held[every - 1 :: every] = True
-        held[-1] = False  # the largest size anchors extrapolation; it is not interpolated
-        train = CollectiveCurve(
-            curve.collective,
-            curve.gpu,
-            curve.num_workers,
-            curve.devices_per_node,
-            curve.log_size[~held],
-            smooth_log_times(curve.log_time[~held]),
-        )
-        predicted = np.array([train.time_s(math.exp(s)) for s in curve.log_size[held]])
-        errors = np.abs(predicted / np.exp(curve.log_time[held]) - 1.0) * 100.0
-        rows.append(
-            (
-                curve.collective,
-                curve.gpu,
-                curve.num_workers,
-                curve.devices_per_node,
-                int(errors.size),
-                float(errors.mean()),
-                float(errors.max()),
-            )
-        )
-    return rows

@@ -24,7 +24,9 @@ node, the network across nodes); concurrent migrations do not contend for links.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from schedgym.core.events import EventQueue
 from schedgym.serving.engine import ServingInstance
@@ -197,6 +199,34 @@ class ServingCluster:
         target = self.instances[destination]
         target.sync(self.now_s)
         return target.uncommitted_free_blocks() >= source.held_blocks(request) + 1
+
+    def migration_destinations(
+        self, requests: Sequence[Request], held_blocks: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """``(len(requests), N)`` bool: ``can_migrate(request, d)`` for every pair at once.
+
+        The same test as :meth:`can_migrate`; each destination's uncommitted free blocks are
+        read once instead of once per (request, destination) pair, which is what an action
+        mask over every candidate and destination needs. ``held_blocks``: each request's
+        ``held_blocks`` on its instance now, if the caller has them already."""
+        n = len(self.instances)
+        out = np.zeros((len(requests), n), bool)
+        if not requests:
+            return out
+        free_blocks = np.empty(n, np.int64)
+        for d, target in enumerate(self.instances):
+            target.sync(self.now_s)
+            free_blocks[d] = target.uncommitted_free_blocks()
+        for row, request in enumerate(requests):
+            if request.state != DECODE or request.migration is not None or request.prefix_path:
+                continue
+            source = self.instances[request.instance]
+            if source.generated(request) >= request.output_tokens - 1:
+                continue  # it finishes before a copy could help
+            held = source.held_blocks(request) if held_blocks is None else held_blocks[row]
+            out[row] = free_blocks >= held + 1
+            out[row, request.instance] = False
+        return out
 
     def migrate(self, request: Request, destination: int) -> bool:
         """Start a live migration of decoding ``request`` to ``destination``; False if the

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from schedgym.core.buffers import GrowingArray
 from schedgym.costmodels.inference import InferenceCostModel
 from schedgym.serving.kv_cache import KVCache
 from schedgym.serving.request import DECODE, DETACHED, FINISHED, PREFILL, WAITING, Request
@@ -211,8 +212,11 @@ class ServingInstance:
         self.next_event_s = INF
         self.now_s = 0.0  # state is materialised up to here
         # Logs and counters.
-        self._decode_end_chunks: list[np.ndarray] = []
-        self._tbt_meta: list[tuple[int, int, int]] = []  # (iterations, decodes, first weight)
+        # End time (s) of every decode-bearing iteration, and per applied run of them
+        # (iterations, decodes, first weight): compact buffers, 8 bytes a value, since they
+        # grow with the episode.
+        self._decode_end_log = GrowingArray(np.float64)
+        self._tbt_meta = GrowingArray(np.int64, width=3)
         self.tbt_individual_s: list[float] = []  # gaps of requests resuming a decode stream
         self.last_decode_end_s = float("nan")
         self.num_iterations = 0
@@ -457,9 +461,17 @@ class ServingInstance:
     # ----------------------------------------------------------------- token times
     def decode_end_times_s(self) -> np.ndarray:
         """End time (s) of every decode-bearing iteration so far, in order."""
-        if len(self._decode_end_chunks) > 1:
-            self._decode_end_chunks = [np.concatenate(self._decode_end_chunks)]
-        return self._decode_end_chunks[0] if self._decode_end_chunks else np.zeros(0)
+        return self._decode_end_log.view()
+
+    def log_copy_memo(self) -> dict[int, Any]:
+        """``copy.deepcopy`` memo entries for a clone of this instance: its append-only logs
+        copied without deep-copying each item, and its immutable timer shared."""
+        return {
+            id(self.timer): self.timer,
+            id(self._decode_end_log): self._decode_end_log.copy(),
+            id(self._tbt_meta): self._tbt_meta.copy(),
+            id(self.tbt_individual_s): list(self.tbt_individual_s),
+        }
 
     def tbt_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(gaps_s, counts)``: for each decode iteration, the gap since the previous decode
@@ -467,7 +479,7 @@ class ServingInstance:
         ends = self.decode_end_times_s()
         if ends.size == 0:
             return np.zeros(0), np.zeros(0, np.int64)
-        meta = np.array(self._tbt_meta, np.int64).reshape(-1, 3)
+        meta = self._tbt_meta.view()
         counts = np.repeat(meta[:, 1], meta[:, 0])
         firsts = np.concatenate(([0], np.cumsum(meta[:, 0])[:-1]))
         counts[firsts] = meta[:, 2]
@@ -728,7 +740,7 @@ class ServingInstance:
             kv.peak_used_blocks = kv.used_blocks
         first_end = float(ends[0])
         joiners = self._joiners
-        self._decode_end_chunks.append(ends)
+        self._decode_end_log.extend(ends)
         self._tbt_meta.append((count, n, n - len(joiners)))
         if joiners:
             for request in joiners:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from schedgym.core.metrics import percentile
+from schedgym.core.metrics import percentile, percentile_of_counts
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.request import Request
 
@@ -27,6 +27,22 @@ def tbt_samples_s(instances: Sequence[ServingInstance]) -> np.ndarray:
         parts.append(np.repeat(gaps, counts))
         parts.append(np.asarray(instance.tbt_individual_s, np.float64))
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def tbt_counts_s(instances: Sequence[ServingInstance]) -> tuple[np.ndarray, np.ndarray]:
+    """``(gaps_s, counts)``: :func:`tbt_samples_s` as distinct gaps and how many samples each
+    stands for (O(decode iterations) memory instead of O(tokens))."""
+    values, counts = [], []
+    for instance in instances:
+        gaps, weights = instance.tbt_weights()
+        values.append(gaps)
+        counts.append(weights)
+        individual = np.asarray(instance.tbt_individual_s, np.float64)
+        values.append(individual)
+        counts.append(np.ones(individual.size, np.int64))
+    if not values:
+        return np.zeros(0), np.zeros(0, np.int64)
+    return np.concatenate(values), np.concatenate(counts).astype(np.int64)
 
 
 def latency_summary(
@@ -45,9 +61,10 @@ def latency_summary(
         f"e2e_p99_s{suffix}": percentile(e2e, 99),
     }
     if instances is not None:
-        tbt = tbt_samples_s(instances)
-        out[f"tbt_p50_s{suffix}"] = percentile(tbt, 50)
-        out[f"tbt_p99_s{suffix}"] = percentile(tbt, 99)
+        # The pooled sample has one entry per output token: percentiles from counts instead.
+        gaps, counts = tbt_counts_s(instances)
+        out[f"tbt_p50_s{suffix}"] = percentile_of_counts(gaps, counts, 50)
+        out[f"tbt_p99_s{suffix}"] = percentile_of_counts(gaps, counts, 99)
     return out
 
 

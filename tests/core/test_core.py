@@ -144,3 +144,27 @@ def test_check_action_modes():
         check_action("left", mask, "raise")
     assert check_action(0, mask, "substitute", fallback=3) == 3
     assert check_action(0, mask, "substitute", fallback=2) == 1
+
+
+def test_percentile_of_counts_is_bit_identical_to_the_expanded_sample():
+    from schedgym.core.metrics import percentile, percentile_of_counts
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        size = int(rng.integers(1, 40))
+        if trial % 3 == 0:  # many ties
+            values = rng.integers(0, 5, size).astype(np.float64) * 0.01
+        else:
+            values = rng.lognormal(-4.0, 1.0, size)
+        counts = rng.integers(0, 6, size)
+        if counts.sum() == 0:
+            counts[0] = 1
+        expanded = np.repeat(values, counts)
+        for q in (0, 1, 25, 50, 95, 99, 99.9, 100, float(rng.uniform(0, 100))):
+            expected = percentile(expanded, q)
+            got = percentile_of_counts(values, counts, q)
+            assert np.float64(got).tobytes() == np.float64(expected).tobytes(), (trial, q)
+    assert np.isnan(percentile_of_counts([1.0, np.nan], [1, 1], 50))
+    assert np.isnan(percentile_of_counts([1.0], [0], 50))
+    with pytest.raises(ValueError, match="counts"):
+        percentile_of_counts([1.0], [-1], 50)

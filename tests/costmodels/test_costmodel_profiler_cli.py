@@ -100,10 +100,24 @@ def test_cost_command_bad_input(extra: list[str], field: str) -> None:
         _run(["cost", "--model", "Llama-2-7B", "--gpu", "A100", *extra])
 
 
-def test_calibrate_report_text(capsys) -> None:
-    assert _run(["calibrate", "--report"]) == 0
+def test_calibrate_report_text_and_json(capsys) -> None:
+    report = costmodel.calibration_report(None)
+    report.pop("_calibration")
+    # What --json prints: strict JSON (no NaN), with the network and whole-forward sections.
+    payload = json.loads(json.dumps(report, allow_nan=False))
+    assert {"network", "whole_forward", "sarathi"} <= set(payload)
+    assert {r["gpu"] for r in payload["whole_forward"]["leave_one_source_out"]} == {
+        "A100-SXM-80GB",
+        "H100-SXM-80GB",
+    }
+    costmodel.print_report(report)
     out = capsys.readouterr().out
     assert "attn_decode" in out and "cross-model" in out and "held-out" in out
+    # The NCCL laws' held-out error and the whole-forward errors per GPU are part of the report.
+    assert "NCCL latency-bandwidth laws" in out and "all_reduce x2/2pn" in out
+    assert "independent whole-forward measurements" in out and "leave one source out" in out
+    for gpu in ("A100-SXM-80GB", "H100-SXM-80GB"):
+        assert f"  {gpu}" in out.split("split half")[1]
 
 
 def test_importing_costmodels_does_not_import_torch() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,15 @@ from schedgym.envs.datagen.config import PRESETS, DataGenConfig
 from schedgym.envs.datagen.costs import amdahl_speedup, load_cost_table
 from schedgym.envs.datagen.env import OnlineDataGenEnv
 from schedgym.envs.datagen.sampling import ParameterSpace, contrast_cdf, contrast_quantile
-from schedgym.envs.datagen.solver import HeatGrid, advance, initial_fields, solve, solve_fields
+from schedgym.envs.datagen.solver import (
+    Conductivity,
+    HeatGrid,
+    advance,
+    advance_nonlinear,
+    initial_fields,
+    solve,
+    solve_fields,
+)
 from schedgym.envs.datagen.surrogate import MLPSurrogate, mlp_num_params
 
 ENV_ID = "schedgym/OnlineDataGen-v0"
@@ -104,6 +113,76 @@ def test_solution_obeys_the_maximum_principle_and_batch_equals_singles():
     fields = initial_fields(grid, initial[:1], sides[:1])
     assert fields[0, 5, 0] == sides[0, 0] and fields[0, 5, -1] == sides[0, 1]
     assert fields[0, 0, 5] == sides[0, 2] and fields[0, -1, 5] == sides[0, 3]
+
+
+def test_nonlinear_scheme_with_constant_conductivity_is_the_linear_one():
+    grid = HeatGrid(10, 1.0, 0.05, 3)
+    rng = np.random.default_rng(1)
+    initial, sides = rng.uniform(100, 500, 4), rng.uniform(100, 500, (4, 4))
+    linear = solve(grid, initial, sides)
+    for law in (Conductivity(0.0, 0.01, 100.0, 400.0), Conductivity(3.0, 1.0, 100.0, 400.0)):
+        np.testing.assert_allclose(solve(grid, initial, sides, law), linear, rtol=1e-12)
+
+
+def test_nonlinear_scheme_conserves_heat_and_obeys_the_maximum_principle():
+    """One step changes the interior's heat by exactly the fluxes through the faces between
+    boundary and interior nodes; long runs stay within the initial extremes (stability at the
+    largest ratio the scheme allows); a hot side pushes a steep front into a cold interior."""
+    law = Conductivity(4.0, 0.01, 100.0, 400.0)
+    rng = np.random.default_rng(2)
+    fields = rng.uniform(100, 500, (3, 9, 9))
+    ratio = 0.25
+    before = fields.copy()
+    advance_nonlinear(fields, ratio, 1, law)
+    k = law(before)
+    expected = np.zeros(3)
+    for inner, outer in (
+        ((slice(1, -1), 1), (slice(1, -1), 0)),
+        ((slice(1, -1), -2), (slice(1, -1), -1)),
+        ((1, slice(1, -1)), (0, slice(1, -1))),
+        ((-2, slice(1, -1)), (-1, slice(1, -1))),
+    ):
+        u_in, u_out = before[(slice(None), *inner)], before[(slice(None), *outer)]
+        k_face = 0.5 * (k[(slice(None), *inner)] + k[(slice(None), *outer)])
+        expected += ratio * (k_face * (u_out - u_in)).sum(axis=1)
+    change = (fields - before)[:, 1:-1, 1:-1].sum(axis=(1, 2))
+    np.testing.assert_allclose(change, expected, rtol=1e-10, atol=1e-9)
+    low, high = before.min(axis=(1, 2)), before.max(axis=(1, 2))
+    advance_nonlinear(fields, ratio, 400, law)
+    assert (fields.min(axis=(1, 2)) >= low - 1e-9).all()
+    assert (fields.max(axis=(1, 2)) <= high + 1e-9).all()
+    with pytest.raises(ValueError, match="ratio"):
+        advance_nonlinear(fields, 0.26, 1, law)
+    grid = HeatGrid(32, 1.0, 0.1, 4)
+    front = solve(grid, np.array([100.0]), np.array([[500.0, 100.0, 100.0, 100.0]]), law)[0, -1]
+    row = front[16]
+    # Heat has entered (a fifth of the way) but the far half is untouched and the temperature
+    # falls from 70% of the contrast to within 2.5% of the interior's in five cells: a front.
+    # The linear equation has spread heat past the middle by then.
+    assert row[6] > 150.0 and (row[16:] < 100.0 + 1e-6).all()
+    hot = np.flatnonzero(row > 380.0).max()
+    assert row[hot + 5] < 110.0
+    linear = solve(grid, np.array([100.0]), np.array([[500.0, 100.0, 100.0, 100.0]]))[0, -1]
+    assert linear[16, 16] > 150.0
+
+
+def test_nonlinear_scheme_converges_under_grid_refinement():
+    """Second order in h (with dt proportional to h^2): halving h cuts the root-mean-square
+    difference to the finest solution about fourfold at the nodes the grids share (less than
+    four: the corners, where two sides' temperatures meet, are singular)."""
+    law = Conductivity(2.0, 0.2, 100.0, 400.0)
+    sides = np.array([[500.0, 100.0, 300.0, 200.0]])
+    solutions = {}
+    for n in (9, 17, 33, 65):
+        grid = HeatGrid(n, 1.0, 0.05, 1, cfl_safety=0.9)
+        solutions[n] = solve(grid, np.array([300.0]), sides, law)[0, -1]
+    fine = solutions[65]
+    errors = []
+    for n in (9, 17, 33):
+        stride = 64 // (n - 1)
+        difference = solutions[n] - fine[::stride, ::stride]
+        errors.append(float(np.sqrt((difference**2).mean())))
+    assert errors[0] / errors[1] > 2.5 and errors[1] / errors[2] > 3.0
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -301,6 +380,10 @@ BAD_VALUES = [
     ("validation_hard_simulations", -1),
     ("validation_seed", -1),
     ("adaptive_uniform_floor", 2.0),
+    ("conductivity_exponent", -1.0),
+    ("conductivity_exponent", 9.0),
+    ("conductivity_floor", 0.0),
+    ("conductivity_floor", 1.5),
     ("loss_ema_decay", 1.0),
     ("reward_compute_scale_core_s", 0.0),
     ("cost_table", "/nonexistent/table.json"),
@@ -328,6 +411,31 @@ def test_shipped_cost_table_records_its_cpu_and_predicts_positive_costs():
     assert 0 < table.substep_s(8) < table.substep_s(64)
     assert 0 < table.train_step_single_core_s(1e6, 1000) < table.train_step_single_core_s(1e9, 1e5)
     assert amdahl_speedup(1, 0.9) == 1.0 and 3.0 < amdahl_speedup(4, 0.9) < 4.0
+    # The nonlinear scheme: the measured ratio of step times, a few times the linear step.
+    assert table.nonlinear_substep_factor is not None
+    assert 1.0 < table.nonlinear_substep_factor < 10.0
+    assert table.substep_s(16, nonlinear=True) == table.substep_s(16) * (
+        table.nonlinear_substep_factor
+    )
+
+
+def test_nonlinear_preset_charges_the_nonlinear_step_and_needs_its_factor(tmp_path):
+    linear = OnlineDataGenEnv(preset="tiny")
+    linear.reset(seed=0)
+    nonlinear = OnlineDataGenEnv(preset="tiny", conductivity_exponent=4.0)
+    nonlinear.reset(seed=0)
+    factor = load_cost_table(None).nonlinear_substep_factor
+    assert nonlinear.simulator.simulation_s == pytest.approx(
+        linear.simulator.simulation_s * factor, rel=1e-12
+    )
+    table = json.loads((Path(blas.__file__).parent / "data" / "cost_table.json").read_text())
+    del table["solver_nonlinear"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(table))
+    OnlineDataGenEnv(preset="tiny", cost_table=str(path)).reset(seed=0)  # linear: fine
+    env = OnlineDataGenEnv(preset="tiny", cost_table=str(path), conductivity_exponent=4.0)
+    with pytest.raises(ConfigError, match=r"cost_table.*solver_nonlinear"):
+        env.reset(seed=0)
 
 
 def test_measure_cost_table_on_a_tiny_grid(tmp_path):

@@ -88,6 +88,28 @@ def test_return_is_minus_total_weighted_latency():
     assert total == pytest.approx(-latency, rel=1e-9)
 
 
+def test_forced_migration_ticks_are_skipped_and_their_reward_kept():
+    # Memory-bound (tiny KV caches) and never migrating: many ticks offer no valid migration.
+    env = LLMClusterEnv(
+        preset="tiny", high_priority_share=0.0, kv_blocks_per_instance=24, num_requests=30
+    )
+    env.reset(seed=3)
+    sim = env.simulator
+    n = env.num_instances
+    total = 0.0
+    ticks = 0
+    while not sim.done:
+        mask = env.action_masks()
+        if sim.decision_kind == MIGRATE:
+            assert mask[n + 1 :].any(), "a tick with only 'no migration' valid was returned"
+            ticks += 1
+        action = env.no_migration_action if sim.decision_kind == MIGRATE else first_valid(env, None)
+        total += env.step(action)[1]
+    assert env.forced_ticks_skipped > 0 and ticks > 0
+    latency = sum(r.finish_s - r.arrival_s for r in sim.cluster.completed)
+    assert total == pytest.approx(-latency, rel=1e-9)
+
+
 def test_masks_follow_the_decision_kind():
     env = LLMClusterEnv(preset="tiny")
     env.reset(seed=1)

@@ -108,14 +108,37 @@ def test_horizon_truncates_and_reports_jobs_in_flight():
 def test_noise_draws_are_common_across_policies():
     """The same seed gives every policy the same arrivals, job types and noise draws."""
     env = SoCDAGEnv(preset="noisy", num_jobs=30, warmup_jobs=0)
-    run_episode(env, make_policy("SoCDAG-v0", "fcfs"), seed=11)
+
+    class NoiseRecorder:
+        """Runs a baseline and records each job's noise draws while the job is in the system
+        (the simulator keeps them only then)."""
+
+        uses_observation = False
+
+        def __init__(self, name: str) -> None:
+            self.policy = make_policy("SoCDAG-v0", name)
+            self.noise: dict[int, np.ndarray] = {}
+
+        def reset(self, env):
+            self.policy.reset(env)
+
+        def act(self, observation, env):
+            sim = env.unwrapped.simulator
+            for job_id in sim.slot_job_id.tolist():
+                if job_id >= 0 and job_id not in self.noise:
+                    self.noise[job_id] = sim.job_noise(job_id)
+            return self.policy.act(observation, env)
+
+    fcfs, heft = NoiseRecorder("fcfs"), NoiseRecorder("heft")
+    run_episode(env, fcfs, seed=11)
     first = env.simulator
-    run_episode(env, make_policy("SoCDAG-v0", "heft"), seed=11)
+    run_episode(env, heft, seed=11)
     second = env.simulator
-    assert first.job_arrival_us == second.job_arrival_us
+    np.testing.assert_array_equal(first.job_arrival_us, second.job_arrival_us)
     assert [t.name for t in first.job_template] == [t.name for t in second.job_template]
-    for a, b in zip(first._job_noise, second._job_noise, strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert sorted(fcfs.noise) == sorted(heft.noise) == list(range(30))
+    for job_id, noise in fcfs.noise.items():
+        np.testing.assert_array_equal(noise, heft.noise[job_id])
 
 
 def test_noise_changes_actual_but_not_expected_times():
@@ -231,3 +254,41 @@ def test_simulation_invariants(config, seed, policy):
     if not truncated:
         assert summary["jobs_arrived"] == config["num_jobs"]
         assert summary["jobs_in_flight"] == 0
+
+
+def test_task_record_window_is_bounded_and_numbered():
+    from schedgym.envs.soc.simulator import TaskRecord, TaskRecordWindow
+
+    window = TaskRecordWindow(capacity=3)
+    records = [TaskRecord(j, 0, 0, 0.0, 0.0, float(j), 1.0) for j in range(5)]
+    for record in records[:2]:
+        window.append(record)
+    assert window.since(0) == records[:2] and window.since(2) == []
+    for record in records[2:]:
+        window.append(record)
+    assert len(window) == 3 and window.total == 5
+    assert list(window) == records[2:] and window.recent(2) == records[3:]
+    assert window.since(3) == records[3:]
+    with pytest.raises(ValueError, match="left the 3-record window"):
+        window.since(1)
+    copy = window.copy()
+    copy.append(records[0])
+    assert window.total == 5 and list(window) == records[2:]
+
+
+def test_long_episode_keeps_compact_job_records(monkeypatch):
+    """Finished jobs leave only their arrival/finish times (16 bytes) and template reference;
+    executed tasks are kept for a bounded window; noise draws only while a job runs."""
+    from schedgym.envs.soc import simulator
+
+    monkeypatch.setattr(simulator, "TASK_RECORD_WINDOW", 60)
+    env = SoCDAGEnv(preset="heavy", num_jobs=15, warmup_jobs=0)
+    # regret-heft reads the new records at every decision: it keeps up with the window.
+    result = run_episode(env, make_policy("SoCDAG-v0", "regret-heft"), seed=0)
+    sim = env.simulator
+    assert result.metrics["jobs_completed"] == 15
+    assert sim.task_records.total > 60 == len(sim.task_records)
+    assert sim.job_finish_us.dtype == np.float64 and sim.job_finish_us.shape == (15,)
+    assert not sim.job_finish_us.flags.writeable
+    with pytest.raises(KeyError):
+        sim.job_noise(0)

@@ -24,7 +24,7 @@ from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import write_json_atomic
 from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.costs import TABLE_FORMAT
-from schedgym.envs.datagen.solver import advance
+from schedgym.envs.datagen.solver import Conductivity, advance, advance_nonlinear
 from schedgym.envs.datagen.surrogate import MLPSurrogate, training_flops
 
 DEFAULT_GRID_SIZES = (8, 16, 24, 32, 48, 64, 96)
@@ -119,6 +119,42 @@ def measure_solver(grid_sizes: Sequence[int], min_time_s: float) -> dict[str, fl
     return out
 
 
+# The conductivity law timed for the nonlinear scheme's factor (the ``hard-region`` preset's).
+NONLINEAR_EXPONENT = 4.0
+NONLINEAR_FLOOR = 0.01
+
+
+def measure_nonlinear_factor(grid_sizes: Sequence[int], min_time_s: float) -> dict[str, Any]:
+    """Seconds per step of the nonlinear-conductivity scheme (one simulation) per grid size,
+    and its median ratio to the linear scheme's, both timed here, back to back per size (so
+    that the machine's load, which moves both alike, cancels in the ratio)."""
+    substep_s: dict[str, float] = {}
+    ratios = []
+    substeps = 10
+    conductivity = Conductivity(NONLINEAR_EXPONENT, NONLINEAR_FLOOR, 100.0, 400.0)
+    for n in grid_sizes:
+        fields = np.full((1, n, n), 300.0)
+        fields[:, 0, :] = 500.0
+
+        def linear(f: np.ndarray = fields) -> None:
+            advance(f, 0.2, substeps)
+
+        def nonlinear(f: np.ndarray = fields) -> None:
+            advance_nonlinear(f, 0.2, substeps, conductivity)
+
+        linear_s = _median_time_s(linear, min_time_s) / substeps
+        nonlinear_s = _median_time_s(nonlinear, min_time_s) / substeps
+        substep_s[str(n)] = nonlinear_s
+        ratios.append(nonlinear_s / linear_s)
+    return {
+        "exponent": NONLINEAR_EXPONENT,
+        "floor": NONLINEAR_FLOOR,
+        "substep_s": substep_s,
+        "ratio_per_grid": dict(zip((str(n) for n in grid_sizes), ratios, strict=True)),
+        "factor": float(np.median(ratios)),
+    }
+
+
 def measure_training(
     points: Sequence[tuple[int, int, int, int]], min_time_s: float
 ) -> list[dict[str, Any]]:
@@ -170,6 +206,7 @@ def measure_cost_table(
         raise ConfigError("training_points: need at least two distinct points")
     with one_blas_thread():
         solver = measure_solver(grid_sizes, min_time_s)
+        nonlinear = measure_nonlinear_factor(grid_sizes, min_time_s)
         training = measure_training(training_points, min_time_s)
     cells = np.array([float(n) ** 2 for n in grid_sizes])
     substep = np.array([solver[str(n)] for n in grid_sizes])
@@ -198,6 +235,7 @@ def measure_cost_table(
             "per_cell_s": per_cell,
             "max_relative_error": float(solver_err.max()),
         },
+        "solver_nonlinear": nonlinear,
         "training_points": training,
         "training_fit": {
             "intercept_s": train_intercept,

@@ -36,6 +36,12 @@ class DataGenConfig:
         final_time: simulated physical time of one simulation (dimensionless: unit square).
         diffusivity: alpha of the heat equation.
         cfl_safety: the solver's time step as a fraction of the stability limit h^2 / (4 alpha).
+        conductivity_exponent: m of the temperature-dependent conductivity ``k(u) = floor +
+            (1 - floor) * s^m`` (``s``: the temperature scaled to [0, 1] over the parameter
+            range; the equation becomes ``u_t = alpha div(k(u) grad u)``). 0: constant
+            conductivity, the linear heat equation.
+        conductivity_floor: k of the coldest material when ``conductivity_exponent > 0``; small
+            values make hot sides push steep fronts into a cold interior.
         initial_temp_range_k: range of the initial interior temperature, kelvin.
         boundary_temp_range_k: range of each of the four boundary temperatures, kelvin.
         num_regions: K, the regions of the fixed partition of parameter space: quantile bands of
@@ -80,6 +86,8 @@ class DataGenConfig:
     final_time: float = 0.1
     diffusivity: float = 1.0
     cfl_safety: float = 0.9
+    conductivity_exponent: float = 0.0
+    conductivity_floor: float = 0.01
     initial_temp_range_k: tuple[float, float] = (100.0, 500.0)
     boundary_temp_range_k: tuple[float, float] = (100.0, 500.0)
     num_regions: int = 8
@@ -112,6 +120,8 @@ class DataGenConfig:
         require_number("final_time", self.final_time, 0.0, 100.0, low_inclusive=False)
         require_number("diffusivity", self.diffusivity, 0.0, 100.0, low_inclusive=False)
         require_number("cfl_safety", self.cfl_safety, 0.0, 1.0, low_inclusive=False)
+        require_number("conductivity_exponent", self.conductivity_exponent, 0.0, 8.0)
+        require_number("conductivity_floor", self.conductivity_floor, 0.0, 1.0, low_inclusive=False)
         object.__setattr__(
             self,
             "initial_temp_range_k",
@@ -233,6 +243,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "buffer_watermark_samples": 200,
         "control_interval_s": 0.02,
         "compute_budget_core_s": 2.4,
+        "validation_simulations": 24,
+        "validation_hard_simulations": 12,
+    },
+    # The small preset's sizes on the nonlinear problem (conductivity ~ T^4 over a 1% floor):
+    # hot sides push steep fronts into cold material, so the high-contrast region is far harder
+    # to learn than the rest (the setting of Breed's loss-driven sampling); budget 4 core-s.
+    "hard-region": {
+        "grid_size": 16,
+        "num_time_steps": 10,
+        "conductivity_exponent": 4.0,
+        "conductivity_floor": 0.01,
+        "hidden_width": 64,
+        "batch_size": 32,
+        "buffer_capacity_samples": 500,
+        "buffer_watermark_samples": 200,
+        "control_interval_s": 0.02,
+        "compute_budget_core_s": 4.0,
         "validation_simulations": 24,
         "validation_hard_simulations": 12,
     },

@@ -6,7 +6,10 @@ step for several (batch size, MLP size) points, with the CPU they were measured 
 turn it into costs for any configuration:
 
 - solver: ``seconds per forward-Euler step = intercept_s + per_cell_s * grid_size^2``
-  (a simulation costs that times its ``total_substeps``; one simulation runs on one core);
+  (a simulation costs that times its ``total_substeps``; one simulation runs on one core); a step
+  of the nonlinear-conductivity scheme costs ``nonlinear_substep_factor`` times a linear one
+  (the table's measured ratio of the two schemes' step times, taken in one run so that the
+  machine's load cancels);
 - trainer: ``seconds per step on one core = intercept_s + per_flop_s * 6 * batch * params
   + per_param_s * params`` (the matrix products, then Adam's update of every weight),
   divided by Amdahl's speedup ``1 / ((1 - p) + p / cores)`` on ``cores`` cores (``p`` is the
@@ -63,13 +66,29 @@ class CostTable:
     source: str
     measured_substep_s: tuple[tuple[int, float], ...] = ()
     measured_train_step_s: tuple[tuple[tuple[int, int], float], ...] = ()
+    nonlinear_substep_factor: float | None = None
 
-    def substep_s(self, grid_size: int) -> float:
-        """Seconds of one forward-Euler step of one simulation on one core."""
+    def substep_s(self, grid_size: int, nonlinear: bool = False) -> float:
+        """Seconds of one forward-Euler step of one simulation on one core (of the
+        nonlinear-conductivity scheme when ``nonlinear``).
+
+        Raises:
+            ConfigError: naming ``cost_table`` when ``nonlinear`` and the table has no
+                ``solver_nonlinear.factor``.
+        """
         measured = dict(self.measured_substep_s)
         if grid_size in measured:
-            return measured[grid_size]
-        return self.solver_intercept_s + self.solver_per_cell_s * grid_size * grid_size
+            linear = measured[grid_size]
+        else:
+            linear = self.solver_intercept_s + self.solver_per_cell_s * grid_size * grid_size
+        if not nonlinear:
+            return linear
+        if self.nonlinear_substep_factor is None:
+            raise ConfigError(
+                f"cost_table: {self.source} has no solver_nonlinear.factor, needed when "
+                "conductivity_exponent > 0 (re-run schedgym calibrate)"
+            )
+        return linear * self.nonlinear_substep_factor
 
     def train_step_single_core_s(self, flops: float, num_params: int, batch_size: int = 0) -> float:
         """Seconds of one training step of ``flops`` operations on ``num_params`` weights on one
@@ -149,6 +168,14 @@ def load_cost_table(path: str | None) -> CostTable:
     cpu = table.get("cpu", "unknown")
     if not isinstance(cpu, str) or len(cpu) > 200:
         raise ConfigError(f"cost_table: {source} cpu must be a name of at most 200 characters")
+    nonlinear_factor = None
+    if "solver_nonlinear" in table:
+        nonlinear_factor = _number(table, "solver_nonlinear", "factor", source)
+        if not 0.0 < nonlinear_factor <= 1000.0:
+            raise ConfigError(
+                f"cost_table: {source} solver_nonlinear.factor must be in (0, 1000], "
+                f"got {nonlinear_factor}"
+            )
     return CostTable(
         solver_intercept,
         solver_per_cell,
@@ -159,6 +186,7 @@ def load_cost_table(path: str | None) -> CostTable:
         source,
         measured_substep,
         measured_train,
+        nonlinear_factor,
     )
 
 

@@ -26,14 +26,15 @@ class OnlineDataGenEnv(SchedulingEnv):
     """Online data generation for a deep surrogate of the 2D heat equation (Melissa).
 
     ## Description
-    Solver workers run a real 2D heat-equation solver (explicit finite differences, numpy) on
-    parameters the agent steers (initial temperature and four boundary temperatures); each
-    simulation's snapshots go into a training buffer (FIFO, FIRO or reservoir) from which a real
-    MLP surrogate trains online with Adam (Meyer et al., ICML 2023). Time is simulated from a
-    shipped cost table (measured seconds per solver step and per training step), never wall time,
-    so episodes replay bit for bit. At each control interval the agent chooses where in parameter
-    space the next simulations come from, how a fixed core budget is split between solver workers
-    and the trainer, and (at the first decision) the buffer policy.
+    Solver workers run a real 2D heat-equation solver (explicit finite differences, numpy; in the
+    ``hard-region`` preset the conductivity depends on temperature, so hot sides push steep fronts
+    into cold material) on parameters the agent steers (initial temperature and four boundary
+    temperatures); each simulation's snapshots go into a training buffer (FIFO, FIRO or reservoir)
+    from which a real MLP surrogate trains online with Adam (Meyer et al., ICML 2023). Time is
+    simulated from a shipped cost table (measured seconds per solver step and per training step),
+    never wall time, so episodes replay bit for bit. At each control interval the agent chooses
+    where in parameter space the next simulations come from, how a fixed core budget is split
+    between solver workers and the trainer, and (at the first decision) the buffer policy.
 
     ## Action Space
     ``Discrete((K + 2) * S * 3)`` with K regions and S split choices: action
@@ -82,7 +83,8 @@ class OnlineDataGenEnv(SchedulingEnv):
     [0, 1]).
 
     ## Arguments
-    ``config`` (a :class:`DataGenConfig`) or ``preset`` (``default``, ``small``, ``tiny``), plus
+    ``config`` (a :class:`DataGenConfig`) or ``preset`` (``default``, ``small``, ``hard-region``,
+    ``tiny``), plus
     any config field as a keyword override, and ``render_mode`` (``ansi`` or ``rgb_array``).
 
     ## Version History

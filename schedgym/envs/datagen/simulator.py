@@ -43,7 +43,7 @@ from schedgym.envs.datagen.buffers import BUFFER_KINDS, SampleBuffer
 from schedgym.envs.datagen.config import DataGenConfig
 from schedgym.envs.datagen.costs import amdahl_speedup, load_cost_table
 from schedgym.envs.datagen.sampling import INPUT_DIM, NUM_PARAMETERS, ParameterSpace
-from schedgym.envs.datagen.solver import HeatGrid, solve
+from schedgym.envs.datagen.solver import Conductivity, HeatGrid, solve
 from schedgym.envs.datagen.surrogate import MLPSurrogate, training_flops
 
 # Acquisition rules after the K regions (action index K and K + 1).
@@ -72,6 +72,18 @@ class ValidationSet:
 _VALIDATION_CACHE: dict[tuple[Any, ...], ValidationSet] = {}
 
 
+def conductivity_of(config: DataGenConfig, space: ParameterSpace) -> Conductivity | None:
+    """The solver's conductivity law (``None``: constant, the linear heat equation)."""
+    if config.conductivity_exponent == 0.0:
+        return None
+    return Conductivity(
+        config.conductivity_exponent,
+        config.conductivity_floor,
+        space.field_low_k,
+        space.field_span_k,
+    )
+
+
 def validation_set(config: DataGenConfig, space: ParameterSpace, grid: HeatGrid) -> ValidationSet:
     """The held-out set of ``config`` (built once per process and configuration).
 
@@ -88,6 +100,8 @@ def validation_set(config: DataGenConfig, space: ParameterSpace, grid: HeatGrid)
         config.validation_simulations,
         config.validation_hard_simulations,
         config.validation_seed,
+        config.conductivity_exponent,
+        config.conductivity_floor,
     )
     cached = _VALIDATION_CACHE.get(key)
     if cached is not None:
@@ -99,7 +113,7 @@ def validation_set(config: DataGenConfig, space: ParameterSpace, grid: HeatGrid)
     hard_low = contrast_quantile(config.hard_contrast_quantile)
     hard = space.draw(rng, config.validation_hard_simulations, hard_low, 1.0 + 1e-12)
     params = np.concatenate([uniform, hard])
-    fields = solve(grid, params[:, 0], params[:, 1:])
+    fields = solve(grid, params[:, 0], params[:, 1:], conductivity_of(config, space))
     steps = grid.num_time_steps
     is_hard = space.scaled_contrast(params) >= hard_low
     result = ValidationSet(
@@ -186,7 +200,10 @@ class DataGenSimulator:
         costs = load_cost_table(config.cost_table)
         self.cost_table_cpu = costs.cpu
         # Seconds of one simulation on one core, and of one training step on one core.
-        self.simulation_s = self.grid.total_substeps * costs.substep_s(config.grid_size)
+        self.conductivity = conductivity_of(config, self.space)
+        self.simulation_s = self.grid.total_substeps * costs.substep_s(
+            config.grid_size, nonlinear=self.conductivity is not None
+        )
         self.train_step_single_core_s = costs.train_step_single_core_s(
             training_flops(config.batch_size, self.surrogate.num_params),
             self.surrogate.num_params,
@@ -402,7 +419,7 @@ class DataGenSimulator:
         if not finished:
             return []
         params = np.stack([p for _, p, _ in finished])
-        fields = solve(self.grid, params[:, 0], params[:, 1:])
+        fields = solve(self.grid, params[:, 0], params[:, 1:], self.conductivity)
         inputs = self.space.scale_inputs(params, self.grid.snapshot_times, self.grid.final_time)
         targets = self.space.scale_fields(fields)
         steps = self.grid.num_time_steps

@@ -49,7 +49,11 @@ class LLMClusterEnv(SchedulingEnv):
       instance ``d`` (masked to listed candidates and destinations with room).
 
     ``action_masks()`` gives the valid actions; an invalid one raises
-    :class:`~schedgym.core.errors.InvalidActionError`.
+    :class:`~schedgym.core.errors.InvalidActionError`. A migration tick is a decision only
+    when some listed candidate can move to some instance that is up: a tick where "no
+    migration" would be the only valid action (no decoding request can move, or no
+    destination has room) is run through internally, exactly as if "no migration" had been
+    chosen, and is not returned.
 
     ## Observation Space
     A ``Dict`` of fixed-shape arrays:
@@ -77,8 +81,11 @@ class LLMClusterEnv(SchedulingEnv):
     The first request arrives at time 0; the episode starts at its dispatch decision.
 
     ## Episode End
-    Terminates when every request has arrived and completed; truncates at ``horizon_s`` if set
-    (requests still in the system are counted in ``requests_in_flight``). The final ``info``
+    Steps are decisions; forced migration ticks (see Action Space) are not steps, and the time
+    in system they span counts in the reward of the step before them, so an episode's return
+    is the same as if they were steps. Terminates when every request has arrived and
+    completed; truncates at ``horizon_s`` if set (requests still in the system are counted in
+    ``requests_in_flight``). The final ``info``
     holds the summary: ``ttft_p50_s``, ``ttft_p99_s``, ``tbt_p50_s``, ``tbt_p99_s``,
     ``e2e_p50_s``, ``e2e_p99_s`` (and ``_high`` variants for high priority),
     ``requests_arrived``, ``requests_completed``, ``requests_in_flight``, ``preemptions``,
@@ -91,7 +98,9 @@ class LLMClusterEnv(SchedulingEnv):
     keyword override, and ``render_mode`` (``ansi`` or ``rgb_array``).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version. Forced migration ticks (only "no migration" valid) stopped being
+      returned as decisions; dynamics, metrics, the return and the observations at every
+      remaining decision are unchanged (pinned by ``tests/test_perf_regression.py``).
 
     Example:
         >>> import gymnasium as gym
@@ -136,6 +145,12 @@ class LLMClusterEnv(SchedulingEnv):
         )
         self.simulator: LLMClusterSimulator | None = None
         self._candidates: list[Request | None] = [None] * self.num_candidates
+        # The filled candidate slots and each one's KV blocks, as of the last refresh.
+        self._candidate_slots: list[int] = []
+        self._candidate_held_blocks: list[int] = []
+        self._candidate_slots_allowed = False  # whether any migration is valid now
+        # Migration ticks of this episode run through because no migration was valid.
+        self.forced_ticks_skipped = 0
         self._mask: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------ API
@@ -145,6 +160,7 @@ class LLMClusterEnv(SchedulingEnv):
         super().reset(seed=seed)
         self.simulator = LLMClusterSimulator(self.config, spawn_streams(self.np_random, STREAMS))
         self._last_area = self.simulator.cluster.area_weighted_s
+        self.forced_ticks_skipped = 0
         self._refresh()
         return self._observation(), self._info()
 
@@ -163,10 +179,13 @@ class LLMClusterEnv(SchedulingEnv):
             request = self._candidates[slot]
             assert request is not None  # the mask only offers filled candidate slots
             sim.migrate(request, destination)
+        # Refresh first: it may run through forced migration ticks, whose time in system then
+        # counts in this step's reward (the return over an episode is the same as when they
+        # were decisions).
+        self._refresh()
         area = sim.cluster.area_weighted_s
         reward = -(area - self._last_area) / self.config.reward_scale_s
         self._last_area = area
-        self._refresh()
         return reward, sim.done and not sim.truncated, sim.truncated
 
     def action_masks(self) -> np.ndarray:
@@ -192,28 +211,47 @@ class LLMClusterEnv(SchedulingEnv):
         return super()._sim()
 
     def _refresh(self) -> None:
-        """Recompute the candidate list and the action mask for the current decision."""
+        """Recompute the candidate list and the action mask for the next decision, running
+        through forced migration ticks (where "no migration" is the only valid action)."""
         sim = self._sim()
+        self._refresh_mask(sim)
+        while not sim.done and sim.decision_kind == MIGRATE and not self._candidate_slots_allowed:
+            sim.migrate(None)
+            self.forced_ticks_skipped += 1
+            self._refresh_mask(sim)
+
+    def _refresh_mask(self, sim: LLMClusterSimulator) -> None:
+        """The candidate list and the action mask of the current decision point."""
+        self._candidate_slots_allowed = False
         sim.sync()
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
         self._candidates = [None] * self.num_candidates
+        self._candidate_slots = []
+        self._candidate_held_blocks = []
         if not sim.done:
             if sim.decision_kind == DISPATCH:
                 mask[:n] = sim.up
             else:
                 mask[n] = True
+                listed: list[Request] = []
                 for instance in sim.instances:
-                    listed = sim.migration_candidates(instance)[:per]
-                    for c, request in enumerate(listed):
-                        slot = instance.instance_id * per + c
-                        self._candidates[slot] = request
-                        base = n + 1 + slot * n
-                        for destination in range(n):
-                            if sim.up[destination] and sim.cluster.can_migrate(
-                                request, destination
-                            ):
-                                mask[base + destination] = True
+                    first = instance.instance_id * per
+                    for c, request in enumerate(sim.migration_candidates(instance, per)):
+                        self._candidates[first + c] = request
+                        self._candidate_slots.append(first + c)
+                        self._candidate_held_blocks.append(instance.held_blocks(request))
+                        listed.append(request)
+                if listed:
+                    # Rows of (candidate slot, destination): slot s owns actions
+                    # n + 1 + s * n .. n + 1 + s * n + n - 1.
+                    allowed = sim.cluster.migration_destinations(
+                        listed, self._candidate_held_blocks
+                    )
+                    allowed &= sim.up
+                    rows = mask[n + 1 :].reshape(self.num_candidates, n)
+                    rows[self._candidate_slots] = allowed
+                    self._candidate_slots_allowed = bool(allowed.any())
         self._mask = mask
 
     def _info(self) -> dict[str, Any]:
@@ -227,44 +265,54 @@ class LLMClusterEnv(SchedulingEnv):
         }
 
     def _observation(self) -> dict[str, np.ndarray]:
+        # Rows are gathered as Python floats and converted once (the same float64 -> float32
+        # rounding as writing them one by one, far fewer numpy calls); the candidate rows
+        # reuse the held blocks the mask was computed from (the state has not moved since).
         sim = self._sim()
         n = self.num_instances
         capacity = float(sim.capacity_blocks)
-        migrating = np.zeros(n, bool)
-        instance_features = np.zeros((n, NUM_INSTANCE_FEATURES), np.float32)
-        freeness = np.zeros(n)
-        for i, instance in enumerate(sim.instances):
-            freeness[i] = sim.freeness(instance)
-            instance_features[i] = (
-                instance.num_running() / SEQS_SCALE,
-                len(instance.waiting) / SEQS_SCALE,
-                instance.free_blocks / capacity,
-                freeness[i] / 100.0,
-                instance.last_iteration_s / ITERATION_SCALE_S,
-                instance.waiting_prefill_tokens / TOKENS_SCALE,
-                instance.num_decoding / SEQS_SCALE,
-                instance.kv.used_blocks / capacity,
-                0.0,
+        freeness: list[float] = []
+        instance_rows: list[tuple[float, ...]] = []
+        for instance in sim.instances:
+            free = sim.freeness(instance)
+            freeness.append(free)
+            instance_rows.append(
+                (
+                    instance.num_running() / SEQS_SCALE,
+                    len(instance.waiting) / SEQS_SCALE,
+                    instance.free_blocks / capacity,
+                    free / 100.0,
+                    instance.last_iteration_s / ITERATION_SCALE_S,
+                    instance.waiting_prefill_tokens / TOKENS_SCALE,
+                    instance.num_decoding / SEQS_SCALE,
+                    instance.kv.used_blocks / capacity,
+                    0.0,
+                )
             )
-        in_flight = len(sim.cluster.active_migrations)
-        for migration in sim.cluster.active_migrations.values():
-            migrating[migration.source] = True
-            migrating[migration.destination] = True
-        instance_features[:, 8] = migrating
+        instance_features = np.array(instance_rows, np.float32)
+        active = sim.cluster.active_migrations
+        for migration in active.values():
+            instance_features[migration.source, 8] = 1.0
+            instance_features[migration.destination, 8] = 1.0
         candidate_features = np.zeros((self.num_candidates, NUM_CANDIDATE_FEATURES), np.float32)
         candidate_mask = np.zeros(self.num_candidates, np.int8)
-        for slot, request in enumerate(self._candidates):
-            if request is None:
-                continue
-            instance = sim.instances[request.instance]
-            candidate_features[slot] = (
-                instance.kv_tokens(request) / TOKENS_SCALE,
-                instance.generated(request) / TOKENS_SCALE,
-                float(request.priority),
-                instance.held_blocks(request) / capacity,
-                freeness[request.instance] / 100.0,
-            )
-            candidate_mask[slot] = 1
+        if self._candidate_slots:
+            candidate_rows = []
+            for slot, held in zip(self._candidate_slots, self._candidate_held_blocks, strict=True):
+                request = self._candidates[slot]
+                assert request is not None
+                instance = sim.instances[request.instance]
+                candidate_rows.append(
+                    (
+                        instance.kv_tokens(request) / TOKENS_SCALE,
+                        instance.generated(request) / TOKENS_SCALE,
+                        float(request.priority),
+                        held / capacity,
+                        freeness[request.instance] / 100.0,
+                    )
+                )
+            candidate_features[self._candidate_slots] = np.array(candidate_rows, np.float32)
+            candidate_mask[self._candidate_slots] = 1
         request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
         pending = sim.pending_request
         if pending is not None and sim.decision_kind == DISPATCH:
@@ -277,7 +325,7 @@ class LLMClusterEnv(SchedulingEnv):
                 sim.requests_arrived / total,
                 sim.requests_completed / total,
                 sim.now_s / 3600.0,
-                in_flight / n,
+                len(active) / n,
             ],
             np.float32,
         )

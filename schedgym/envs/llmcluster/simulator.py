@@ -18,6 +18,7 @@ instance's counters to ``now_s`` (the env calls it before building an observatio
 
 from __future__ import annotations
 
+import heapq
 import math
 from functools import partial
 
@@ -176,10 +177,13 @@ class LLMClusterSimulator:
         virtual = used + instance.waiting_blocks + headroom_blocks
         return (self.capacity_blocks - virtual) / max(1, instance.num_running())
 
-    def migration_candidates(self, instance: ServingInstance) -> list[Request]:
+    def migration_candidates(
+        self, instance: ServingInstance, limit: int | None = None
+    ) -> list[Request]:
         """Requests of ``instance`` that may migrate: decoding, not already migrating, with
         tokens still to go. Ordered as Llumnix picks them: normal priority before high, then
-        the fewest KV blocks (the cheapest copy) first."""
+        the fewest KV blocks (the cheapest copy) first. ``limit``: only the first ``limit``
+        of that order (the same list as slicing the full one; the keys are unique)."""
         instance.sync(self.now_s)
         out = [
             r
@@ -188,7 +192,13 @@ class LLMClusterSimulator:
             and instance.generated(r) < r.output_tokens - 1
             and not r.prefix_path
         ]
-        out.sort(key=lambda r: (r.priority, instance.kv_tokens(r), r.request_id))
+
+        def order(r: Request) -> tuple[int, int, int]:
+            return (r.priority, instance.kv_tokens(r), r.request_id)
+
+        if limit is not None and limit < len(out):
+            return heapq.nsmallest(limit, out, key=order)
+        out.sort(key=order)
         return out
 
     # ----------------------------------------------------------------- actions

@@ -227,6 +227,40 @@ class PrefillChunkSimulator:
         frac = violations / self.last_tokens if self.last_tokens else 0.0
         self.recent_violation_frac += 0.1 * (frac - self.recent_violation_frac)
 
+    def extend_requests(self, requests: list[Request]) -> None:
+        """Append requests that arrive no earlier than the current last one.
+
+        For a counterfactual copy that learns of arrivals as reality reveals them (the
+        portfolio's whole-policy shadows): a request whose arrival time has already passed
+        joins the queue now, and an episode that had served every request it knew resumes
+        (an episode cut at its horizon stays over).
+
+        Raises:
+            ValueError: when ``requests`` are out of arrival order.
+        """
+        last_s = self.requests[-1].arrival_s if self.requests else -math.inf
+        for request in requests:
+            if request.arrival_s < last_s:
+                raise ValueError(
+                    f"requests: arrival {request.arrival_s} is before the last one, {last_s}"
+                )
+            last_s = request.arrival_s
+        if not requests:
+            return
+        self.requests.extend(requests)
+        if self.truncated:
+            return
+        if self.done:
+            self.done = False
+            self._advance()
+            return
+        inst = self.instance
+        while self.requests_arrived < len(self.requests) and (
+            self.requests[self.requests_arrived].arrival_s <= self.now_s
+        ):
+            inst.add_request(self.requests[self.requests_arrived], self.now_s)
+            self.requests_arrived += 1
+
     # --------------------------------------------------------------------------- dynamics
     def _advance(self) -> None:
         """Run until the next decision point (an idle boundary with work) or the end."""

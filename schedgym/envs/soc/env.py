@@ -15,6 +15,7 @@ from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.soc.config import PRESETS, SoCConfig
 from schedgym.envs.soc.simulator import (
     DONE,
+    EMPTY,
     READY,
     RUNNING,
     WAITING,
@@ -26,6 +27,8 @@ from schedgym.envs.soc.simulator import (
 
 STREAMS = ("arrivals", "jobs", "noise", "profile")
 NUM_GLOBAL_FEATURES = 6
+# The node states of the one-hot columns of the node features, in column order.
+_ONE_HOT_STATES = np.array([WAITING, READY, RUNNING, DONE], np.int8)
 
 
 class SoCDAGEnv(SchedulingEnv):
@@ -79,7 +82,10 @@ class SoCDAGEnv(SchedulingEnv):
     ## Arguments
     ``config`` (a :class:`SoCConfig`) or ``preset`` (``light``, ``medium``, ``heavy``, ``noisy``,
     ``random-dag``, ``topcuoglu``, ``tiny``), plus any config field as a keyword override, and
-    ``render_mode`` (``ansi`` or ``rgb_array``).
+    ``render_mode`` (``ansi`` or ``rgb_array``; the Gantt chart draws the most recent executed
+    tasks: the simulator keeps only the last ``TASK_RECORD_WINDOW`` = 8,192 task records, and
+    finished jobs only as their arrival and finish times, so memory stays flat over long
+    episodes).
 
     ## Version History
     - v0: initial version.
@@ -140,7 +146,10 @@ class SoCDAGEnv(SchedulingEnv):
         self.simulator = SoCSimulator(self.config, spawn_streams(self.np_random, STREAMS))
         self._edge_index = np.zeros((2, self.num_edge_slots), np.int64)
         self._edge_mask = np.zeros(self.num_edge_slots, np.int8)
-        self._edge_slot_job = np.full(self.config.max_active_jobs, -1, np.int64)
+        # The job each slot held at the last observation (-1: empty), and the static node
+        # feature columns of those jobs.
+        self._slot_job = np.full(self.config.max_active_jobs, -1, np.int64)
+        self._static_features = np.zeros((self.num_node_slots, self.node_feature_dim), np.float32)
         self._last_area_us = self.simulator.jobs_in_system_area_us
         return self._observation(), self._info()
 
@@ -187,9 +196,16 @@ class SoCDAGEnv(SchedulingEnv):
             "jobs_completed": sim.jobs_completed,
         }
 
-    def _sync_edges(self, sim: SoCSimulator) -> None:
-        """Rewrite the edge block of every job slot whose job changed since the last step."""
-        changed = np.flatnonzero(sim.slot_job_id != self._edge_slot_job)
+    def _sync_slots(self, sim: SoCSimulator) -> None:
+        """Rewrite the edge block and the static node features of every job slot whose job
+        changed since the last observation (a job's nominal times, rank, capability and
+        occupancy do not change while it is active)."""
+        changed = np.flatnonzero(sim.slot_job_id != self._slot_job)
+        if changed.size == 0:
+            return
+        scale = self.config.time_scale_us
+        k = self.num_pe_types
+        t = self.tasks_per_job
         for slot in changed.tolist():
             job_id = int(sim.slot_job_id[slot])
             block = slice(slot * self.edges_per_job, (slot + 1) * self.edges_per_job)
@@ -203,30 +219,34 @@ class SoCDAGEnv(SchedulingEnv):
                     template.edges.T + slot * self.tasks_per_job
                 )
                 self._edge_mask[start : start + m] = 1
-            self._edge_slot_job[slot] = job_id
+            nodes = slice(slot * t, (slot + 1) * t)
+            exec_us = sim.node_exec_us[nodes]
+            cannot = np.isnan(exec_us)
+            occupied = sim.node_state[nodes] != EMPTY
+            static = self._static_features[nodes]
+            static[:, :k] = np.where(cannot, 0.0, exec_us) / scale
+            static[:, k : 2 * k] = cannot & occupied[:, None]
+            static[:, 2 * k + 4] = np.where(occupied, sim.node_rank_us[nodes] / scale, 0.0)
+            self._slot_job[slot] = job_id
 
     def _observation(self) -> dict[str, np.ndarray]:
+        # Static columns come from the per-slot cache (rewritten when a slot's job changes);
+        # only the state, age and remaining-time columns are computed per step. Same values,
+        # same float64 -> float32 rounding as computing every column each step.
         sim = self._sim()
-        self._sync_edges(sim)
+        self._sync_slots(sim)
         scale = self.config.time_scale_us
         k = self.num_pe_types
         state = sim.node_state
-        occupied = state != 0
-        exec_us = sim.node_exec_us
-        cannot = np.isnan(exec_us)
-        features = np.zeros((self.num_node_slots, self.node_feature_dim), np.float32)
-        features[:, :k] = np.where(cannot, 0.0, exec_us) / scale
-        features[:, k : 2 * k] = cannot & occupied[:, None]
-        features[:, 2 * k] = state == WAITING
-        features[:, 2 * k + 1] = state == READY
-        running = state == RUNNING
-        features[:, 2 * k + 2] = running
-        features[:, 2 * k + 3] = state == DONE
-        features[:, 2 * k + 4] = np.where(occupied, sim.node_rank_us / scale, 0.0)
-        age = sim.now_us - sim.slot_arrival_us[sim.node_job_slot]
-        features[:, 2 * k + 5] = np.where(occupied, age / scale, 0.0)
-        left = np.maximum(sim.node_expected_finish_us - sim.now_us, 0.0)
-        features[:, 2 * k + 6] = np.where(running, left / scale, 0.0)
+        occupied = state != EMPTY
+        features = self._static_features.copy()
+        features[:, 2 * k : 2 * k + 4] = state[:, None] == _ONE_HOT_STATES
+        slot_age = (sim.now_us - sim.slot_arrival_us) / scale
+        features[:, 2 * k + 5] = np.where(occupied, np.repeat(slot_age, self.tasks_per_job), 0.0)
+        running = np.flatnonzero(state == RUNNING)
+        if running.size:
+            left = np.maximum(sim.node_expected_finish_us[running] - sim.now_us, 0.0)
+            features[running, 2 * k + 6] = left / scale
         busy = sim.pe_node >= 0
         elapsed = max(sim.now_us, 1e-9)
         pe_features = np.empty((self.num_pes, k + 3), np.float32)

@@ -38,7 +38,7 @@ def render_ansi(sim: SoCSimulator) -> str:
 def render_rgb_array(sim: SoCSimulator) -> np.ndarray:
     """A Gantt chart per PE of the most recent executed tasks, coloured by job."""
     names = list(sim.platform.pe_names or tuple(str(p) for p in range(sim.num_pes)))
-    records = sim.task_records[-GANTT_WINDOW_TASKS:]
+    records = sim.task_records.recent(GANTT_WINDOW_TASKS)
     bars = [(r.pe, r.start_us, r.finish_us, r.job_id) for r in records]
     title = f"SoCDAG-v0 at t={sim.now_us:.0f} us ({sim.jobs_completed} jobs completed)"
     return gantt_rgb_array(names, bars, title, "time (us)")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,12 @@ EMPTY, WAITING, READY, RUNNING, DONE = 0, 1, 2, 3, 4
 _ARRIVAL, _FINISH = 0, 1
 
 
-@dataclass(frozen=True)
+# Executed tasks kept for rendering and inspection: the most recent ones only, so that memory
+# does not grow with the episode (a DS3 job has up to 34 tasks: ~240 jobs' worth).
+TASK_RECORD_WINDOW = 8192
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRecord:
     """One executed task, for Gantt charts, invariant checks and the regret regressor."""
 
@@ -59,6 +65,52 @@ class TaskRecord:
     start_us: float  # when execution began (all input data arrived)
     finish_us: float
     expected_us: float  # nominal execution time on the PE's type
+
+
+class TaskRecordWindow:
+    """The most recent executed tasks, at most ``capacity``, oldest first.
+
+    Records are numbered in execution order from 0 (``total`` have been appended); a reader
+    that keeps up (e.g. a learner reading the new records at every decision) asks for
+    :meth:`since` its last count. Copies share the (frozen) records.
+    """
+
+    def __init__(self, capacity: int = TASK_RECORD_WINDOW) -> None:
+        self.capacity = capacity
+        self._records: deque[TaskRecord] = deque(maxlen=capacity)
+        self.total = 0  # records appended so far, including those dropped from the window
+
+    def append(self, record: TaskRecord) -> None:
+        self._records.append(record)
+        self.total += 1
+
+    def __len__(self) -> int:
+        """Records held now (at most ``capacity``)."""
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        return iter(self._records)
+
+    def recent(self, count: int) -> list[TaskRecord]:
+        """The last ``count`` records (fewer if fewer are held), oldest first."""
+        held = len(self._records)
+        return [self._records[i] for i in range(max(0, held - count), held)]
+
+    def since(self, index: int) -> list[TaskRecord]:
+        """Records number ``index`` onwards; raises if some were already dropped."""
+        first_held = self.total - len(self._records)
+        if index < first_held:
+            raise ValueError(
+                f"task records {index}..{first_held - 1} left the {self.capacity}-record window"
+            )
+        return self.recent(self.total - index)
+
+    def copy(self) -> TaskRecordWindow:
+        """An independent window holding the same records."""
+        out = TaskRecordWindow(self.capacity)
+        out._records.extend(self._records)
+        out.total = self.total
+        return out
 
 
 def _lognormal_factors(
@@ -122,11 +174,14 @@ class SoCSimulator:
         self.pe_busy_us = np.zeros(self.num_pes)  # accumulated actual execution time
         self.pe_expected_free_us = np.zeros(self.num_pes)
         # Per job id (arrival order), grows as jobs arrive.
+        # Per job, by job id: its template (shared objects for the fixed applications) and
+        # arrival/finish times (compact float64 arrays, 16 bytes per job, for exact metrics).
         self.job_template: list[DagTemplate] = []
-        self.job_arrival_us: list[float] = []
-        self.job_finish_us: list[float] = []  # nan while in flight
-        self._job_noise: list[np.ndarray] = []
-        self.task_records: list[TaskRecord] = []
+        self._job_arrival_us = np.full(config.num_jobs, math.nan)
+        self._job_finish_us = np.full(config.num_jobs, math.nan)  # nan while in flight
+        # Random execution-time factors of the jobs in the system only (dropped on completion).
+        self._job_noise: dict[int, np.ndarray] = {}
+        self.task_records = TaskRecordWindow(TASK_RECORD_WINDOW)
         self.backlog: deque[int] = deque()
         self.ready_nodes: set[int] = set()
         self.events = EventQueue()
@@ -142,6 +197,25 @@ class SoCSimulator:
         self._advance()
 
     # ----------------------------------------------------------------- read-only view helpers
+    @property
+    def job_arrival_us(self) -> np.ndarray:
+        """``(jobs_arrived,)`` arrival time of every job so far (a read-only view)."""
+        view = self._job_arrival_us[: self.jobs_arrived]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def job_finish_us(self) -> np.ndarray:
+        """``(jobs_arrived,)`` completion time of every job so far, nan while in flight (a
+        read-only view)."""
+        view = self._job_finish_us[: self.jobs_arrived]
+        view.flags.writeable = False
+        return view
+
+    def job_noise(self, job_id: int) -> np.ndarray:
+        """A copy of the random execution-time factors of ``job_id`` (a job in the system)."""
+        return self._job_noise[job_id].copy()
+
     def idle_pes(self) -> np.ndarray:
         """``(num_pes,)`` bool: PEs neither running nor reserved."""
         return self.pe_node < 0
@@ -211,7 +285,7 @@ class SoCSimulator:
         """
         self.config = dataclasses.replace(self.config, noise_std=0.0, profile_bias_std=0.0)
         self._bias_cache = {}
-        self._job_noise = [np.ones_like(noise) for noise in self._job_noise]
+        self._job_noise = {job: np.ones_like(noise) for job, noise in self._job_noise.items()}
         unstarted = (self.node_state == READY) | (self.node_state == WAITING)
         self._node_actual_us[unstarted] = self.node_exec_us[unstarted]
 
@@ -290,10 +364,9 @@ class SoCSimulator:
         self.jobs_in_system += 1
         template = self._draw_template()
         self.job_template.append(template)
-        self.job_arrival_us.append(self.now_us)
-        self.job_finish_us.append(math.nan)
-        self._job_noise.append(
-            _lognormal_factors(self._rng_noise, config.noise_std, (template.num_tasks,))
+        self._job_arrival_us[job_id] = self.now_us
+        self._job_noise[job_id] = _lognormal_factors(
+            self._rng_noise, config.noise_std, (template.num_tasks,)
         )
         if self.jobs_arrived < config.num_jobs:
             gap_us = self._rng_arrivals.exponential(1000.0 / config.job_rate_per_ms)
@@ -348,7 +421,7 @@ class SoCSimulator:
         nodes = slice(base, base + n)
         self.slot_job_id[slot] = job_id
         self.slot_remaining[slot] = n
-        self.slot_arrival_us[slot] = self.job_arrival_us[job_id]
+        self.slot_arrival_us[slot] = self._job_arrival_us[job_id]
         self.node_exec_us[nodes] = template.exec_us
         self.node_capable_pe[nodes] = ~np.isnan(template.exec_us[:, self.pe_type])
         self.node_rank_us[nodes] = self._template_rank(template)
@@ -396,7 +469,8 @@ class SoCSimulator:
             self._complete_job(job_id, slot)
 
     def _complete_job(self, job_id: int, slot: int) -> None:
-        self.job_finish_us[job_id] = self.now_us
+        self._job_finish_us[job_id] = self.now_us
+        del self._job_noise[job_id]
         self.jobs_completed += 1
         self.jobs_in_system -= 1
         t = self.tasks_per_job
@@ -413,8 +487,8 @@ class SoCSimulator:
     def summary(self) -> dict[str, float | int]:
         """Episode metrics; latency statistics exclude the warm-up jobs."""
         warmup = self.config.warmup_jobs
-        finish = np.asarray(self.job_finish_us, dtype=np.float64)
-        arrival = np.asarray(self.job_arrival_us, dtype=np.float64)
+        finish = self.job_finish_us
+        arrival = self.job_arrival_us
         counted = np.arange(finish.size) >= warmup
         done = ~np.isnan(finish)
         latency_us = (finish - arrival)[counted & done]

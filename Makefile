@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run readme test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev,agents]"
 	touch $@ $(VENV)/.installed-run
 
-# The main job: every baseline on the quick suite, printed and written to results/.
+# The main job: every baseline on the quick suite, printed and written to results/ (index.html).
+# --resume: a second `make run` keeps the finished episodes and only reports again.
 run: $(VENV)/.installed-run
-	$(BIN)/schedgym leaderboard --suite quick --out results
+	$(BIN)/schedgym leaderboard --suite quick --out results --workers 2 --resume
+
+# Rewrite README.md's generated quick-suite table from the rows in results/.
+readme: $(VENV)/.installed-run
+	$(BIN)/schedgym leaderboard --suite quick --out results --workers 2 --resume --readme README.md
 
 test: $(VENV)/.installed-test
 	WANDB_MODE=disabled MPLBACKEND=Agg $(BIN)/python -m pytest

@@ -168,7 +168,7 @@ def portfolio(
             continue
         if scenarios and scenario.name not in scenarios:
             continue
-        metric, _ = suite.ranking_metric[scenario.env_id]
+        metric = suite.metrics[scenario.env_id].key
         seeds = list(seeds_override or suite.seeds)
         print(f"\n{scenario.env_id} / {scenario.name} ({metric}, lower is better, seeds {seeds})")
         print("| policy | mean | vs best heuristic | wall s |")
@@ -203,7 +203,7 @@ def sjf() -> None:
     for scenario in suite.scenarios:
         if scenario.env_id not in SJF_BASELINES:
             continue
-        ranking, _ = suite.ranking_metric[scenario.env_id]
+        ranking = suite.metrics[scenario.env_id].key
         seeds = list(suite.seeds)
         env = gym.make(
             scenario.env_id,

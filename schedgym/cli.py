@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "schedgym.commands.costmodel",
     "schedgym.commands.capacity",
     "schedgym.commands.train",
+    "schedgym.commands.leaderboard",
 )
 
 

@@ -451,10 +451,15 @@ def test_no_command_left_a_file_behind(outcomes: dict[str, Outcome]) -> None:
 
 def test_leaderboard_output_is_strict_json(outcomes: dict[str, Outcome]) -> None:
     outcome = outcomes["leaderboard_out_ok"]
-    files = sorted((Path(outcome.tmp) / "results").iterdir())
-    assert [p.suffix for p in files] == [".json", ".md"], outcome.stderr
-    payload = strict_json(files[0].read_text())
-    assert payload["rows"] and all(row["policy"] == "static" for row in payload["rows"])
+    folder = Path(outcome.tmp) / "results"
+    names = {p.name for p in folder.iterdir()}
+    assert {"leaderboard.json", "LEADERBOARD.md", "index.html", "rows.jsonl"} <= names, (
+        outcome.stderr
+    )
+    payload = strict_json((folder / "leaderboard.json").read_text())
+    assert list(payload["environments"]) == ["schedgym/MeshAssign-v0"]
+    rows = [strict_json(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
+    assert rows and all(row["policy"] == "static" for row in rows)
 
 
 # ------------------------------------------------------------------ actions, in every env

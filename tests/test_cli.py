@@ -1,4 +1,5 @@
-"""The schedgym command's contract: list, evaluate, leaderboard, and one-line errors."""
+"""The schedgym command's contract: list, evaluate, and one-line errors (the leaderboard's
+own tests are in tests/leaderboard)."""
 
 from __future__ import annotations
 
@@ -73,17 +74,3 @@ def test_bad_input_is_one_line_exit_2(args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-
-
-def test_leaderboard_quick_writes_results(tmp_path, capsys):
-    code = main(
-        ["leaderboard", "--suite", "quick", "--out", str(tmp_path), "--env", "SoCDAG-v0",
-         "--policy", "heft", "--policy", "fcfs"]
-    )  # fmt: skip
-    assert code == 0
-    payload = json.loads((tmp_path / "leaderboard_quick.json").read_text())
-    soc_rows = [r for r in payload["rows"] if r["env_id"] == "schedgym/SoCDAG-v0"]
-    assert {r["scenario"] for r in soc_rows} == {"light", "medium", "heavy"}
-    assert {r["policy"] for r in soc_rows} == {"heft", "fcfs"}
-    assert (tmp_path / "leaderboard_quick.md").read_text().startswith("# schedgym leaderboard")
-    assert "SoCDAG-v0 / heavy" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``schedgym list``, ``evaluate`` and ``leaderboard``."""
+"""``schedgym list`` and ``evaluate`` (``leaderboard`` lives in ``commands.leaderboard``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from schedgym.commands.common import check_seeds, make_kwargs
 from schedgym.core.errors import ConfigError
-from schedgym.core.jsonio import dumps_strict, require_writable_dir
+from schedgym.core.jsonio import dumps_strict
 from schedgym.core.policy import make_policy, policy_names, policy_spec
 from schedgym.core.rollout import run_episode
 from schedgym.registration import env_entry, env_ids
@@ -38,23 +38,6 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
-
-    p = subparsers.add_parser("leaderboard", help="evaluate every baseline on a frozen suite")
-    p.add_argument("--suite", default="quick", help="suite name (default: quick)")
-    p.add_argument("--out", default="results", help="folder for the JSON and Markdown results")
-    p.add_argument(
-        "--policy",
-        action="append",
-        default=None,
-        help="only these policies (repeatable; default: all registered)",
-    )
-    p.add_argument(
-        "--env",
-        action="append",
-        default=None,
-        help="only these environments (repeatable; default: every one in the suite)",
-    )
-    p.set_defaults(func=cmd_leaderboard)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -122,19 +105,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from schedgym.leaderboard.evaluate import evaluate_suite, summarise, to_markdown, write_results
-    from schedgym.leaderboard.suites import get_suite
-
-    # Checked before any episode runs, so that a bad --out cannot waste the evaluation.
-    out_dir = require_writable_dir(args.out, "--out")
-    suite = get_suite(args.suite)
-    if args.env:
-        suite = suite.restricted_to([_full_id(env_id) for env_id in args.env])
-    rows = evaluate_suite(suite, args.policy)
-    json_path, md_path = write_results(suite, rows, out_dir)
-    sys.stdout.write(to_markdown(suite, summarise(suite, rows)))
-    print(f"\nwrote {json_path} and {md_path}")
-    return 0

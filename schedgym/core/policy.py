@@ -95,6 +95,11 @@ def register_path_policy(suffix: str, factory: Callable[..., Policy]) -> None:
     _PATH_POLICIES[suffix] = factory
 
 
+def unregister_policy(family: str, name: str) -> None:
+    """Remove policy ``name`` of ``family`` (a no-op when absent); for tests and plugins."""
+    _POLICIES.get(family, {}).pop(name, None)
+
+
 def _load(family: str) -> dict[str, PolicySpec]:
     for module in _POLICY_MODULES.get(family, []):
         importlib.import_module(module)

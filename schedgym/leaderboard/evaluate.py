@@ -1,156 +1,119 @@
-"""Evaluate registered policies on a suite and report mean scores with bootstrap CIs."""
+"""A leaderboard run: select policies, run the missing episodes, append rows, write the report.
+
+Paired evaluation: every selected policy runs every scenario of the suite on the same test
+seeds, hence the same arrivals, sizes and noise. Tasks are ordered scenario by scenario, seed by
+seed, so an interrupted run has compared whole pairs first.
+"""
 
 from __future__ import annotations
 
-import math
-import platform
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
-import gymnasium as gym
-import numpy as np
-
-from schedgym.core.jsonio import write_json_atomic, write_text_atomic
-from schedgym.core.metrics import bootstrap_ci
-from schedgym.core.policy import make_policy, policy_names
-from schedgym.core.rollout import run_episode
-from schedgym.leaderboard.suites import Scenario, Suite
+from schedgym.core.errors import ConfigError
+from schedgym.core.jsonio import require_writable_dir
+from schedgym.leaderboard.backends import BACKENDS, run_tasks
+from schedgym.leaderboard.episode import Task, row_key, suite_digest
+from schedgym.leaderboard.policies import is_external, select_policies
+from schedgym.leaderboard.progress import ProgressBar
+from schedgym.leaderboard.rows import RowWriter, drop_torn_tail, read_rows, rows_path
+from schedgym.leaderboard.suites import Suite
 
 
 @dataclass
-class ResultRow:
-    """One (scenario, seed, policy) episode: the unit a leaderboard is built from."""
+class RunPlan:
+    """What a run will do."""
 
-    suite: str
-    suite_version: int
-    env_id: str
-    scenario: str
-    seed: int
-    policy: str
-    metrics: dict[str, Any]
-    episode_return: float
-    steps: int
-    walltime_s: float
+    suite: Suite
+    policies: dict[str, tuple[str, ...]]  # env id -> policy names
+    tasks: list[Task]
+    notes: list[str] = field(default_factory=list)
 
 
-def make_env(scenario: Scenario) -> gym.Env:
-    """The scenario's environment, without Gymnasium's passive checker (it costs per step)."""
-    kwargs: dict[str, Any] = dict(scenario.overrides)
-    if scenario.preset is not None:
-        kwargs["preset"] = scenario.preset
-    return gym.make(scenario.env_id, disable_env_checker=True, **kwargs)
+def plan_run(suite: Suite, requested: Sequence[str] | None) -> RunPlan:
+    """Every (scenario, seed, policy) episode of ``suite`` for the selected policies."""
+    wanted = list(requested) if requested else None
+    policies: dict[str, tuple[str, ...]] = {}
+    notes: list[str] = []
+    for env_id in suite.env_ids:
+        selection = select_policies(env_id, wanted)
+        policies[env_id] = selection.names
+        notes.extend(selection.notes)
+    if wanted:
+        used = {name for names in policies.values() for name in names}
+        unknown = [n for n in wanted if n not in used and not is_external(n)]
+        if unknown:
+            raise ConfigError(
+                f"--policy: {unknown} is not registered for any environment of the run "
+                f"({', '.join(suite.env_ids)}); `schedgym list` shows the names"
+            )
+    tasks = [
+        Task(suite.name, suite.version, scenario.env_id, scenario.name, seed, policy)
+        for scenario in suite.scenarios
+        for seed in suite.seeds
+        for policy in policies[scenario.env_id]
+    ]
+    return RunPlan(suite, policies, tasks, notes)
 
 
-def evaluate_suite(suite: Suite, policies: Sequence[str] | None = None) -> list[ResultRow]:
-    """Run every policy (default: every registered one) on every scenario and seed of ``suite``.
+def run_leaderboard(
+    suite: Suite,
+    out_dir: str | Path,
+    policies: Sequence[str] | None = None,
+    workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    resume: bool = False,
+    progress_stream: TextIO | None = None,
+) -> RunPlan:
+    """Run every missing episode of ``suite`` and append its row to ``out_dir``'s rows file.
 
-    Seeds are paired: every policy sees the same seeds, hence the same arrivals and noise.
+    Raises:
+        ConfigError: for a folder that cannot be written, existing rows without ``resume``, bad
+            ``workers``/``backend``, or unknown policies. All checked before any episode runs.
     """
-    rows: list[ResultRow] = []
-    for scenario in suite.scenarios:
-        env = make_env(scenario)
-        names = list(policies) if policies is not None else policy_names(scenario.env_id)
-        for name in names:
-            policy = make_policy(scenario.env_id, name)
-            for seed in suite.seeds:
-                result = run_episode(env, policy, seed)
-                rows.append(
-                    ResultRow(
-                        suite.name,
-                        suite.version,
-                        scenario.env_id,
-                        scenario.name,
-                        seed,
-                        name,
-                        result.metrics,
-                        result.episode_return,
-                        result.steps,
-                        result.walltime_s,
-                    )
-                )
-        env.close()
-    return rows
-
-
-def summarise(suite: Suite, rows: Sequence[ResultRow]) -> list[dict[str, Any]]:
-    """Mean of the ranking metric per (env, scenario, policy) with a 95% bootstrap CI, ranked."""
-    rng = np.random.default_rng(0)
-    table: list[dict[str, Any]] = []
-    keys = dict.fromkeys((r.env_id, r.scenario, r.policy) for r in rows)
-    for env_id, scenario, policy in keys:
-        metric, lower_is_better = suite.ranking_metric[env_id]
-        values = [
-            float(r.metrics[metric])
-            for r in rows
-            if (r.env_id, r.scenario, r.policy) == (env_id, scenario, policy)
-        ]
-        finite = [v for v in values if math.isfinite(v)]
-        low, high = bootstrap_ci(finite, rng)
-        table.append(
-            {
-                "env_id": env_id,
-                "scenario": scenario,
-                "policy": policy,
-                "metric": metric,
-                "lower_is_better": lower_is_better,
-                "mean": float(np.mean(finite)) if finite else math.nan,
-                "ci_low": low,
-                "ci_high": high,
-                "episodes": len(values),
-            }
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: must be one of {list(BACKENDS)}, got {backend!r}")
+    folder = require_writable_dir(out_dir)
+    path = rows_path(folder)
+    if path.exists() and path.stat().st_size > 0 and not resume:
+        raise ConfigError(
+            f"--out: {path} already holds rows; pass --resume to continue that run "
+            "(finished episodes are kept) or choose another --out"
         )
-    table.sort(
-        key=lambda r: (
-            r["env_id"],
-            r["scenario"],
-            r["mean"] if r["lower_is_better"] else -r["mean"],
+    plan = plan_run(suite, policies)
+    if resume:
+        dropped = drop_torn_tail(path)
+        if dropped:
+            plan.notes.append(f"dropped an unfinished row ({dropped} bytes) at the end of {path}")
+    existing = read_rows(path)
+    digest = suite_digest(suite.name, suite.version)
+    stale = [
+        r
+        for r in existing
+        if (r.get("suite"), r.get("suite_version")) == (suite.name, suite.version)
+        and r.get("suite_digest") != digest
+    ]
+    if stale:
+        raise ConfigError(
+            f"--resume: {len(stale)} rows in {path} were made under another digest of suite "
+            f"{suite.name} v{suite.version} (an environment config changed since); they cannot "
+            "be mixed with new ones: choose another --out"
         )
+    done = {row_key(row) for row in existing}
+    pending = [task for task in plan.tasks if task.key() not in done]
+    progress = ProgressBar(len(pending), progress_stream)
+    progress.start(
+        f"schedgym leaderboard: suite {suite.name} v{suite.version}, "
+        f"{len(plan.tasks)} episodes ({len(plan.tasks) - len(pending)} already done), "
+        f"backend {backend}" + (f" x{workers}" if backend == "local" else "")
     )
-    return table
-
-
-def to_markdown(suite: Suite, table: Sequence[dict[str, Any]]) -> str:
-    """The summary as a Markdown table, one block per scenario."""
-    lines = [f"# schedgym leaderboard: suite `{suite.name}` v{suite.version}", ""]
-    current = None
-    for row in table:
-        block = (row["env_id"], row["scenario"])
-        if block != current:
-            current = block
-            arrow = "lower is better" if row["lower_is_better"] else "higher is better"
-            lines += [
-                "",
-                f"## {row['env_id']} / {row['scenario']} ({row['metric']}, {arrow})",
-                "",
-                "| rank | policy | mean | 95% CI | episodes |",
-                "|---|---|---|---|---|",
-            ]
-            rank = 0
-        rank += 1
-        lines.append(
-            f"| {rank} | {row['policy']} | {row['mean']:.1f} | "
-            f"[{row['ci_low']:.1f}, {row['ci_high']:.1f}] | {row['episodes']} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def write_results(suite: Suite, rows: Sequence[ResultRow], out_dir: Path) -> tuple[Path, Path]:
-    """Write ``<suite>.json`` (every row plus the summary) and ``<suite>.md``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = summarise(suite, rows)
-    payload = {
-        "suite": suite.name,
-        "suite_version": suite.version,
-        "created_unix_s": time.time(),
-        "python": platform.python_version(),
-        "summary": table,
-        "rows": [asdict(r) for r in rows],
-    }
-    json_path = out_dir / f"leaderboard_{suite.name}.json"
-    md_path = out_dir / f"leaderboard_{suite.name}.md"
-    write_json_atomic(json_path, payload)
-    write_text_atomic(md_path, to_markdown(suite, table))
-    return json_path, md_path
+    with RowWriter(path, existing) as writer:
+        for row in run_tasks(pending, backend, workers, ray_address):
+            writer.append(row)
+            progress.advance(Task(*row_key(row)).label())
+    return plan

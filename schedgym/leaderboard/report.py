@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -220,14 +219,6 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _make_readable(path: Path) -> None:
-    # Atomic writes go through mkstemp, which creates 0600 files; a report is meant to be
-    # shared (served, attached), so give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def write_report(
     suite: Suite,
     out_dir: str | Path,
@@ -305,6 +296,4 @@ def write_report(
     )
     html_path = folder / "index.html"
     write_text_atomic(html_path, page)
-    for path in (json_path, md_path, html_path):
-        _make_readable(path)
     return ReportFiles(json_path, md_path, html_path, summary.markdown(2))

@@ -8,10 +8,13 @@ far above any suite seed, and :func:`check_disjoint` verifies it against every s
 from __future__ import annotations
 
 from schedgym.core.errors import ConfigError
+from schedgym.leaderboard.suites import VALIDATION_SEED_RANGE
 
-VALIDATION_SEED_BASE = 10_000_000
+# The leaderboard owns the split: test seeds below, validation seeds in its validation range,
+# and training seeds above both.
+VALIDATION_SEED_BASE = VALIDATION_SEED_RANGE.start
 MAX_VALIDATION_SEEDS = 1_000
-TRAINING_SEED_BASE = 20_000_000
+TRAINING_SEED_BASE = VALIDATION_SEED_RANGE.stop
 SEEDS_PER_RUN = 10_000  # each run seed gets its own block of worker seeds
 
 

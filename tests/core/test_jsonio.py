@@ -55,3 +55,12 @@ def test_folder_on_read_only_filesystem_is_refused():
     # /proc refuses new files even to root, which CI runs as.
     with pytest.raises(ConfigError, match="not writable"):
         require_writable_dir("/proc")
+
+
+def test_atomic_write_gives_plain_open_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "shared.json", {"x": 1})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644

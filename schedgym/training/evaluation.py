@@ -16,12 +16,10 @@ from schedgym.training.seeds import validation_seeds
 
 def ranking_metric(env_id: str) -> tuple[str, bool]:
     """(metric key, lower is better) the leaderboard ranks ``env_id`` by."""
-    from schedgym.leaderboard.suites import SUITES
+    from schedgym.leaderboard.suites import METRICS
 
-    for suite in SUITES.values():
-        if env_id in suite.ranking_metric:
-            return suite.ranking_metric[env_id]
-    raise KeyError(env_id)
+    metric = METRICS[env_id]
+    return metric.key, metric.lower_is_better
 
 
 def validate(

@@ -58,7 +58,8 @@ def score_bars(scores: EnvScores) -> bytes | None:
     axes.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
     axes.set_xlabel(f"score vs {scores.metric.reference} (95% CI; >1 is better)")
     axes.set_title(
-        f"{scores.env_id.split('/')[-1]}: {scores.metric.key} (blue: baselines, orange: entries)",
+        f"{scores.env_id.split('/')[-1]}: {scores.metric.key}"
+        " (blue: baselines, orange: learned agents and entries)",
         fontsize=10,
     )
     return _png(figure)

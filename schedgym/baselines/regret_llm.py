@@ -168,7 +168,7 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         )
         for instance in sim.instances:
             rebuild_finish_heap(instance, sim.now_s)
-            sim.cluster._schedule(instance)
+            sim.cluster.schedule_next_event(instance)
 
     def loss_state(self, clone: Any) -> Any:
         return clone.simulator.now_s

@@ -145,7 +145,9 @@ class ServingCluster:
             self.area_weighted_s += self.in_system_weight * dt
             self.now_s = time_s
 
-    def _schedule(self, instance: ServingInstance) -> None:
+    def schedule_next_event(self, instance: ServingInstance) -> None:
+        """(Re-)queue ``instance``'s next event; call it after changing the instance's state from
+        outside the cluster (e.g. a look-ahead policy rebuilding a redacted copy)."""
         index = instance.instance_id
         when = instance.next_event_s
         if when != self._pushed_s[index]:
@@ -174,7 +176,7 @@ class ServingCluster:
                 duration = self.migration_time_s(remaining, migration.source, migration.destination)
                 self.events.push(at + duration, _DONE, migration)
             instance.detached.clear()
-        self._schedule(instance)
+        self.schedule_next_event(instance)
 
     # ----------------------------------------------------------------- driver actions
     def dispatch(self, request: Request, instance_id: int) -> None:
@@ -258,7 +260,7 @@ class ServingCluster:
         destination.release_reserved(migration.reserved_blocks, at)
         migration.reserved_blocks = 0
         self.migrations_aborted += 1
-        self._schedule(destination)
+        self.schedule_next_event(destination)
 
     def _stage_end(self, migration: Migration, at: float) -> None:
         request = migration.request
@@ -280,8 +282,8 @@ class ServingCluster:
             migration.reserved_blocks += extra
             migration.final = True
             source.request_detach(request, at)
-            self._schedule(source)
-            self._schedule(destination)
+            self.schedule_next_event(source)
+            self.schedule_next_event(destination)
             return
         if not destination.reserve_blocks(delta, at):
             self._abort(migration, at)
@@ -290,7 +292,7 @@ class ServingCluster:
         migration.copied_blocks += delta
         self.migrated_blocks += delta
         migration.stage += 1
-        self._schedule(destination)
+        self.schedule_next_event(destination)
         duration = self.migration_time_s(delta, migration.source, migration.destination)
         self.events.push(at + duration, _STAGE, migration)
 

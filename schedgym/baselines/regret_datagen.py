@@ -153,12 +153,7 @@ class DataGenPortfolioAdapter:
     def redact(self, clone: Any, reality: Any) -> None:
         """Re-seed the snapshot's generators: the simulator's future draws are not known."""
         sim: DataGenSimulator = clone.simulator
-        seed = np.random.SeedSequence([REDACTION_SALT, sim.interval])
-        for generator, child in zip(
-            (sim._rng_params, sim._rng_acquisition, sim._rng_buffer), seed.spawn(3), strict=True
-        ):
-            # In place: the buffer holds the same generator object.
-            generator.bit_generator.state = np.random.default_rng(child).bit_generator.state
+        sim.reseed(np.random.SeedSequence([REDACTION_SALT, sim.interval]))
 
     def window_done(self, clone: Any, start: Any) -> bool:
         sim = clone.simulator

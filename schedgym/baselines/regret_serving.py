@@ -20,7 +20,6 @@ the shared engine (:mod:`schedgym.serving.engine`):
 
 from __future__ import annotations
 
-import heapq
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
@@ -160,29 +159,9 @@ def redact_requests(
 
 
 def rebuild_finish_heap(instance: ServingInstance, now_s: float) -> None:
-    """Re-key the engine's decode-completion queue after output lengths changed (at ``now_s``).
-
-    A decoding request finishes when the instance's decode counter reaches ``output_tokens -
-    gen_offset``; the engine computes that when the request joins, so the queue is rebuilt here.
-    A decode stretch planned on the old lengths is cut after the iteration in flight (the engine
-    replans at its end); the new lengths must exceed what each request has produced by then.
-    A driver that schedules the instance's events must reschedule it afterwards.
-    """
-    instance.sync(now_s)
-    heap = []
-    for request in instance.decoding.values():
-        instance._heap_seq += 1
-        heap.append(
-            (
-                request.output_tokens - request.gen_offset,
-                instance._heap_seq,
-                request.version,
-                request,
-            )
-        )
-    heapq.heapify(heap)
-    instance._finish_heap = heap
-    instance._cut_after(now_s)
+    """Re-key ``instance``'s decode completions after output lengths changed in a snapshot
+    (see :meth:`ServingInstance.rekey_decode_completions`)."""
+    instance.rekey_decode_completions(now_s)
 
 
 def decoding_generated(instance: ServingInstance, request: Request) -> int:

@@ -295,7 +295,7 @@ class ServingInstance:
     def release_detached(self, request: Request, now_s: float) -> None:
         """Free a detached request's blocks here (its KV now lives on the destination)."""
         self.kv.release(self.held_blocks(request))
-        self._poke_if_idle(now_s)
+        self.start_if_idle(now_s)
 
     def reattach(self, request: Request, now_s: float) -> None:
         """An aborted migration's detached request rejoins this instance's decodes."""
@@ -327,7 +327,7 @@ class ServingInstance:
         """Give back reserved blocks (an aborted migration, or the unused margin)."""
         if blocks:
             self.kv.release(blocks)
-            self._poke_if_idle(now_s)
+            self.start_if_idle(now_s)
 
     def sync(self, now_s: float) -> None:
         """Apply every iteration of the running segment that has completed by ``now_s``."""
@@ -535,10 +535,32 @@ class ServingInstance:
         else:
             self._cut_after(now_s)
 
-    def _poke_if_idle(self, now_s: float) -> None:
+    def start_if_idle(self, now_s: float) -> None:
+        """If the engine is idle, bring its clock to ``now_s`` and start the next iteration now
+        (a driver that changed what the next iteration will run calls this)."""
         if self._kind == _IDLE:
             self.now_s = max(self.now_s, now_s)
             self._boundary_and_start()
+
+    def rekey_decode_completions(self, now_s: float) -> None:
+        """Re-key the decode-completion queue after requests' output lengths changed (at
+        ``now_s``).
+
+        A decoding request finishes when the decode counter reaches ``output_tokens -
+        gen_offset``, computed when it joins, so the queue is rebuilt here. A decode stretch
+        planned on the old lengths is cut after the iteration in flight (the engine replans at
+        its end); the new lengths must exceed what each request has produced by then. A driver
+        that schedules this instance's events must reschedule it afterwards.
+        """
+        self.sync(now_s)
+        heap = []
+        for request in self.decoding.values():
+            self._heap_seq += 1
+            remaining = request.output_tokens - request.gen_offset
+            heap.append((remaining, self._heap_seq, request.version, request))
+        heapq.heapify(heap)
+        self._finish_heap = heap
+        self._cut_after(now_s)
 
     def _cut_after(self, now_s: float) -> None:
         """End the running segment with the iteration in flight at ``now_s``."""

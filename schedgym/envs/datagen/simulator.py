@@ -291,6 +291,16 @@ class DataGenSimulator:
         speedup = amdahl_speedup(cores, self.config.trainer_parallel_fraction)
         return self.train_step_single_core_s / speedup
 
+    def reseed(self, seed: np.random.SeedSequence) -> None:
+        """Replace the state of the parameter, acquisition and buffer generators by fresh ones
+        from ``seed`` (for look-ahead copies whose future draws must not be the real ones).
+
+        The generators are reseeded in place, because the buffer holds the same object.
+        """
+        generators = (self._rng_params, self._rng_acquisition, self._rng_buffer)
+        for generator, child in zip(generators, seed.spawn(3), strict=True):
+            generator.bit_generator.state = np.random.default_rng(child).bit_generator.state
+
     # ------------------------------------------------------------------------- dynamics
     def choose_buffer(self, kind: str) -> None:
         """Fix the buffer policy (once; with ``buffer_choice="agent"``, at the first decision)."""

@@ -199,7 +199,7 @@ class PrefillChunkSimulator:
         gaps_before = len(inst.tbt_individual_s)
         previous_decode_end = inst.last_decode_end_s
         self.composer.arm(mode, budget)
-        inst._poke_if_idle(self.now_s)  # the engine plans with the armed composer and starts
+        inst.start_if_idle(self.now_s)  # the engine plans with the armed composer and starts
         iteration_end = inst.next_event_s
         self._advance()
         # Tokens whose gap exceeded the SLO: the decodes that continued from the previous decode

@@ -177,6 +177,29 @@ def _check_count(value: float, field: str) -> None:
         raise ConfigError(f"{field}: must be >= 0, got {value!r}")
 
 
+@dataclass(frozen=True)
+class DecodeConstants:
+    """Decode-only iteration constants folded from model, GPU and coefficients (seconds).
+
+    Decode attention per layer is the soft maximum (``sharpness``) of the work spread over the
+    GPU (``per_sequence_spread_s * sequences + per_key_spread_s * keys``) and one thread block's
+    critical path (``block_latency_s + per_key_critical_s * keys / sequences``), plus
+    ``floor_s``; the CPU side is ``cpu_fixed_s + cpu_sequence_s * sequences``, overlapped with
+    the GPU by a soft maximum of ``overlap_sharpness``.
+    """
+
+    layers: float
+    per_sequence_spread_s: float
+    per_key_spread_s: float
+    block_latency_s: float
+    per_key_critical_s: float
+    sharpness: float
+    floor_s: float
+    cpu_fixed_s: float
+    cpu_sequence_s: float
+    overlap_sharpness: float
+
+
 class InferenceCostModel:
     """Iteration-time predictor for one (model, GPU, tensor-parallel degree), cached tables.
 
@@ -288,6 +311,26 @@ class InferenceCostModel:
         if sequences <= self._table_tokens:
             return self._lm_total[sequences]
         return float(self._lm_head(np.array([float(sequences)]))[0])
+
+    def decode_non_attention_time_s(self, num_decodes: int) -> float:
+        """Seconds of a decode-only iteration of ``num_decodes`` sequences outside attention
+        (every per-token operator plus the LM head)."""
+        return self._token_time_s(num_decodes) + self._lm_time_s(num_decodes)
+
+    def decode_constants(self) -> DecodeConstants:
+        """The folded constants of decode attention and CPU overhead, for vectorised timers."""
+        return DecodeConstants(
+            layers=self._layers,
+            per_sequence_spread_s=self._d_seq_s,
+            per_key_spread_s=self._d_key_s,
+            block_latency_s=self._d_cta_s,
+            per_key_critical_s=self._d_crit_key_s,
+            sharpness=self._d_sharp,
+            floor_s=self._d_floor_s,
+            cpu_fixed_s=self._cpu_fixed_s,
+            cpu_sequence_s=self._cpu_sequence_s,
+            overlap_sharpness=self._overlap,
+        )
 
     # ----------------------------------------------------------------- attention
     def _init_attention_constants(self) -> None:

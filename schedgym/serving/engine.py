@@ -58,18 +58,18 @@ class DecodeTimer:
     """
 
     def __init__(self, cost_model: InferenceCostModel) -> None:
-        cm = cost_model
-        self.cost_model = cm
-        self._layers = cm._layers
-        self._d_seq_s = cm._d_seq_s
-        self._d_key_s = cm._d_key_s
-        self._d_cta_s = cm._d_cta_s
-        self._d_crit_key_s = cm._d_crit_key_s
-        self._d_sharp = cm._d_sharp
-        self._d_floor_s = cm._d_floor_s
-        self._cpu_fixed_s = cm._cpu_fixed_s
-        self._cpu_sequence_s = cm._cpu_sequence_s
-        self._overlap = cm._overlap
+        self.cost_model = cost_model
+        constants = cost_model.decode_constants()
+        self._layers = constants.layers
+        self._d_seq_s = constants.per_sequence_spread_s
+        self._d_key_s = constants.per_key_spread_s
+        self._d_cta_s = constants.block_latency_s
+        self._d_crit_key_s = constants.per_key_critical_s
+        self._d_sharp = constants.sharpness
+        self._d_floor_s = constants.floor_s
+        self._cpu_fixed_s = constants.cpu_fixed_s
+        self._cpu_sequence_s = constants.cpu_sequence_s
+        self._overlap = constants.overlap_sharpness
 
     def times_s(
         self,
@@ -96,7 +96,7 @@ class DecodeTimer:
                 ]
             )
         cm = self.cost_model
-        base = cm._token_time_s(n) + cm._lm_time_s(n)
+        base = cm.decode_non_attention_time_s(n)
         kv = first_sum_kv + n * np.arange(iterations, dtype=np.float64)
         attention = self._decode_attention(n, kv)
         if shared_kv_tokens > 0:

@@ -31,7 +31,9 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def _in_process(tmp_path, family):
-    """train() then evaluate the saved file through the policy registry, in this process."""
+    """train() then evaluate the saved file through the policy registry, in this process.
+
+    Returns (the reloaded policy's score on the first validation seed, the recorded score)."""
     import gymnasium as gym
 
     from schedgym.core.policy import make_policy
@@ -51,12 +53,13 @@ def _in_process(tmp_path, family):
     env = gym.make(f"schedgym/{family}-v0", preset="tiny", disable_env_checker=True)
     policy = make_policy(f"schedgym/{family}-v0", str(tmp_path / "run" / "last.zip"))
     result = run_episode(env, policy, meta["validation"]["seeds"][0])
-    assert result.metrics[meta["validation"]["metric"]] == pytest.approx(meta["validation"]["mean"])
+    return result.metrics[meta["validation"]["metric"]], meta["validation"]["mean"]
 
 
 @pytest.mark.parametrize("family", sorted(set(ENCODERS) - {"SoCDAG"}))
 def test_train_save_reload_evaluate_in_process(tmp_path, family):
-    _in_process(tmp_path, family)
+    reloaded_score, recorded_score = _in_process(tmp_path, family)
+    assert reloaded_score == pytest.approx(recorded_score)
 
 
 # The subprocess form (CLI, fresh interpreter) costs an interpreter start and torch import per

@@ -41,7 +41,6 @@ from schedgym.core.rollout import run_episode
 from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
 from schedgym.envs.llmcluster.env import LLMClusterEnv
 from schedgym.envs.llmcluster.simulator import STREAMS, LLMClusterSimulator
-from schedgym.serving.metrics import request_tbt_s
 from schedgym.workloads.traces import azure_conv_trace
 
 ENV_ID = "schedgym/LLMCluster-v0"
@@ -143,15 +142,17 @@ def priority_mix(seeds: list[int]) -> None:
     for name in ("round-robin", "llumnix"):
         for seed in seeds:
             sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+            completed = sim.cluster.completed
+            completed.record_tbt(0)
             run_on_simulator(sim, make_policy(ENV_ID, name))  # type: ignore[arg-type]
             cells = []
             for priority, label in ((0, "normal"), (1, "high")):
-                done = [r for r in sim.cluster.completed if r.priority == priority]
-                tbt = np.concatenate([request_tbt_s(r, sim.instances) for r in done])
-                ttft = np.array([r.first_token_s - r.arrival_s for r in done])
+                done = completed.priority == priority
+                tbt = completed.tbt_by_priority[priority]
+                ttft = (completed.first_token_s - completed.arrival_s)[done]
                 cells.append(
-                    f"{label} tbt_p99_s {percentile(tbt, 99):.4f} tbt_p50_s "
-                    f"{percentile(tbt, 50):.4f} ttft_p99_s {percentile(ttft, 99):6.2f}"
+                    f"{label} tbt_p99_s {tbt.percentile(99):.4f} tbt_p50_s "
+                    f"{tbt.percentile(50):.4f} ttft_p99_s {percentile(ttft, 99):6.2f}"
                 )
             print(f"  {name:12s} seed {seed}: " + " | ".join(cells))
 
@@ -166,8 +167,8 @@ def capacity(seeds: list[int]) -> None:
             )
             sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
             run_on_simulator(sim, make_policy(ENV_ID, "round-robin"))  # type: ignore[arg-type]
-            last_arrival = sim.requests[-1].arrival_s
-            finish = np.array([r.finish_s for r in sim.cluster.completed])
+            last_arrival = float(sim.stream.arrival_s[sim.requests_arrived - 1])
+            finish = sim.cluster.completed.finish_s
             start = 0.1 * last_arrival  # past the warm-up
             steady = (finish > start) & (finish < last_arrival)
             rates.append(steady.sum() / (last_arrival - start))

@@ -7,6 +7,11 @@ and resetting it on a one-job/one-request episode). Long episodes must not need 
 than short ones beyond what the state in flight needs: the target is a peak within 20% from
 2,000 to 20,000 jobs.
 
+Measured 2026-12-02 on the 2-core machine (load ~4): SoCDAG heavy 48.0 -> 48.4 MiB (+1%);
+LLMCluster Azure 360 s -> 3,600 s 61.2 -> 61.1 MiB (was 59.6 -> 156.2 MiB before finished
+requests became compact records and long runs' decode logs became bounded, see
+``schedgym/serving/records.py`` and ``ServingInstance(exact_log_iterations=...)``).
+
     python benchmarks/bench_memory.py                 # every case
     python benchmarks/bench_memory.py --case soc      # SoCDAG heavy, 2,000 vs 20,000 jobs
     python benchmarks/bench_memory.py --case llm      # LLMCluster, Azure trace 6 min vs 1 hour

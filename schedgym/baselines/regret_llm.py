@@ -40,7 +40,6 @@ from schedgym.baselines.regret_serving import (
     rebuild_finish_heap,
     redact_requests,
     share_engine_logs,
-    share_finished,
     share_memo,
     sjf_key,
 )
@@ -133,7 +132,7 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         memo = share_memo(sim.config, sim.cost_model)
         for instance in sim.instances:
             memo.update(share_engine_logs(instance))
-        share_finished(memo, sim.cluster.completed)
+        memo.update(sim.cluster.completed.copy_memo())
         return memo
 
     def redact(self, clone: Any, reality: Any) -> None:
@@ -142,23 +141,16 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         real: LLMClusterSimulator = reality.simulator
         known = real.requests_arrived
         sim.num_requests = min(sim.num_requests, known)  # arrivals not seen yet: dropped
-        finished = {r.request_id for r in real.cluster.completed}
-        real_requests = real.requests
-
-        def generated(request_id: int) -> int:
-            request = real_requests[request_id]
-            if request.instance < 0:
-                return request.generated
-            return real.instances[request.instance].generated(request)
-
-        lengths = CompletedLengths(r.output_tokens for r in real.cluster.completed)
-        redact_requests(sim.requests, finished, generated, lengths)
+        completed = real.cluster.completed
+        finished = set(completed.request_ids.tolist())
+        lengths = CompletedLengths(completed.output_tokens.tolist())
+        redact_requests(sim.live_requests(), finished, real.generated_tokens, lengths)
         # Requests that arrived in reality but not yet in the snapshot: their stream entries.
         stream = sim.stream
         outputs = np.array(stream.output_tokens[:known], copy=True)
-        for k in range(len(sim.requests), known):
+        for k in range(sim.requests_arrived, known):
             if k not in finished:
-                outputs[k] = lengths.expected_total(generated(k))
+                outputs[k] = lengths.expected_total(real.generated_tokens(k))
         sim.stream = dataclasses.replace(
             stream,
             arrival_s=stream.arrival_s[:known],
@@ -171,21 +163,35 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
             sim.cluster.schedule_next_event(instance)
 
     def loss_state(self, clone: Any) -> Any:
-        return clone.simulator.now_s
+        sim: LLMClusterSimulator = clone.simulator
+        return sim.now_s, len(sim.cluster.completed)
 
     def window_loss(self, clone: Any, start_state: Any) -> float:
         sim: LLMClusterSimulator = clone.simulator
-        start_s = float(start_state)
+        start_s, completed_before = start_state
         end_s = start_s + self.horizon_s
+        # Requests finished before the window had their first token before it: only those
+        # finished since, and those still in flight, can have waited in it.
+        completed = sim.cluster.completed
+        seen = [
+            (request_id, arrival, first)
+            for request_id, arrival, first in zip(
+                completed.request_ids[completed_before:].tolist(),
+                completed.arrival_s[completed_before:].tolist(),
+                completed.first_token_s[completed_before:].tolist(),
+                strict=True,
+            )
+        ]
+        seen += [(r.request_id, r.arrival_s, r.first_token_s) for r in sim.live_requests()]
+        seen.sort()  # arrival order, as the waits were always summed
         waits = []
-        for request in sim.requests:
-            if request.arrival_s >= end_s:
+        for _, arrival, first in seen:
+            if arrival >= end_s:
                 break
-            first = request.first_token_s
             if first == first and first <= start_s:
                 continue
             until = min(first, end_s) if first == first else min(sim.now_s, end_s)
-            waits.append(max(until - max(request.arrival_s, start_s), 0.0))
+            waits.append(max(until - max(arrival, start_s), 0.0))
         if not waits:
             return 0.0
         return float(np.mean(waits)) + float(np.max(waits))
@@ -216,7 +222,7 @@ class RegretSJFClusterPolicy(llm.LlumnixPolicy):
         sim = _sim(env)
         completed = sim.cluster.completed
         if self._learnt < len(completed):
-            self.predictor.learn(completed[self._learnt :])
+            self.predictor.learn(completed.rows(self._learnt))
             self._learnt = len(completed)
         for instance in sim.instances:
             if len(instance.waiting) > 1:

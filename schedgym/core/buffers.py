@@ -60,6 +60,17 @@ class GrowingArray:
         out.flags.writeable = False
         return out
 
+    def discard_first(self, rows: int) -> None:
+        """Drop the first ``rows`` values (and shrink the allocation to twice what is left)."""
+        rows = min(max(rows, 0), self._size)
+        if rows == 0:
+            return
+        left = self._size - rows
+        data = np.empty((max(2 * left, 64), *self._data.shape[1:]), self._data.dtype)
+        data[:left] = self._data[rows : self._size]
+        self._data = data
+        self._size = left
+
     def copy(self) -> GrowingArray:
         """An independent buffer with the same values."""
         out = GrowingArray.__new__(GrowingArray)

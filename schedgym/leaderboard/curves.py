@@ -39,7 +39,8 @@ def _quantiles(samples: Sequence[float] | np.ndarray, kind: str) -> dict[str, An
 
 
 def _llmcluster(sim: Any) -> dict[str, Any]:
-    ttft = [r.first_token_s - r.arrival_s for r in sim.cluster.completed]
+    completed = sim.cluster.completed
+    ttft = completed.first_token_s - completed.arrival_s
     return {"latency_cdf": _quantiles(ttft, "ttft_s")}
 
 

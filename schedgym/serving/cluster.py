@@ -30,6 +30,7 @@ import numpy as np
 
 from schedgym.core.events import EventQueue
 from schedgym.serving.engine import ServingInstance
+from schedgym.serving.records import CompletedRequests
 from schedgym.serving.request import DECODE, DETACHED, Request
 
 # Event kinds.
@@ -91,7 +92,8 @@ class ServingCluster:
         self.now_s = 0.0
         self._pushed_s = [float("inf")] * len(instances)
         self._version = [0] * len(instances)
-        self.completed: list[Request] = []
+        self.completed = CompletedRequests(instances)
+        self.live: dict[int, Request] = {}  # dispatched and not finished, by request id
         self.in_system = 0  # dispatched and not finished
         self.in_system_weight = 0.0
         self.area_requests_s = 0.0  # integral of in_system over time
@@ -162,7 +164,8 @@ class ServingCluster:
                 weight = self._weight(request) if self._weight is not None else 1.0
                 self.in_system -= 1
                 self.in_system_weight -= weight
-                self.completed.append(request)
+                self.completed.add(request)
+                del self.live[request.request_id]
                 if request.migration is not None:
                     self._abort(request.migration, at)  # type: ignore[arg-type]
             instance.finished.clear()
@@ -177,6 +180,22 @@ class ServingCluster:
                 self.events.push(at + duration, _DONE, migration)
             instance.detached.clear()
         self.schedule_next_event(instance)
+        if instance.token_log_needs_trim():
+            self.trim_token_logs()
+
+    def trim_token_logs(self) -> None:
+        """Drop, on every instance with bounded logs, the decode-end times that no request in
+        flight took part in (finished requests' times are in ``completed`` already)."""
+        keep_from = [instance.decode_index for instance in self.instances]
+        for request in self.live.values():
+            for instance_id, first, _ in request.spans:
+                if first < keep_from[instance_id]:
+                    keep_from[instance_id] = first
+            if request.state == DECODE and request.join_decode_index < keep_from[request.instance]:
+                keep_from[request.instance] = request.join_decode_index
+        for instance, index in zip(self.instances, keep_from, strict=True):
+            if not instance.tbt_exact:
+                instance.trim_token_log(index)
 
     # ----------------------------------------------------------------- driver actions
     def dispatch(self, request: Request, instance_id: int) -> None:
@@ -184,6 +203,7 @@ class ServingCluster:
         weight = self._weight(request) if self._weight is not None else 1.0
         self.in_system += 1
         self.in_system_weight += weight
+        self.live[request.request_id] = request
         instance = self.instances[instance_id]
         instance.add_request(request, self.now_s)
         self._after_instance(instance, self.now_s)

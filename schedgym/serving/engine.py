@@ -30,6 +30,7 @@ time-between-tokens distribution, without a per-token Python loop.
 
 from __future__ import annotations
 
+import copy
 import heapq
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from schedgym.core.buffers import GrowingArray
+from schedgym.core.metrics import QuantileSketch
 from schedgym.costmodels.inference import InferenceCostModel
 from schedgym.serving.kv_cache import KVCache
 from schedgym.serving.request import DECODE, DETACHED, FINISHED, PREFILL, WAITING, Request
@@ -144,6 +146,13 @@ class ServingInstance:
             inference), when that is faster than the plain kernel. A prefix here is a request's
             whole shared ``prefix_path`` (two-level sharing: one shared prefix per group, as
             BatchLLM's kernel). ``False``: the plain kernel, each request re-reads its prefix.
+        exact_log_iterations: decode iterations whose logs are kept whole (exact pooled TBT
+            percentiles, every token time recoverable). Past that the instance bounds its
+            memory: pooled TBT goes into a :class:`~schedgym.core.metrics.QuantileSketch`
+            (relative error 0.1%) and the decode-end log keeps only the iterations that
+            requests still in flight took part in (the driver calls :meth:`trim_token_log`).
+            ``None``: keep everything (for short runs, and drivers that read every request's
+            token times after the run).
     """
 
     def __init__(
@@ -160,7 +169,12 @@ class ServingInstance:
         max_segment_iterations: int = 2048,
         priority_first: bool = False,
         prefix_sharing_attention: bool = False,
+        exact_log_iterations: int | None = None,
     ) -> None:
+        if exact_log_iterations is not None and exact_log_iterations < 1:
+            raise ValueError(
+                f"exact_log_iterations: must be >= 1 or None, got {exact_log_iterations}"
+            )
         self.instance_id = instance_id
         self.cost_model = cost_model
         self.timer = DecodeTimer(cost_model)
@@ -218,6 +232,16 @@ class ServingInstance:
         self._decode_end_log = GrowingArray(np.float64)
         self._tbt_meta = GrowingArray(np.int64, width=3)
         self.tbt_individual_s: list[float] = []  # gaps of requests resuming a decode stream
+        # Bounded logs (exact_log_iterations): the sketch into which the TBT logs are folded
+        # (at each trim, in one vectorised step) with the decode index folded up to and that
+        # iteration's end, the decode index of the log's first kept entry, and the log length
+        # at which the driver should trim again.
+        self.exact_log_iterations = exact_log_iterations
+        self._tbt_sketch: QuantileSketch | None = None
+        self._folded_index = 0
+        self._folded_end_s = float("nan")
+        self._log_offset = 0
+        self._trim_at = exact_log_iterations
         self.last_decode_end_s = float("nan")
         self.num_iterations = 0
         self.busy_time_s = 0.0
@@ -460,8 +484,85 @@ class ServingInstance:
 
     # ----------------------------------------------------------------- token times
     def decode_end_times_s(self) -> np.ndarray:
-        """End time (s) of every decode-bearing iteration so far, in order."""
+        """End time (s) of every decode-bearing iteration so far, in order, from decode index
+        :attr:`token_log_offset` (0 unless bounded logs were trimmed)."""
         return self._decode_end_log.view()
+
+    @property
+    def token_log_offset(self) -> int:
+        """Decode index of the first entry :meth:`decode_end_times_s` still holds."""
+        return self._log_offset
+
+    def decode_end_times_between(self, first: int, end: int) -> np.ndarray:
+        """End times (s) of decode iterations ``first`` to ``end`` (exclusive)."""
+        if first < self._log_offset:
+            raise RuntimeError(
+                f"instance {self.instance_id}: decode iterations before {self._log_offset} were "
+                f"dropped from its bounded log (asked from {first}); token times of finished "
+                "requests are only kept while exact_log_iterations is not exceeded"
+            )
+        return self._decode_end_log.view()[first - self._log_offset : end - self._log_offset]
+
+    @property
+    def tbt_exact(self) -> bool:
+        """Whether the pooled TBT is still kept exactly (:meth:`tbt_weights` works)."""
+        return self._tbt_sketch is None
+
+    def tbt_sketch(self) -> QuantileSketch:
+        """A sketch of every TBT gap of this instance (a copy; logs not yet folded added)."""
+        sketch = QuantileSketch() if self._tbt_sketch is None else copy.deepcopy(self._tbt_sketch)
+        gaps, counts = self._unfolded_weighted_gaps()
+        sketch.add(gaps, counts)
+        sketch.add(self.tbt_individual_s)
+        return sketch
+
+    def token_log_needs_trim(self) -> bool:
+        """Whether the bounded decode-end log has grown enough for the driver to trim it."""
+        return self._tbt_sketch is not None and len(self._decode_end_log) >= self._trim_at  # type: ignore[operator]
+
+    def trim_token_log(self, keep_from: int) -> None:
+        """Bounded logs only: drop the decode-end times before decode index ``keep_from``. The
+        driver passes the oldest index a request in flight (anywhere) still needs."""
+        if self._tbt_sketch is None:
+            raise RuntimeError(
+                "trim_token_log: the exact logs are still kept (see exact_log_iterations)"
+            )
+        self._fold_tbt_logs()
+        keep_from = min(keep_from, self.decode_index)
+        self._decode_end_log.discard_first(keep_from - self._log_offset)
+        self._log_offset = max(self._log_offset, keep_from)
+        self._trim_at = max(self.exact_log_iterations or 0, 2 * len(self._decode_end_log))
+
+    def _fold_tbt_logs(self) -> None:
+        """Bounded logs: move the TBT gaps logged since the last fold into the sketch."""
+        if self._tbt_sketch is None:
+            self._tbt_sketch = QuantileSketch()
+        gaps, counts = self._unfolded_weighted_gaps()
+        self._tbt_sketch.add(gaps, counts)
+        self._tbt_sketch.add(self.tbt_individual_s)
+        self._tbt_meta = GrowingArray(np.int64, width=3)
+        self.tbt_individual_s = []
+        self._folded_index = self.decode_index
+        self._folded_end_s = self.last_decode_end_s  # end of decode iteration decode_index - 1
+
+    def _unfolded_weighted_gaps(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(gaps_s, counts)`` of the decode iterations not yet folded into the sketch (all of
+        them while the logs are exact): each iteration's gap since the previous decode
+        iteration and how many requests emitted a token in both."""
+        ends = self._decode_end_log.view()[self._folded_index - self._log_offset :]
+        if ends.size == 0:
+            return np.zeros(0), np.zeros(0, np.int64)
+        meta = self._tbt_meta.view()
+        counts = np.repeat(meta[:, 1], meta[:, 0])
+        firsts = np.concatenate(([0], np.cumsum(meta[:, 0])[:-1]))
+        counts[firsts] = meta[:, 2]
+        previous = self._folded_end_s
+        if previous != previous:  # nan: nothing before the first decode iteration
+            gaps = np.diff(ends, prepend=ends[0])
+            counts[0] = 0
+        else:
+            gaps = np.diff(ends, prepend=previous)
+        return gaps, counts
 
     def log_copy_memo(self) -> dict[int, Any]:
         """``copy.deepcopy`` memo entries for a clone of this instance: its append-only logs
@@ -476,16 +577,12 @@ class ServingInstance:
     def tbt_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(gaps_s, counts)``: for each decode iteration, the gap since the previous decode
         iteration and how many requests emitted a token in both (a weighted TBT sample)."""
-        ends = self.decode_end_times_s()
-        if ends.size == 0:
-            return np.zeros(0), np.zeros(0, np.int64)
-        meta = self._tbt_meta.view()
-        counts = np.repeat(meta[:, 1], meta[:, 0])
-        firsts = np.concatenate(([0], np.cumsum(meta[:, 0])[:-1]))
-        counts[firsts] = meta[:, 2]
-        gaps = np.diff(ends, prepend=ends[0])
-        counts[0] = 0  # nothing before the first decode iteration
-        return gaps, counts
+        if self._tbt_sketch is not None:
+            raise RuntimeError(
+                f"tbt_weights: instance {self.instance_id} keeps its TBT in a sketch past "
+                f"{self.exact_log_iterations} decode iterations; read tbt_sketch()"
+            )
+        return self._unfolded_weighted_gaps()
 
     # ----------------------------------------------------------------- internals
     def _enqueue(self, request: Request, front: bool) -> None:
@@ -778,6 +875,12 @@ class ServingInstance:
         self.now_s = last_end
         self.num_iterations += count
         self.tokens_generated += n * count
+        if (
+            self._tbt_sketch is None
+            and self._trim_at is not None
+            and len(self._decode_end_log) > self._trim_at
+        ):
+            self._fold_tbt_logs()  # past exact_log_iterations: bounded from here on
 
     def _apply_single(self) -> None:
         plan = self._seg_plan
@@ -819,5 +922,5 @@ class ServingInstance:
         """Every output token's time (s) of ``request``, from its spans over ``instances``."""
         parts = [np.array(request.prefill_emit_s)]
         for instance_id, first, end in request.spans:
-            parts.append(instances[instance_id].decode_end_times_s()[first:end])
+            parts.append(instances[instance_id].decode_end_times_between(first, end))
         return np.sort(np.concatenate(parts))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from schedgym.core.metrics import percentile, percentile_of_counts
+from schedgym.core.metrics import QuantileSketch, percentile, percentile_of_counts
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.request import Request
 
@@ -45,26 +45,42 @@ def tbt_counts_s(instances: Sequence[ServingInstance]) -> tuple[np.ndarray, np.n
     return np.concatenate(values), np.concatenate(counts).astype(np.int64)
 
 
+def pooled_tbt_percentiles(
+    instances: Sequence[ServingInstance], qs: Sequence[float]
+) -> list[float]:
+    """Percentiles ``qs`` of the TBT gaps pooled over ``instances``: exact (numpy's, bit for
+    bit) while every instance keeps its exact logs, else from their merged sketches (relative
+    error 0.1%; see ``ServingInstance``'s ``exact_log_iterations``)."""
+    if all(instance.tbt_exact for instance in instances):
+        gaps, counts = tbt_counts_s(instances)
+        return [percentile_of_counts(gaps, counts, q) for q in qs]
+    sketch = QuantileSketch()
+    for instance in instances:
+        sketch.merge(instance.tbt_sketch())
+    return [sketch.percentile(q) for q in qs]
+
+
 def latency_summary(
-    requests: Sequence[Request],
+    ttft_s: np.ndarray,
+    e2e_s: np.ndarray,
     instances: Sequence[ServingInstance] | None = None,
     suffix: str = "",
 ) -> dict[str, float]:
     """``ttft_p50_s``, ``ttft_p99_s``, ``e2e_p50_s``, ``e2e_p99_s`` (and the ``tbt`` pair when
-    ``instances`` is given) of ``requests``, each key with ``suffix`` appended; nan when empty."""
-    ttft = np.array([r.first_token_s - r.arrival_s for r in requests], np.float64)
-    e2e = np.array([r.finish_s - r.arrival_s for r in requests], np.float64)
+    ``instances`` is given, see :func:`pooled_tbt_percentiles`) of the requests whose times to
+    first token and end-to-end latencies are ``ttft_s`` and ``e2e_s``, each key with
+    ``suffix`` appended; nan when empty."""
     out = {
-        f"ttft_p50_s{suffix}": percentile(ttft, 50),
-        f"ttft_p99_s{suffix}": percentile(ttft, 99),
-        f"e2e_p50_s{suffix}": percentile(e2e, 50),
-        f"e2e_p99_s{suffix}": percentile(e2e, 99),
+        f"ttft_p50_s{suffix}": percentile(ttft_s, 50),
+        f"ttft_p99_s{suffix}": percentile(ttft_s, 99),
+        f"e2e_p50_s{suffix}": percentile(e2e_s, 50),
+        f"e2e_p99_s{suffix}": percentile(e2e_s, 99),
     }
     if instances is not None:
         # The pooled sample has one entry per output token: percentiles from counts instead.
-        gaps, counts = tbt_counts_s(instances)
-        out[f"tbt_p50_s{suffix}"] = percentile_of_counts(gaps, counts, 50)
-        out[f"tbt_p99_s{suffix}"] = percentile_of_counts(gaps, counts, 99)
+        p50, p99 = pooled_tbt_percentiles(instances, (50, 99))
+        out[f"tbt_p50_s{suffix}"] = p50
+        out[f"tbt_p99_s{suffix}"] = p99
     return out
 
 

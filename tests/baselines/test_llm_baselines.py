@@ -206,11 +206,7 @@ def test_priority_headroom_counts_each_high_priority_request():
 
 
 def _priority_tbt_p99(sim: LLMClusterSimulator, priority: int) -> float:
-    from schedgym.core.metrics import percentile
-    from schedgym.serving.metrics import request_tbt_s
-
-    done = [r for r in sim.cluster.completed if r.priority == priority]
-    return percentile(np.concatenate([request_tbt_s(r, sim.instances) for r in done]), 99)
+    return sim.cluster.completed.tbt_by_priority[priority].percentile(99)
 
 
 @pytest.mark.slow
@@ -240,6 +236,7 @@ def test_priority_mix_effect_reduced_scale():
         gaps = {}
         for name in ("round-robin", "llumnix"):
             sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+            sim.cluster.completed.record_tbt(0)
             run_on_simulator(sim, make_policy("schedgym/LLMCluster-v0", name))
             high, normal = _priority_tbt_p99(sim, 1), _priority_tbt_p99(sim, 0)
             gaps[name] = high / normal

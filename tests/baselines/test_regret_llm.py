@@ -240,24 +240,24 @@ def test_cluster_snapshot_redaction():
     adapter.redact(snapshot, env.unwrapped)
     clone = snapshot.simulator
     assert clone.num_requests == sim.requests_arrived < sim.num_requests
-    finished = {r.request_id for r in sim.cluster.completed}
+    finished = set(sim.cluster.completed.request_ids.tolist())
     assert clone.stream.output_tokens.size == sim.requests_arrived
-    changed = [r for r in clone.requests if r.request_id not in finished]
+    changed = [r for r in clone.live_requests() if r.request_id not in finished]
     assert changed
-    lengths = CompletedLengths(r.output_tokens for r in sim.cluster.completed)
+    lengths = CompletedLengths(sim.cluster.completed.output_tokens.tolist())
     for request in changed:
         assert request.output_tokens >= 1
+        real = sim.cluster.live.get(request.request_id)
+        if real is not None:
+            generated = sim.instances[real.instance].generated(real)
+            assert sim.generated_tokens(request.request_id) == generated
         assert request.output_tokens == lengths.expected_total(
-            sim.requests[request.request_id].generated
-            if sim.requests[request.request_id].instance < 0
-            else sim.instances[sim.requests[request.request_id].instance].generated(
-                sim.requests[request.request_id]
-            )
+            sim.generated_tokens(request.request_id)
         )
     # The redacted snapshot still runs to its end.
     while not clone.done:
         snapshot.advance(make_policy(CLUSTER, "lor").act(None, snapshot))
-    assert clone.requests_completed + len(clone.rejected) == clone.num_requests
+    assert clone.requests_completed + clone.requests_rejected == clone.num_requests
 
 
 def test_datagen_redaction_replaces_future_draws():

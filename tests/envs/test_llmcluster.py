@@ -83,7 +83,8 @@ def test_return_is_minus_total_weighted_latency():
     env = LLMClusterEnv(preset="tiny", high_priority_share=0.0, migration=False)
     total, _, info = rollout(env, 0, first_valid)
     sim = env.simulator
-    latency = sum(r.finish_s - r.arrival_s for r in sim.cluster.completed)
+    completed = sim.cluster.completed
+    latency = float(np.sum(completed.finish_s - completed.arrival_s))
     assert info["requests_completed"] == info["requests_arrived"] == 12
     assert total == pytest.approx(-latency, rel=1e-9)
 
@@ -106,7 +107,8 @@ def test_forced_migration_ticks_are_skipped_and_their_reward_kept():
         action = env.no_migration_action if sim.decision_kind == MIGRATE else first_valid(env, None)
         total += env.step(action)[1]
     assert env.forced_ticks_skipped > 0 and ticks > 0
-    latency = sum(r.finish_s - r.arrival_s for r in sim.cluster.completed)
+    completed = sim.cluster.completed
+    latency = float(np.sum(completed.finish_s - completed.arrival_s))
     assert total == pytest.approx(-latency, rel=1e-9)
 
 
@@ -141,7 +143,8 @@ def test_migration_through_the_env_keeps_every_token():
     while not sim.done:
         env.step(int(np.flatnonzero(env.action_masks())[-1]))
     assert sim.cluster.migrations_completed > 0
-    for request in sim.requests:
+    assert len(sim.cluster.completed.recent) == sim.requests_arrived == 30
+    for request in sim.cluster.completed.recent:
         assert request.state == FINISHED
         times = sim.instances[0].token_times_s(request, sim.instances)
         assert times.size == request.output_tokens and np.all(np.diff(times) > 0)
@@ -201,7 +204,9 @@ def test_conservation_under_random_actions(seed, instances, blocks, trace_like):
     assert summary["requests_arrived"] == accounted
     for instance in sim.instances:
         assert instance.kv.peak_used_blocks <= blocks
-    for request in sim.cluster.completed:
+    completed = sim.cluster.completed
+    assert len(completed.recent) == min(len(completed), completed.recent.maxlen)
+    for request in completed.recent:
         times = sim.instances[0].token_times_s(request, sim.instances)
         assert times.size == request.output_tokens and np.all(np.diff(times) > 0)
     if not sim.truncated:

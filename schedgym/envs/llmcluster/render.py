@@ -35,7 +35,8 @@ def render_rgb_array(sim: LLMClusterSimulator) -> np.ndarray:
     by priority class; the instance is where each request finished."""
     rows = [f"instance {i}" for i in range(len(sim.instances))]
     bars = []
-    for request in sim.cluster.completed[-TIMELINE_WINDOW_REQUESTS:]:
+    recent = sim.cluster.completed.recent
+    for request in list(recent)[-TIMELINE_WINDOW_REQUESTS:]:
         bars.append((request.instance, request.arrival_s, request.first_token_s, 7))
         bars.append(
             (request.instance, request.first_token_s, request.finish_s, request.priority * 3)

@@ -34,7 +34,7 @@ from schedgym.envs.llmcluster.config import LLMClusterConfig
 from schedgym.serving.cluster import ServingCluster
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.kv_cache import KVCache
-from schedgym.serving.metrics import latency_summary, request_tbt_s
+from schedgym.serving.metrics import latency_summary
 from schedgym.serving.request import DECODE, Request
 from schedgym.serving.schedulers import make_scheduler
 from schedgym.workloads.request_lengths import FixedLengths, PowerLawLengths, ShareGPTLengths
@@ -43,6 +43,9 @@ from schedgym.workloads.traces import SHIPPED_TRACES, load_trace_csv
 
 DISPATCH, MIGRATE = 0, 1
 STREAMS = ("arrivals", "lengths", "priorities")
+# Decode iterations per instance whose logs are kept whole (exact TBT percentiles); longer
+# episodes (the Azure hour runs ~277k per instance) keep bounded logs (see ServingInstance).
+EXACT_LOG_ITERATIONS = 1 << 16
 
 
 def build_stream(
@@ -132,6 +135,7 @@ class LLMClusterSimulator:
                 max_num_seqs=config.max_num_seqs,
                 max_batch_tokens=config.max_batch_tokens,
                 priority_first=config.priority_scheduling and config.high_priority_share > 0,
+                exact_log_iterations=EXACT_LOG_ITERATIONS,
             )
             for i in range(config.num_instances)
         ]
@@ -142,8 +146,10 @@ class LLMClusterSimulator:
             config.max_migration_stages,
             request_weight=partial(_request_weight, config.high_priority_weight),
         )
-        self.requests: list[Request] = []
-        self.rejected: list[Request] = []  # longer than an instance's whole KV cache
+        # Finished requests live in cluster.completed as compact records, those in flight in
+        # cluster.live: memory follows the requests in the system, not the episode's length.
+        self.requests_arrived = 0
+        self.requests_rejected = 0  # longer than an instance's whole KV cache
         self._max_blocks = self.capacity_blocks - self.instances[0].watermark_blocks
         self.up = np.ones(config.num_instances, bool)  # instances accepting requests
         self.now_s = 0.0
@@ -157,10 +163,6 @@ class LLMClusterSimulator:
         self._advance()
 
     # ----------------------------------------------------------------- read-only views
-    @property
-    def requests_arrived(self) -> int:
-        return len(self.requests)
-
     @property
     def requests_completed(self) -> int:
         return len(self.cluster.completed)
@@ -282,12 +284,12 @@ class LLMClusterSimulator:
                     int(stream.output_tokens[k]),
                     int(stream.priority[k]),
                 )
-                self.requests.append(request)
+                self.requests_arrived += 1
                 tokens = request.prompt_tokens + request.output_tokens
                 if -(-tokens // self.instances[0].block_tokens) > self._max_blocks:
                     # Longer than an instance's KV cache can ever hold: refused on arrival, as
                     # vLLM refuses prompts beyond its limits, and reported.
-                    self.rejected.append(request)
+                    self.requests_rejected += 1
                     continue
                 self.pending_request = request
                 self.decision_kind = DISPATCH
@@ -315,13 +317,13 @@ class LLMClusterSimulator:
     def end_reason(self) -> str | None:
         """Why the episode ended without a decision to make, or None (it did not, or it ended
         after decisions). The one case: every request was refused on arrival."""
-        if not self.done or self.requests_completed or not self.rejected:
+        if not self.done or self.requests_completed or not self.requests_rejected:
             return None
-        if len(self.rejected) < self.requests_arrived:
+        if self.requests_rejected < self.requests_arrived:
             return None
         block_tokens = self.instances[0].block_tokens
         return (
-            f"all {len(self.rejected)} requests were rejected on arrival: each needs more KV "
+            f"all {self.requests_rejected} requests were rejected on arrival: each needs more KV "
             f"cache than an instance holds ({self._max_blocks} blocks of {block_tokens} tokens "
             f"= {self._max_blocks * block_tokens} tokens); shorten prompts/outputs or give "
             "more KV blocks"
@@ -330,19 +332,14 @@ class LLMClusterSimulator:
     def summary(self) -> dict[str, float | int]:
         """The episode's metrics (see the env's docstring for the keys)."""
         completed = self.cluster.completed
+        ttft = completed.first_token_s - completed.arrival_s
+        e2e = completed.finish_s - completed.arrival_s
         out: dict[str, float | int] = {}
-        out.update(latency_summary(completed, self.instances))
-        high = [r for r in completed if r.priority]
-        out.update(latency_summary(high, None, suffix="_high"))
-        tbt_high = (
-            np.concatenate([request_tbt_s(r, self.instances) for r in high])
-            if high
-            else np.zeros(0)
-        )
-        from schedgym.core.metrics import percentile
-
-        out["tbt_p50_s_high"] = percentile(tbt_high, 50)
-        out["tbt_p99_s_high"] = percentile(tbt_high, 99)
+        out.update(latency_summary(ttft, e2e, self.instances))
+        high = completed.priority != 0
+        out.update(latency_summary(ttft[high], e2e[high], None, suffix="_high"))
+        out["tbt_p50_s_high"] = completed.high_priority_tbt.percentile(50)
+        out["tbt_p99_s_high"] = completed.high_priority_tbt.percentile(99)
         elapsed = max(self.now_s, 1e-9)
         tokens = sum(instance.tokens_generated for instance in self.instances)
         in_flight = self.cluster.in_system + (self.pending_request is not None)
@@ -351,7 +348,7 @@ class LLMClusterSimulator:
                 "requests_arrived": self.requests_arrived,
                 "requests_completed": self.requests_completed,
                 "requests_in_flight": in_flight,
-                "requests_rejected": len(self.rejected),
+                "requests_rejected": self.requests_rejected,
                 "preemptions": sum(instance.preemptions for instance in self.instances),
                 "migrations": self.cluster.migrations_completed,
                 "migrations_aborted": self.cluster.migrations_aborted,
@@ -361,6 +358,22 @@ class LLMClusterSimulator:
             }
         )
         return out
+
+    def live_requests(self) -> list[Request]:
+        """Every request that has arrived and not finished (nor been rejected): dispatched
+        ones in dispatch order, then the one pending dispatch."""
+        out = list(self.cluster.live.values())
+        if self.pending_request is not None:
+            out.append(self.pending_request)
+        return out
+
+    def generated_tokens(self, request_id: int) -> int:
+        """Output tokens request ``request_id`` has produced so far, if it has arrived and not
+        finished (0 for a request pending dispatch, rejected, or not yet arrived)."""
+        request = self.cluster.live.get(request_id)
+        if request is None:
+            return 0
+        return self.instances[request.instance].generated(request)
 
     def decoding_requests(self) -> list[Request]:
         """Every request decoding anywhere (for inspection and tests)."""

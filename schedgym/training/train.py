@@ -47,6 +47,11 @@ LIBRARIES = ("torch", "torch_geometric", "stable_baselines3", "sb3_contrib", "gy
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+def set_torch_threads(count: int) -> None:
+    """Let torch use ``count`` CPU threads (intra-op) in this process."""
+    torch.set_num_threads(count)
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a checkpoint depends on, and of schedgym and Python."""
     versions = {"python": platform.python_version()}

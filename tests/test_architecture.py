@@ -7,6 +7,7 @@
 - The layer rule: no import (module-level or lazy) runs back up a layer.
 - Only ``agents/`` and ``training/`` import torch (plus the device profiler, which measures the
   local device with torch and imports it inside its functions).
+- The runtime cost models never import their calibration (``costmodels/calibration/``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ LAYERS = {
 TORCH_PACKAGES = ("torch", "torch_geometric", "stable_baselines3", "sb3_contrib")
 # Parts of the package that may import torch, and single modules allowed to (lazily).
 TORCH_LAYERS = ("agents", "training")
-TORCH_MODULES = {"schedgym.costmodels.profiler"}
+TORCH_MODULES = {"schedgym.costmodels.calibration.profiler"}
 
 
 def _is_private(name: str) -> bool:
@@ -234,5 +235,21 @@ def test_importing_everything_below_agents_does_not_import_torch() -> None:
     code = "import importlib, sys\n"
     code += f"for m in {modules!r}:\n    importlib.import_module(m)\n"
     code += "print(sorted(p for p in " + repr(TORCH_PACKAGES) + " if p in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_runtime_cost_model_does_not_import_its_calibration() -> None:
+    code = (
+        "import sys\n"
+        "import schedgym.costmodels, schedgym.costmodels.inference, schedgym.costmodels.network\n"
+        "import schedgym.costmodels.training, schedgym.costmodels.coefficients\n"
+        "import schedgym.serving.engine\n"
+        "from schedgym.costmodels import get_cost_model, kv_blocks_capacity\n"
+        "model = get_cost_model('Llama-2-7B', 'A100', 2, 'sarathi')\n"
+        "assert model.time_from_summary_s(4, 4000) > 0\n"
+        "assert kv_blocks_capacity('Llama-2-7B', 'A100', 1) > 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith('schedgym.costmodels.calibration')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from schedgym.core.policy import Policy, SimulatorPolicy
+from schedgym.core.policy import Policy, SimT, SimulatorPolicy, SimulatorReader
 
 Context = Mapping[str, Any]
 
@@ -436,7 +436,7 @@ class TimeWindowEpochs:
         return (id(sim), self.start)
 
 
-class TimeWindowAdapter:
+class TimeWindowAdapter(SimulatorReader[SimT]):
     """Shared part of the adapters whose epochs are windows of simulated time and whose losses
     come from rollouts ``horizon_s`` long. Subclasses set ``expert_factories``."""
 
@@ -465,7 +465,7 @@ class TimeWindowAdapter:
         return sim.done or sim.now_s >= start + self.horizon_s  # type: ignore[no-any-return]
 
 
-class GroupwisePortfolioPolicy(SimulatorPolicy):
+class GroupwisePortfolioPolicy(SimulatorPolicy[Any]):
     """Follow, per decision epoch, the heuristic chosen by the groupwise aggregator.
 
     At the start of each decision epoch (an adapter-defined window: a slice of simulated time, a

@@ -62,11 +62,7 @@ LOAD_LIGHT, LOAD_HEAVY = 4.0, 16.0
 SJF_PREFILL_CHUNK = 2048
 
 
-def _sim(env: Any) -> LLMClusterSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
-class LLMPortfolioAdapter(TimeWindowAdapter):
+class LLMPortfolioAdapter(TimeWindowAdapter[LLMClusterSimulator]):
     """Experts, contexts, groups and windows of the LLMCluster portfolio.
 
     Decision epochs: windows of ``window_s`` simulated seconds. Context at an epoch's start:
@@ -107,7 +103,7 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         )
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         up = max(int(sim.up.sum()), 1)
         outstanding = sum(instance.num_outstanding() for instance in sim.instances)
         high = any(
@@ -125,7 +121,7 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         }
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_s)
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -205,7 +201,7 @@ class RegretSJFClusterPolicy(llm.LlumnixPolicy):
     (``regret-sjf``; see the module docstring)."""
 
     def reset(self, env: Any) -> None:
-        sim = _sim(env)
+        sim = self.simulator(env)
         self.predictor = OutputLengthPredictor(
             families=[GroupFamily("priority", lambda r: r.priority)],
             max_tokens=float(sim.config.max_total_tokens),
@@ -213,7 +209,7 @@ class RegretSJFClusterPolicy(llm.LlumnixPolicy):
         self._learnt = 0
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         completed = sim.cluster.completed
         if self._learnt < len(completed):
             self.predictor.learn(completed[self._learnt :])

@@ -87,10 +87,6 @@ FEEDBACK_KINDS = ("to-end", "whole-policy", "window")
 MIN_TBT_GAPS = 5000
 
 
-def _sim(env: Any) -> PrefillChunkSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
 def synthetic_arrivals(reality: PrefillChunkSimulator) -> list[Request]:
     """The requests of the episode that have not arrived yet in ``reality``, drawn afresh from
     the configured workload (arrival process and rate, length distribution: public knobs, not
@@ -118,7 +114,7 @@ def synthetic_arrivals(reality: PrefillChunkSimulator) -> list[Request]:
     ]
 
 
-class PrefillPortfolioAdapter(TimeWindowAdapter):
+class PrefillPortfolioAdapter(TimeWindowAdapter[PrefillChunkSimulator]):
     """Experts, contexts, groups and windows of the PrefillChunk portfolio.
 
     Decision epochs: windows of ``window_s`` simulated seconds. Context, from the simulator's
@@ -188,7 +184,7 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
         )
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         inst = sim.instance
         return {
             "queued": len(inst.waiting),
@@ -198,7 +194,7 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
         }
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_s)
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -322,7 +318,7 @@ class PrefillPortfolioPolicy(GroupwisePortfolioPolicy):
         )
 
 
-class RegretSJFPolicy(SimulatorPolicy):
+class RegretSJFPolicy(SimulatorPolicy[PrefillChunkSimulator]):
     """Shortest predicted job first (``regret-sjf``; see the module docstring).
 
     Before every decision the predictor takes in the requests completed since the previous
@@ -338,13 +334,13 @@ class RegretSJFPolicy(SimulatorPolicy):
         self.composition = prefill.SarathiPolicy(budget)
 
     def reset(self, env: Any) -> None:
-        sim = _sim(env)
+        sim = self.simulator(env)
         self.predictor = OutputLengthPredictor(max_tokens=float(sim.config.max_total_tokens))
         self._learnt = 0
         self.composition.reset(env)
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         finished = sim.finished
         if self._learnt < len(finished):
             self.predictor.learn(finished[self._learnt :])

@@ -29,7 +29,7 @@ from schedgym.baselines.regret import (
     GroupwisePortfolioPolicy,
     TimeWindowEpochs,
 )
-from schedgym.core.policy import Policy, register_policy
+from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.soc.dag import DagTemplate
 from schedgym.envs.soc.simulator import DONE, READY, RUNNING, WAITING, SoCSimulator
 
@@ -39,10 +39,6 @@ FAMILY = soc.FAMILY
 RATIO_BOUND = 4.0
 RATIO_FLOOR = 0.05
 _ONE = np.ones(1)
-
-
-def _sim(env: Any) -> SoCSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
 
 
 # ----------------------------------------------------------------------------- regret-heft
@@ -85,7 +81,7 @@ class RegretHEFTPolicy(soc.HEFTPolicy):
         self.regressor = exec_time_regressor()
         self._records_seen = 0
         self._cache: dict[tuple[str, int], np.ndarray] = {}
-        self._sim_ref = _sim(env)
+        self._sim_ref = self.simulator(env)
 
     def _learn(self, sim: SoCSimulator) -> None:
         records = sim.task_records
@@ -122,7 +118,7 @@ class RegretHEFTPolicy(soc.HEFTPolicy):
         return estimate
 
     def act(self, observation: Any, env: Any) -> int:
-        self._learn(_sim(env))
+        self._learn(self.simulator(env))
         return super().act(observation, env)
 
 
@@ -136,7 +132,7 @@ class SyncedHEFTPolicy(soc.HEFTPolicy):
     """
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         if getattr(self, "_timelines", None) is not None:
             slot_of = {int(j): s for s, j in enumerate(sim.slot_job_id.tolist()) if j >= 0}
             for timeline in self._timelines:
@@ -165,7 +161,7 @@ PORTFOLIO_EXPERTS: dict[str, type] = {
 }
 
 
-class SoCPortfolioAdapter:
+class SoCPortfolioAdapter(SimulatorReader[SoCSimulator]):
     """Experts, contexts, groups and windows of the SoCDAG portfolio.
 
     Decision epochs: consecutive windows of ``window_us`` simulated microseconds (an epoch starts
@@ -199,7 +195,7 @@ class SoCPortfolioAdapter:
         return {name: factory() for name, factory in PORTFOLIO_EXPERTS.items()}
 
     def groups(self, env: Any) -> tuple[list[Group], list[GroupFamily]]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         groups = [
             Group("all", lambda c: True),
             Group("load:light", lambda c: c["load"] <= 1 / 3 and c["backlog"] == 0),
@@ -214,7 +210,7 @@ class SoCPortfolioAdapter:
         return groups, []
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         active = [int(j) for j in sim.slot_job_id.tolist() if j >= 0]
         return {
             "load": len(active) / sim.config.max_active_jobs,
@@ -223,7 +219,7 @@ class SoCPortfolioAdapter:
         }
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_us)
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -237,13 +233,13 @@ class SoCPortfolioAdapter:
         return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         running = np.flatnonzero(sim.node_state == RUNNING)
         jobs = [(sim.job_id_of(int(n)), int(n) % sim.tasks_per_job) for n in running.tolist()]
         return sim.now_us, jobs
 
     def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
-        sim = _sim(env)
+        sim = self.simulator(env)
         if sim.done:
             return True
         if sim.now_us < start + self.horizon_us:

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from schedgym.baselines import datagen
-from schedgym.baselines.regret import Group, GroupFamily, GroupwisePortfolioPolicy
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
 from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.datagen.buffers import BUFFER_KINDS
 from schedgym.envs.datagen.simulator import DataGenSimulator

@@ -1,6 +1,6 @@
 """Groupwise-regret policies for LLMCluster: ``regret-portfolio`` and ``regret-sjf``.
 
-``regret-portfolio``: :class:`~schedgym.baselines.regret.GroupwisePortfolioPolicy` over the
+``regret-portfolio``: :class:`~schedgym.baselines.portfolio.GroupwisePortfolioPolicy` over the
 dispatch (and migration) heuristics of ``schedgym.baselines.llm``: round-robin, least
 outstanding requests, Llumnix, Llumnix without migration (registration order; ``random`` is not
 a heuristic). See :class:`LLMPortfolioAdapter` for the groups and the loss.
@@ -27,12 +27,8 @@ from typing import Any
 import numpy as np
 
 from schedgym.baselines import llm
-from schedgym.baselines.regret import (
-    Group,
-    GroupFamily,
-    GroupwisePortfolioPolicy,
-    TimeWindowAdapter,
-)
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, TimeWindowAdapter
 from schedgym.baselines.regret_serving import (
     CompletedLengths,
     OutputLengthPredictor,

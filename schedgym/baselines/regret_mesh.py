@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from schedgym.baselines import mesh
-from schedgym.baselines.regret import Group, GroupFamily, GroupwisePortfolioPolicy
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
 from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.mesh.simulator import MeshSimulator
 

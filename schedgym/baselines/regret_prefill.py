@@ -1,6 +1,6 @@
 """Groupwise-regret policies for PrefillChunk: ``regret-portfolio`` and ``regret-sjf``.
 
-``regret-portfolio``: :class:`~schedgym.baselines.regret.GroupwisePortfolioPolicy` over the
+``regret-portfolio``: :class:`~schedgym.baselines.portfolio.GroupwisePortfolioPolicy` over the
 batch-composition baselines (vLLM, Orca, FasterTransformer, Sarathi-512, Sarathi-2048, in their
 registration order; ``random`` is not a heuristic). A decision epoch is a window of simulated
 time; see :class:`PrefillPortfolioAdapter` for the groups and how a heuristic's loss is measured.
@@ -36,12 +36,8 @@ from typing import Any
 import numpy as np
 
 from schedgym.baselines import prefill
-from schedgym.baselines.regret import (
-    Group,
-    GroupFamily,
-    GroupwisePortfolioPolicy,
-    TimeWindowAdapter,
-)
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, TimeWindowAdapter
 from schedgym.baselines.regret_serving import (
     CompletedLengths,
     OutputLengthPredictor,

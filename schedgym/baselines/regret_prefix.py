@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from schedgym.baselines import prefix
-from schedgym.baselines.regret import Group, GroupFamily, GroupwisePortfolioPolicy
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
 from schedgym.baselines.regret_serving import share_engine_logs, share_memo
 from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator

@@ -4,7 +4,8 @@ Used by the PrefillChunk policies (``regret_prefill``) and meant for every envir
 the shared engine (:mod:`schedgym.serving.engine`):
 
 - :class:`OutputLengthPredictor`: a request's output length (decode tokens) predicted by a
-  :class:`~schedgym.baselines.regret.GroupwiseOnlineRegressor` learned online from *completed*
+  :class:`~schedgym.baselines.online_learning.GroupwiseOnlineRegressor` learned online from
+  *completed*
   requests only (their output length is known once they finish; nothing else is read). Groups:
   everyone, one per prompt-length band (powers of two), and optional extra families (e.g. a
   request's priority). Feeds the shortest-predicted-job-first policies (``regret-sjf``).
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.baselines.regret import Group, GroupFamily, GroupwiseOnlineRegressor
+from schedgym.baselines.online_learning import Group, GroupFamily, GroupwiseOnlineRegressor
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.request import DECODE, Request
 

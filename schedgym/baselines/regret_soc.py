@@ -1,16 +1,16 @@
 """Groupwise-regret policies for SoCDAG: ``regret-heft`` and ``regret-portfolio``.
 
 ``regret-heft``: HEFT whose execution-time estimates come from a
-:class:`~schedgym.baselines.regret.GroupwiseOnlineRegressor` trained online, within the episode,
-on the tasks that have completed (``simulator.task_records``: actual start and finish, and the
-nominal time on the PE type that ran it). It predicts the ratio actual / nominal minus one for a
-(task, PE type), with groups: everything, each PE type, each application, each task kind (of an
-application), each (task kind, PE type). The ``noisy`` preset's systematic error is per (task
-kind, PE type), which the finest groups can learn once they have data, while the coarser ones
-carry what is shared before that.
+:class:`~schedgym.baselines.online_learning.GroupwiseOnlineRegressor` trained online, within the
+episode, on the tasks that have completed (``simulator.task_records``: actual start and finish, and
+the nominal time on the PE type that ran it). It predicts the ratio actual / nominal minus one for
+a (task, PE type), with groups: everything, each PE type, each application, each task kind (of an
+application), each (task kind, PE type). The ``noisy`` preset's systematic error is per (task kind,
+PE type), which the finest groups can learn once they have data, while the coarser ones carry what
+is shared before that.
 
-``regret-portfolio``: :class:`~schedgym.baselines.regret.GroupwisePortfolioPolicy` over HEFT, ETF,
-MET, EFT, CP and FCFS; a decision epoch is a window of simulated time; a heuristic's loss is
+``regret-portfolio``: :class:`~schedgym.baselines.portfolio.GroupwisePortfolioPolicy` over HEFT,
+ETF, MET, EFT, CP and FCFS; a decision epoch is a window of simulated time; a heuristic's loss is
 the time its epoch's jobs spend in the system over a longer horizon, in a counterfactual rollout
 (see :class:`SoCPortfolioAdapter`).
 """
@@ -22,13 +22,8 @@ from typing import Any
 import numpy as np
 
 from schedgym.baselines import soc
-from schedgym.baselines.regret import (
-    Group,
-    GroupFamily,
-    GroupwiseOnlineRegressor,
-    GroupwisePortfolioPolicy,
-    TimeWindowEpochs,
-)
+from schedgym.baselines.online_learning import Group, GroupFamily, GroupwiseOnlineRegressor
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, TimeWindowEpochs
 from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.soc.dag import DagTemplate
 from schedgym.envs.soc.simulator import DONE, READY, RUNNING, WAITING, SoCSimulator

@@ -136,7 +136,7 @@ class Hedge:
         eta = math.sqrt(8.0 * math.log(n) / max(self.rounds, 1)) if n > 1 else 0.0
         logits = -eta * (self.cumulative_loss - self.cumulative_loss.min())
         weights = np.exp(logits)
-        return weights / weights.sum()  # type: ignore[no-any-return]
+        return weights / weights.sum()
 
     def update(self, losses: np.ndarray) -> None:
         self.cumulative_loss += losses
@@ -184,7 +184,7 @@ class SleepingAdaNormalHedge:
         log_w[positive] = hi[positive] + np.log(-np.expm1(gap[positive]))
         log_w -= log_w.max()
         w = np.exp(log_w)
-        return w / w.sum()  # type: ignore[no-any-return]
+        return w / w.sum()
 
     def update(self, awake: Sequence[int], combined_loss: float, losses: np.ndarray) -> None:
         """Credit each awake expert ``combined_loss - losses[k]`` (losses aligned with awake)."""
@@ -237,7 +237,7 @@ class GroupwiseOnlineRegressor:
 
     def _group_predictions(self, awake: list[int], x: np.ndarray) -> np.ndarray:
         preds = np.array([learner.predict(x) for learner in self._learners_for(awake)])
-        return np.clip(preds, -self.bound, self.bound)  # type: ignore[no-any-return]
+        return np.clip(preds, -self.bound, self.bound)
 
     def predict(self, context: Context, x: np.ndarray) -> float:
         """The combined prediction for ``(context, x)`` (0 when no group is awake)."""

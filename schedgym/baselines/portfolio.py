@@ -157,11 +157,11 @@ class TimeWindowAdapter(SimulatorReader[SimT]):
     def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
         """Feedback waits until reality has passed the rollout horizon (or the episode ended)."""
         sim = env.unwrapped.simulator
-        return sim.done or sim.now_s >= start + self.horizon_s  # type: ignore[no-any-return]
+        return sim.done or sim.now_s >= start + self.horizon_s
 
     def window_done(self, clone: Any, start: Any) -> bool:
         sim = clone.simulator
-        return sim.done or sim.now_s >= start + self.horizon_s  # type: ignore[no-any-return]
+        return sim.done or sim.now_s >= start + self.horizon_s
 
 
 class GroupwisePortfolioPolicy(SimulatorPolicy[Any]):

@@ -154,7 +154,7 @@ class DataGenPortfolioAdapter(SimulatorReader[DataGenSimulator]):
 
     def window_done(self, clone: Any, start: Any) -> bool:
         sim = clone.simulator
-        return sim.done or sim.interval >= start + self.horizon  # type: ignore[no-any-return]
+        return sim.done or sim.interval >= start + self.horizon
 
     def loss_state(self, clone: Any) -> Any:
         return None

@@ -30,6 +30,7 @@ from schedgym.baselines import llm
 from schedgym.baselines.online_learning import Group, GroupFamily
 from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, TimeWindowAdapter
 from schedgym.baselines.regret_serving import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
     CompletedLengths,
     OutputLengthPredictor,
     prompt_band,
@@ -198,9 +199,11 @@ class RegretSJFClusterPolicy(llm.LlumnixPolicy):
 
     def reset(self, env: Any) -> None:
         sim = self.simulator(env)
+        # No length cap configured (max_total_tokens None): the predictor's default clip.
+        limit = sim.config.max_total_tokens
         self.predictor = OutputLengthPredictor(
-            families=[GroupFamily("priority", lambda r: r.priority)],
-            max_tokens=float(sim.config.max_total_tokens),
+            families=[("priority", lambda r: r.priority)],
+            max_tokens=DEFAULT_MAX_OUTPUT_TOKENS if limit is None else float(limit),
         )
         self._learnt = 0
 

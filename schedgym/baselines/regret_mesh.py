@@ -96,7 +96,7 @@ class MeshPortfolioAdapter(SimulatorReader[MeshSimulator]):
 
     def window_done(self, clone: Any, start: Any) -> bool:
         sim = clone.simulator
-        return sim.done or sim.batch_index != start[0]  # type: ignore[no-any-return]
+        return sim.done or sim.batch_index != start[0]
 
     def loss_state(self, clone: Any) -> Any:
         return len(clone.simulator.results)

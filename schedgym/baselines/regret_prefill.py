@@ -221,7 +221,7 @@ class PrefillPortfolioAdapter(TimeWindowAdapter[PrefillChunkSimulator]):
 
     def window_done(self, clone: Any, start: Any) -> bool:
         if self.feedback == "to-end":
-            return clone.simulator.done  # type: ignore[no-any-return]
+            return clone.simulator.done
         return super().window_done(clone, start)
 
     def catch_up(self, shadow: Any, base: Any, reality: Any) -> None:

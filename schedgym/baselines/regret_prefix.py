@@ -104,7 +104,7 @@ class PrefixPortfolioAdapter(SimulatorReader[PrefixBatchSimulator]):
         deterministic."""
 
     def window_done(self, clone: Any, start: Any) -> bool:
-        return clone.simulator.done  # type: ignore[no-any-return]
+        return clone.simulator.done
 
     def loss_state(self, clone: Any) -> Any:
         return None

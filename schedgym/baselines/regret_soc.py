@@ -17,6 +17,8 @@ the time its epoch's jobs spend in the system over a longer horizon, in a counte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -156,6 +158,11 @@ PORTFOLIO_EXPERTS: dict[str, type] = {
 }
 
 
+def _runs_application(name: str, context: Mapping[str, Any]) -> bool:
+    """Group predicate: an application named ``name`` has a job in the SoC."""
+    return name in context["apps"]
+
+
 class SoCPortfolioAdapter(SimulatorReader[SoCSimulator]):
     """Experts, contexts, groups and windows of the SoCDAG portfolio.
 
@@ -201,7 +208,7 @@ class SoCPortfolioAdapter(SimulatorReader[SoCSimulator]):
         templates = sim.application_templates
         for app in sorted(templates):
             name = templates[app].name
-            groups.append(Group(f"app:{name}", lambda c, n=name: n in c["apps"]))
+            groups.append(Group(f"app:{name}", partial(_runs_application, name)))
         return groups, []
 
     def context(self, env: Any) -> dict[str, Any]:
@@ -250,7 +257,7 @@ class SoCPortfolioAdapter(SimulatorReader[SoCSimulator]):
         sim.redact_unrevealed()
 
     def window_done(self, clone: Any, start: Any) -> bool:
-        return clone.simulator.now_us >= start + self.horizon_us  # type: ignore[no-any-return]
+        return clone.simulator.now_us >= start + self.horizon_us
 
     def loss_state(self, clone: Any) -> Any:
         return clone.simulator.now_us

@@ -441,7 +441,7 @@ class HEFTPolicy(SimulatorPolicy[SoCSimulator]):
                     sim.platform,
                     self._timelines,
                     sim.now_us,
-                    lambda t, j=job_id, tpl=template: self.exec_estimator(j, tpl, t),
+                    partial(self.exec_estimator, job_id, template),
                     self._rank(sim, template),
                 )
                 self._planned_jobs.add(job_id)

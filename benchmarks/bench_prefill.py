@@ -32,7 +32,7 @@ import numpy as np
 import schedgym  # noqa: F401
 from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
-from schedgym.envs.prefillchunk.capacity import env_episode_fn, search_capacity
+from schedgym.leaderboard.capacity import env_episode_fn, search_capacity
 
 PREFILL = "schedgym/PrefillChunk-v0"
 PREFIX = "schedgym/PrefixBatch-v0"

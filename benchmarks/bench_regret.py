@@ -24,16 +24,15 @@ import time
 
 import gymnasium as gym
 import numpy as np
-
-import schedgym  # noqa: F401
-from schedgym.baselines.regret import (
-    GroupwiseOnlineRegressor,
-    OnlineRidge,
+from regret_synthetic import (
     best_fixed_linear_loss,
     fit_growth_exponent,
     synthetic_groups,
     synthetic_stream,
 )
+
+import schedgym  # noqa: F401
+from schedgym.baselines.online_learning import GroupwiseOnlineRegressor, OnlineRidge
 from schedgym.baselines.regret_datagen import DataGenPortfolioAdapter
 from schedgym.baselines.regret_llm import LLMPortfolioAdapter
 from schedgym.baselines.regret_mesh import MeshPortfolioAdapter

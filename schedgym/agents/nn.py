@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from gymnasium import spaces
 from torch import nn
+
+
+class CandidateEncoder(nn.Module):
+    """Base of the encoders: ``forward(obs)`` returns ``(per-action scores (batch,
+    num_actions), value embedding (batch, value_dim))``."""
+
+    num_actions: int
+    value_dim: int
+
+
+def box_shape(observation_space: spaces.Dict, key: str) -> tuple[int, ...]:
+    """Shape of the Box ``observation_space[key]``."""
+    shape: Any = observation_space[key].shape
+    if shape is None:
+        raise ValueError(f"observation_space: {key} has no shape")
+    return tuple(shape)
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,19 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from schedgym.agents.nn import CandidateEncoder
+
 
 def build_encoder(
     encoder: str, observation_space: spaces.Dict, layout: dict[str, Any], **kwargs: Any
-) -> nn.Module:
+) -> CandidateEncoder:
     """Instantiate ``module:Class`` ``encoder`` for the given space and layout."""
     module, name = encoder.split(":")
     cls = getattr(importlib.import_module(module), name)
-    return cls(observation_space, layout, **kwargs)
+    net = cls(observation_space, layout, **kwargs)
+    if not isinstance(net, CandidateEncoder):
+        raise TypeError(f"encoder: {encoder} is not a CandidateEncoder")
+    return net
 
 
 class ScoringExtractor(BaseFeaturesExtractor):
@@ -75,17 +80,28 @@ class CandidateScoringPolicy(MaskableActorCriticPolicy):
         extractor = self.features_extractor
         if not isinstance(extractor, ScoringExtractor):
             raise TypeError("features_extractor_class: must be ScoringExtractor")
-        self.mlp_extractor = _SplitLatent(extractor.num_actions, extractor.value_dim)
+        # SB3 declares an MlpExtractor; this split has the same interface (latent dims,
+        # forward_actor, forward_critic).
+        self.mlp_extractor = _SplitLatent(  # type: ignore[assignment]
+            extractor.num_actions, extractor.value_dim
+        )
 
     def _build(self, lr_schedule: Any) -> None:
         self._build_mlp_extractor()
         self.action_net = nn.Identity()
         dim = self.mlp_extractor.latent_dim_vf
-        self.value_net = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
-        self.optimizer = self.optimizer_class(
+        # SB3 declares a Linear value head; a small MLP is called the same way.
+        self.value_net = nn.Sequential(  # type: ignore[assignment]
+            nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1)
+        )
+        # Optimizer's own signature has no ``lr``; every concrete optimizer SB3 uses has one.
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
             self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
 
     def action_logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Unmasked per-action scores of a batch of (preprocessed) observations."""
-        return self.mlp_extractor.forward_actor(self.extract_features(obs))
+        features = self.extract_features(obs)
+        if not isinstance(features, torch.Tensor):  # (pi, vf) pair: features not shared
+            raise TypeError("features_extractor: CandidateScoringPolicy shares one extractor")
+        return self.mlp_extractor.forward_actor(features)

@@ -25,7 +25,15 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from schedgym.agents.nn import CandidateHead, masked_max, masked_mean, mlp, symlog
+from schedgym.agents.nn import (
+    CandidateEncoder,
+    CandidateHead,
+    box_shape,
+    masked_max,
+    masked_mean,
+    mlp,
+    symlog,
+)
 
 
 def _pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -34,18 +42,18 @@ def _pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([masked_mean(x, m, 1), masked_max(x, m, 1)], -1)
 
 
-class LLMClusterEncoder(nn.Module):
+class LLMClusterEncoder(CandidateEncoder):
     """Dispatch, no-migration and (source candidate, destination) migration scores."""
 
     def __init__(
         self, observation_space: spaces.Dict, layout: dict[str, Any], hidden: int = 64
     ) -> None:
         super().__init__()
-        self.num_instances, inst_dim = observation_space["instance_features"].shape
-        self.num_candidates, cand_dim = observation_space["candidate_features"].shape
+        self.num_instances, inst_dim = box_shape(observation_space, "instance_features")
+        self.num_candidates, cand_dim = box_shape(observation_space, "candidate_features")
         self.per_instance = self.num_candidates // self.num_instances
-        req_dim = observation_space["request_features"].shape[0]
-        glob_dim = observation_space["global_features"].shape[0]
+        req_dim = box_shape(observation_space, "request_features")[0]
+        glob_dim = box_shape(observation_space, "global_features")[0]
         n = self.num_instances
         self.num_actions = n + 1 + self.num_candidates * n
         self.value_dim = hidden
@@ -80,15 +88,15 @@ class LLMClusterEncoder(nn.Module):
         return torch.cat([dispatch, stay, move], 1), ctx
 
 
-class PrefixBatchEncoder(nn.Module):
+class PrefixBatchEncoder(CandidateEncoder):
     """Release-group scores plus a run-on score."""
 
     def __init__(
         self, observation_space: spaces.Dict, layout: dict[str, Any], hidden: int = 64
     ) -> None:
         super().__init__()
-        self.num_groups, group_dim = observation_space["groups"].shape
-        glob_dim = observation_space["global_features"].shape[0]
+        self.num_groups, group_dim = box_shape(observation_space, "groups")
+        glob_dim = box_shape(observation_space, "global_features")[0]
         self.num_actions = self.num_groups + 1
         self.value_dim = hidden
         self.group_in = mlp(group_dim, hidden, hidden)
@@ -106,18 +114,20 @@ class PrefixBatchEncoder(nn.Module):
         return torch.cat([scores, self.run_head(ctx).unsqueeze(1)], 1), ctx
 
 
-class MeshAssignEncoder(nn.Module):
+class MeshAssignEncoder(CandidateEncoder):
     """Scores of every (degree 2^k, rank group) placement of the current sequence."""
 
     def __init__(
         self, observation_space: spaces.Dict, layout: dict[str, Any], hidden: int = 64
     ) -> None:
         super().__init__()
-        self.num_ranks, rank_dim = observation_space["rank_features"].shape
+        self.num_ranks, rank_dim = box_shape(observation_space, "rank_features")
         self.levels = int(math.log2(self.num_ranks)) + 1
         if 2 ** (self.levels - 1) != self.num_ranks:
             raise ValueError(f"rank_features: {self.num_ranks} ranks is not a power of two")
-        seq_dim = sum(observation_space[k].shape[0] for k in ("current", "remaining", "progress"))
+        seq_dim = sum(
+            box_shape(observation_space, k)[0] for k in ("current", "remaining", "progress")
+        )
         self.num_actions = 2 * self.num_ranks - 1
         self.value_dim = hidden
         self.rank_in = mlp(rank_dim, hidden, hidden)
@@ -152,15 +162,15 @@ class MeshAssignEncoder(nn.Module):
         return scores, ctx
 
 
-class OnlineDataGenEncoder(nn.Module):
+class OnlineDataGenEncoder(CandidateEncoder):
     """Scores of every (acquisition, solver split, buffer) triple."""
 
     def __init__(
         self, observation_space: spaces.Dict, layout: dict[str, Any], hidden: int = 64
     ) -> None:
         super().__init__()
-        self.num_regions, region_dim = observation_space["region_features"].shape
-        glob_dim = observation_space["global_features"].shape[0]
+        self.num_regions, region_dim = box_shape(observation_space, "region_features")
+        glob_dim = box_shape(observation_space, "global_features")[0]
         fractions = torch.tensor(layout["solver_fractions"], dtype=torch.float32)
         self.num_splits = fractions.shape[0]
         self.num_buffers = int(layout["num_buffers"])
@@ -193,15 +203,17 @@ class OnlineDataGenEncoder(nn.Module):
         return self.head(summed).reshape(batch, -1), ctx
 
 
-class PrefillChunkEncoder(nn.Module):
+class PrefillChunkEncoder(CandidateEncoder):
     """An MLP over the flat state (queue rows pooled), scoring each (mode, budget) action."""
+
+    budgets: torch.Tensor  # (num_budgets, 1) token budgets / 4096, a non-persistent buffer
 
     def __init__(
         self, observation_space: spaces.Dict, layout: dict[str, Any], hidden: int = 64
     ) -> None:
         super().__init__()
-        queue_dim = observation_space["queue"].shape[1]
-        state_dim = observation_space["state"].shape[0]
+        queue_dim = box_shape(observation_space, "queue")[1]
+        state_dim = box_shape(observation_space, "state")[0]
         budgets = torch.tensor(layout["token_budgets"], dtype=torch.float32) / 4096.0
         self.num_modes = int(layout["num_modes"])
         self.register_buffer("budgets", budgets.view(-1, 1), persistent=False)

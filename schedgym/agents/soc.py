@@ -19,14 +19,22 @@ from gymnasium import spaces
 from torch import nn
 from torch_geometric.nn import SAGEConv
 
-from schedgym.agents.nn import CandidateHead, masked_max, masked_mean, mlp, symlog
+from schedgym.agents.nn import (
+    CandidateEncoder,
+    CandidateHead,
+    box_shape,
+    masked_max,
+    masked_mean,
+    mlp,
+    symlog,
+)
 
 PAIR_FEATURES = 3
 # Score of (task, PE) pairs whose task is not ready: never valid, removed by the action mask.
 NOT_READY_SCORE = -1.0e4
 
 
-class SoCDAGEncoder(nn.Module):
+class SoCDAGEncoder(CandidateEncoder):
     """Per-(task slot, PE) scores plus a wait score, and a value embedding."""
 
     def __init__(
@@ -38,9 +46,9 @@ class SoCDAGEncoder(nn.Module):
         message_layers: int = 2,
     ) -> None:
         super().__init__()
-        self.num_nodes, node_dim = observation_space["node_features"].shape
-        self.num_pes, pe_dim = observation_space["pe_features"].shape
-        global_dim = observation_space["global_features"].shape[0]
+        self.num_nodes, node_dim = box_shape(observation_space, "node_features")
+        self.num_pes, pe_dim = box_shape(observation_space, "pe_features")
+        global_dim = box_shape(observation_space, "global_features")[0]
         self.num_pe_types = int(layout["num_pe_types"])
         self.tasks_per_job = int(layout["tasks_per_job"])
         if self.num_nodes % self.tasks_per_job:

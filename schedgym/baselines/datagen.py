@@ -34,10 +34,6 @@ def _env(env: Any) -> Any:
     return env.unwrapped
 
 
-def _sim(env: Any) -> DataGenSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
 def _nearest_split(env: Any, solver_fraction: float) -> int:
     """Index of the split choice closest to ``solver_fraction`` (ties: fewer solver cores)."""
     fractions = np.asarray(_env(env).config.solver_fractions)
@@ -55,7 +51,7 @@ def _uniform(env: Any) -> int:
     return int(_env(env).num_regions)
 
 
-class OnlinePolicy(SimulatorPolicy):
+class OnlinePolicy(SimulatorPolicy[DataGenSimulator]):
     """Melissa's online training: uniform sampling, a fixed solver/trainer split, one buffer.
 
     Args:
@@ -72,7 +68,7 @@ class OnlinePolicy(SimulatorPolicy):
         return int(_env(env).encode_action(_uniform(env), split, self.buffer))
 
 
-class OfflinePolicy(SimulatorPolicy):
+class OfflinePolicy(SimulatorPolicy[DataGenSimulator]):
     """The classic pipeline: generate a fixed dataset first, then train many epochs over it.
 
     Phase 1 gives every core to solver workers (uniform sampling, the trainer idle) until the
@@ -108,7 +104,7 @@ class OfflinePolicy(SimulatorPolicy):
         return max(1, config.buffer_capacity_samples // config.num_time_steps)
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         config = _env(env).config
         fractions = list(config.solver_fractions)
         target = self.target_simulations(env)
@@ -154,7 +150,7 @@ class AdaptivePolicy(OnlinePolicy):
         unwrapped = _env(env)
         split = _nearest_split(env, self.solver_fraction)
         acquisition = _uniform(env)
-        if _sim(env).loss_weighted_available():
+        if self.simulator(env).loss_weighted_available():
             acquisition = unwrapped.num_regions + 1
         return int(unwrapped.encode_action(acquisition, split, self.buffer))
 

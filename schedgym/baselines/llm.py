@@ -33,11 +33,7 @@ from schedgym.serving.request import Request
 FAMILY = "LLMCluster"
 
 
-def _sim(env: Any) -> LLMClusterSimulator:
-    return env.unwrapped.simulator
-
-
-class _ClusterPolicy(SimulatorPolicy):
+class _ClusterPolicy(SimulatorPolicy[LLMClusterSimulator]):
     """Shared plumbing: turn simulator-level choices into the env's actions. These policies
     read the simulator, so rollouts skip building observations for them."""
 
@@ -54,7 +50,7 @@ class _ClusterPolicy(SimulatorPolicy):
 
     def act(self, observation: Any, env: Any) -> int:
         unwrapped = env.unwrapped
-        sim = _sim(env)
+        sim = self.simulator(env)
         if sim.decision_kind == DISPATCH:
             return int(unwrapped.dispatch_action(self.choose_dispatch(sim)))
         choice = self.choose_migration(sim)

@@ -34,10 +34,6 @@ from schedgym.envs.mesh.simulator import MeshSimulator
 FAMILY = "MeshAssign"
 
 
-def _sim(env: Any) -> MeshSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
 def _degree_index_for(sim: MeshSimulator, seq_tokens: int, capacity_tokens: float) -> int:
     """Smallest power-of-two degree whose shard fits ``capacity_tokens``, within the mask."""
     need = math.ceil(seq_tokens / capacity_tokens)
@@ -84,7 +80,7 @@ def karmarkar_karp(weights: np.ndarray, num_parts: int) -> np.ndarray:
     return assignment
 
 
-class _BatchPlanPolicy(SimulatorPolicy):
+class _BatchPlanPolicy(SimulatorPolicy[MeshSimulator]):
     """A policy that plans the whole batch when it starts, then replays the plan."""
 
     def __init__(self) -> None:
@@ -100,7 +96,7 @@ class _BatchPlanPolicy(SimulatorPolicy):
         """One action per sequence of the current batch, in presentation order."""
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         if self._plan_batch != sim.batch_index or len(self._plan) != sim.batch_size:
             self._plan = self._make_plan(sim)
             self._plan_batch = sim.batch_index
@@ -216,7 +212,7 @@ class BalancedCPPolicy(_BatchPlanPolicy):
         return False
 
 
-class ByteScalePolicy(SimulatorPolicy):
+class ByteScalePolicy(SimulatorPolicy[MeshSimulator]):
     """ByteScale: data-aware sharding plus the balance scheduler (Ge et al. 2025, Sec. 4-5).
 
     Data-aware sharding (Hybrid Data Parallelism): each sequence gets the fewest ranks it needs,
@@ -234,7 +230,7 @@ class ByteScalePolicy(SimulatorPolicy):
         pass
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         k = sim.degree_range()[0]
         finish = sim.placement_finish_s(k)
         return sim.encode(k, int(np.argmin(finish)))

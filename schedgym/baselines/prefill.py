@@ -23,11 +23,7 @@ from schedgym.envs.prefillchunk.simulator import (
 FAMILY = "PrefillChunk"
 
 
-def _sim(env: Any) -> PrefillChunkSimulator:
-    return env.unwrapped.simulator
-
-
-class FixedModePolicy(SimulatorPolicy):
+class FixedModePolicy(SimulatorPolicy[PrefillChunkSimulator]):
     """Every iteration the same composition: ``mode`` with ``budget`` prefill tokens when a
     prompt waits (a budget of None means the largest configured), decode-only otherwise."""
 
@@ -37,7 +33,7 @@ class FixedModePolicy(SimulatorPolicy):
 
     def act(self, observation: Any, env: Any) -> int:
         unwrapped = env.unwrapped
-        sim = _sim(env)
+        sim = self.simulator(env)
         if not sim.has_prefill_work():
             return 0  # decode-only: a decision point without prompts has decodes
         budget = self.budget if self.budget is not None else unwrapped.budgets[-1]
@@ -79,7 +75,7 @@ class SarathiPolicy(FixedModePolicy):
 
     def act(self, observation: Any, env: Any) -> int:
         unwrapped = env.unwrapped
-        sim = _sim(env)
+        sim = self.simulator(env)
         assert self.budget is not None
         if not sim.has_prefill_work():
             return 0
@@ -92,7 +88,7 @@ class SarathiPolicy(FixedModePolicy):
         return int(unwrapped.action_index(STALL_FREE, fitting[-1]))
 
 
-class FasterTransformerPolicy(SimulatorPolicy):
+class FasterTransformerPolicy(SimulatorPolicy[PrefillChunkSimulator]):
     """FasterTransformer: request-level batching. When the replica is empty, the requests
     queued at that moment (up to the batch limit) form a batch; their prompts are prefilled in
     prefill-only iterations, then the batch decodes until every one of them has finished;
@@ -106,7 +102,7 @@ class FasterTransformerPolicy(SimulatorPolicy):
 
     def act(self, observation: Any, env: Any) -> int:
         unwrapped = env.unwrapped
-        sim = _sim(env)
+        sim = self.simulator(env)
         inst = sim.instance
         if inst.num_running() == 0:
             limit = unwrapped.config.max_batch_requests

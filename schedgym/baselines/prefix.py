@@ -19,18 +19,14 @@ FAMILY = "PrefixBatch"
 VLLM_MAX_NUM_SEQS = 256  # vLLM's default cap on running requests
 
 
-def _sim(env: Any) -> PrefixBatchSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
-class FCFSLRUPolicy(SimulatorPolicy):
+class FCFSLRUPolicy(SimulatorPolicy[PrefixBatchSimulator]):
     """vLLM with automatic prefix caching: requests in submission order, each admitted as soon
     as its prompt fits (head-of-line: a request that does not fit blocks those behind it), at
     most 256 running; reuse happens only when an earlier request left the prefix resident and
     the LRU cache has not evicted it since."""
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         run = env.unwrapped.run_action
         inst = sim.instance
         if inst.num_running() + len(inst.waiting) >= VLLM_MAX_NUM_SEQS:
@@ -41,7 +37,7 @@ class FCFSLRUPolicy(SimulatorPolicy):
         return run
 
 
-class BatchLLMPolicy(SimulatorPolicy):
+class BatchLLMPolicy(SimulatorPolicy[PrefixBatchSimulator]):
     """BatchLLM (Zheng et al., 2024): global prefix sharing and throughput-oriented batching.
 
     - Global prefix identification: the batch's prefix tree is flattened into prefix groups, and
@@ -59,14 +55,14 @@ class BatchLLMPolicy(SimulatorPolicy):
         self._position = 0
 
     def reset(self, env: Any) -> None:
-        sim = _sim(env)
+        sim = self.simulator(env)
         ratio = sim.group_output_tokens / np.maximum(sim.group_prompt_tokens, 1)
         # Larger decode ratio first; ties by group index for determinism.
         self._order = sorted(range(sim.num_groups), key=lambda g: (-ratio[g], g))
         self._position = 0
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         run = env.unwrapped.run_action
         order = self._order
         while self._position < len(order) and sim.group_pending[order[self._position]] == 0:

@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from schedgym.baselines import datagen
-from schedgym.baselines.regret import Group, GroupFamily, GroupwisePortfolioPolicy
-from schedgym.core.policy import Policy, register_policy
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
+from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.datagen.buffers import BUFFER_KINDS
 from schedgym.envs.datagen.simulator import DataGenSimulator
 
@@ -53,11 +54,7 @@ LOG_FLOOR = 1e-12
 REDACTION_SALT = 0x5EED
 
 
-def _sim(env: Any) -> DataGenSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
-class FixedBufferExpert:
+class FixedBufferExpert(SimulatorReader[DataGenSimulator]):
     """An OnlineDataGen heuristic played with the episode's buffer once it is fixed.
 
     Before the buffer is chosen the expert's own choice goes through (it fixes the buffer);
@@ -73,7 +70,7 @@ class FixedBufferExpert:
 
     def act(self, observation: Any, env: Any) -> int:
         action = int(self.expert.act(observation, env))
-        kind = _sim(env).buffer_kind
+        kind = self.simulator(env).buffer_kind
         if kind is None:
             return action
         unwrapped = env.unwrapped
@@ -81,7 +78,7 @@ class FixedBufferExpert:
         return int(unwrapped.encode_action(acquisition, split, BUFFER_KINDS.index(kind)))
 
 
-class DataGenPortfolioAdapter:
+class DataGenPortfolioAdapter(SimulatorReader[DataGenSimulator]):
     """Experts, contexts, groups and epochs of the OnlineDataGen portfolio (see the module
     doc)."""
 
@@ -111,7 +108,7 @@ class DataGenPortfolioAdapter:
         )
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         buffer = sim.buffer
         if buffer is None or not buffer.ready(sim.config.batch_size):
             level = 0
@@ -131,7 +128,7 @@ class DataGenPortfolioAdapter:
         }
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return (id(sim), sim.interval)
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -144,10 +141,10 @@ class DataGenPortfolioAdapter:
         return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
-        return _sim(env).interval, None
+        return self.simulator(env).interval, None
 
     def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return sim.done or sim.interval >= start + self.horizon
 
     def redact(self, clone: Any, reality: Any) -> None:
@@ -157,7 +154,7 @@ class DataGenPortfolioAdapter:
 
     def window_done(self, clone: Any, start: Any) -> bool:
         sim = clone.simulator
-        return sim.done or sim.interval >= start + self.horizon  # type: ignore[no-any-return]
+        return sim.done or sim.interval >= start + self.horizon
 
     def loss_state(self, clone: Any) -> Any:
         return None

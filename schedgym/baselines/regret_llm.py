@@ -1,6 +1,6 @@
 """Groupwise-regret policies for LLMCluster: ``regret-portfolio`` and ``regret-sjf``.
 
-``regret-portfolio``: :class:`~schedgym.baselines.regret.GroupwisePortfolioPolicy` over the
+``regret-portfolio``: :class:`~schedgym.baselines.portfolio.GroupwisePortfolioPolicy` over the
 dispatch (and migration) heuristics of ``schedgym.baselines.llm``: round-robin, least
 outstanding requests, Llumnix, Llumnix without migration (registration order; ``random`` is not
 a heuristic). See :class:`LLMPortfolioAdapter` for the groups and the loss.
@@ -27,13 +27,10 @@ from typing import Any
 import numpy as np
 
 from schedgym.baselines import llm
-from schedgym.baselines.regret import (
-    Group,
-    GroupFamily,
-    GroupwisePortfolioPolicy,
-    TimeWindowAdapter,
-)
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, TimeWindowAdapter
 from schedgym.baselines.regret_serving import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
     CompletedLengths,
     OutputLengthPredictor,
     prompt_band,
@@ -61,11 +58,7 @@ LOAD_LIGHT, LOAD_HEAVY = 4.0, 16.0
 SJF_PREFILL_CHUNK = 2048
 
 
-def _sim(env: Any) -> LLMClusterSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
-class LLMPortfolioAdapter(TimeWindowAdapter):
+class LLMPortfolioAdapter(TimeWindowAdapter[LLMClusterSimulator]):
     """Experts, contexts, groups and windows of the LLMCluster portfolio.
 
     Decision epochs: windows of ``window_s`` simulated seconds. Context at an epoch's start:
@@ -106,7 +99,7 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         )
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         up = max(int(sim.up.sum()), 1)
         outstanding = sum(instance.num_outstanding() for instance in sim.instances)
         high = any(
@@ -124,7 +117,7 @@ class LLMPortfolioAdapter(TimeWindowAdapter):
         }
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_s)
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -211,15 +204,17 @@ class RegretSJFClusterPolicy(llm.LlumnixPolicy):
     (``regret-sjf``; see the module docstring)."""
 
     def reset(self, env: Any) -> None:
-        sim = _sim(env)
+        sim = self.simulator(env)
+        # No length cap configured (max_total_tokens None): the predictor's default clip.
+        limit = sim.config.max_total_tokens
         self.predictor = OutputLengthPredictor(
-            families=[GroupFamily("priority", lambda r: r.priority)],
-            max_tokens=float(sim.config.max_total_tokens),
+            families=[("priority", lambda r: r.priority)],
+            max_tokens=DEFAULT_MAX_OUTPUT_TOKENS if limit is None else float(limit),
         )
         self._learnt = 0
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         completed = sim.cluster.completed
         if self._learnt < len(completed):
             self.predictor.learn(completed.rows(self._learnt))

@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from schedgym.baselines import mesh
-from schedgym.baselines.regret import Group, GroupFamily, GroupwisePortfolioPolicy
-from schedgym.core.policy import Policy, register_policy
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
+from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.mesh.simulator import MeshSimulator
 
 FAMILY = mesh.FAMILY
@@ -35,11 +36,7 @@ PORTFOLIO_EXPERTS: dict[str, type] = {
 SKEW_THRESHOLD = 8.0
 
 
-def _sim(env: Any) -> MeshSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
-class MeshPortfolioAdapter:
+class MeshPortfolioAdapter(SimulatorReader[MeshSimulator]):
     """Experts, contexts, groups and epochs of the MeshAssign portfolio (see the module doc)."""
 
     def __init__(self, chunks_per_batch: int = 8) -> None:
@@ -63,7 +60,7 @@ class MeshPortfolioAdapter:
         )
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         lengths = sim.batch_lengths
         return {
             "seq_over_capacity": sim.current_tokens / sim.capacity_tokens,
@@ -74,7 +71,7 @@ class MeshPortfolioAdapter:
         return sim.cursor * self.chunks_per_batch // max(sim.batch_size, 1)
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return (id(sim), sim.batch_index, self._chunk(sim))
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -87,11 +84,11 @@ class MeshPortfolioAdapter:
         }
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return (sim.batch_index, self._chunk(sim)), None
 
     def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return sim.done or (sim.batch_index, self._chunk(sim)) != start
 
     def redact(self, clone: Any, reality: Any) -> None:
@@ -99,7 +96,7 @@ class MeshPortfolioAdapter:
 
     def window_done(self, clone: Any, start: Any) -> bool:
         sim = clone.simulator
-        return sim.done or sim.batch_index != start[0]  # type: ignore[no-any-return]
+        return sim.done or sim.batch_index != start[0]
 
     def loss_state(self, clone: Any) -> Any:
         return len(clone.simulator.results)

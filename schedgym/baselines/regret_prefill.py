@@ -1,6 +1,6 @@
 """Groupwise-regret policies for PrefillChunk: ``regret-portfolio`` and ``regret-sjf``.
 
-``regret-portfolio``: :class:`~schedgym.baselines.regret.GroupwisePortfolioPolicy` over the
+``regret-portfolio``: :class:`~schedgym.baselines.portfolio.GroupwisePortfolioPolicy` over the
 batch-composition baselines (vLLM, Orca, FasterTransformer, Sarathi-512, Sarathi-2048, in their
 registration order; ``random`` is not a heuristic). A decision epoch is a window of simulated
 time; see :class:`PrefillPortfolioAdapter` for the groups and how a heuristic's loss is measured.
@@ -36,12 +36,8 @@ from typing import Any
 import numpy as np
 
 from schedgym.baselines import prefill
-from schedgym.baselines.regret import (
-    Group,
-    GroupFamily,
-    GroupwisePortfolioPolicy,
-    TimeWindowAdapter,
-)
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, TimeWindowAdapter
 from schedgym.baselines.regret_serving import (
     CompletedLengths,
     OutputLengthPredictor,
@@ -87,10 +83,6 @@ FEEDBACK_KINDS = ("to-end", "whole-policy", "window")
 MIN_TBT_GAPS = 5000
 
 
-def _sim(env: Any) -> PrefillChunkSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
 def synthetic_arrivals(reality: PrefillChunkSimulator) -> list[Request]:
     """The requests of the episode that have not arrived yet in ``reality``, drawn afresh from
     the configured workload (arrival process and rate, length distribution: public knobs, not
@@ -118,7 +110,7 @@ def synthetic_arrivals(reality: PrefillChunkSimulator) -> list[Request]:
     ]
 
 
-class PrefillPortfolioAdapter(TimeWindowAdapter):
+class PrefillPortfolioAdapter(TimeWindowAdapter[PrefillChunkSimulator]):
     """Experts, contexts, groups and windows of the PrefillChunk portfolio.
 
     Decision epochs: windows of ``window_s`` simulated seconds. Context, from the simulator's
@@ -188,7 +180,7 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
         )
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         inst = sim.instance
         return {
             "queued": len(inst.waiting),
@@ -198,7 +190,7 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
         }
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_s)
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -229,7 +221,7 @@ class PrefillPortfolioAdapter(TimeWindowAdapter):
 
     def window_done(self, clone: Any, start: Any) -> bool:
         if self.feedback == "to-end":
-            return clone.simulator.done  # type: ignore[no-any-return]
+            return clone.simulator.done
         return super().window_done(clone, start)
 
     def catch_up(self, shadow: Any, base: Any, reality: Any) -> None:
@@ -322,7 +314,7 @@ class PrefillPortfolioPolicy(GroupwisePortfolioPolicy):
         )
 
 
-class RegretSJFPolicy(SimulatorPolicy):
+class RegretSJFPolicy(SimulatorPolicy[PrefillChunkSimulator]):
     """Shortest predicted job first (``regret-sjf``; see the module docstring).
 
     Before every decision the predictor takes in the requests completed since the previous
@@ -338,13 +330,13 @@ class RegretSJFPolicy(SimulatorPolicy):
         self.composition = prefill.SarathiPolicy(budget)
 
     def reset(self, env: Any) -> None:
-        sim = _sim(env)
+        sim = self.simulator(env)
         self.predictor = OutputLengthPredictor(max_tokens=float(sim.config.max_total_tokens))
         self._learnt = 0
         self.composition.reset(env)
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         finished = sim.finished
         if self._learnt < len(finished):
             self.predictor.learn(finished[self._learnt :])

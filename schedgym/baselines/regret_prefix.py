@@ -23,9 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 from schedgym.baselines import prefix
-from schedgym.baselines.regret import Group, GroupFamily, GroupwisePortfolioPolicy
+from schedgym.baselines.online_learning import Group, GroupFamily
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
 from schedgym.baselines.regret_serving import share_engine_logs, share_memo
-from schedgym.core.policy import Policy, register_policy
+from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator
 
 FAMILY = prefix.FAMILY
@@ -39,11 +40,7 @@ SHARING_HIGH = 0.3
 MEMORY_TIGHT = 0.2
 
 
-def _sim(env: Any) -> PrefixBatchSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
-class PrefixPortfolioAdapter:
+class PrefixPortfolioAdapter(SimulatorReader[PrefixBatchSimulator]):
     """Experts, contexts, groups and epochs of the PrefixBatch portfolio (see the module doc)."""
 
     def __init__(self, chunks: int = 8) -> None:
@@ -70,7 +67,7 @@ class PrefixPortfolioAdapter:
         )
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         pending_prompt = float(sim.group_pending_prompt.sum())
         shared = float((sim.group_pending * sim.batch.group_prefix_tokens).sum())
         return {
@@ -83,7 +80,7 @@ class PrefixPortfolioAdapter:
         return min(sim.released * self.chunks // len(sim.requests), self.chunks - 1)
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return (id(sim), self._chunk(sim))
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -96,10 +93,10 @@ class PrefixPortfolioAdapter:
         return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
-        return self._chunk(_sim(env)), None
+        return self._chunk(self.simulator(env)), None
 
     def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return sim.done or self._chunk(sim) != start
 
     def redact(self, clone: Any, reality: Any) -> None:
@@ -107,7 +104,7 @@ class PrefixPortfolioAdapter:
         deterministic."""
 
     def window_done(self, clone: Any, start: Any) -> bool:
-        return clone.simulator.done  # type: ignore[no-any-return]
+        return clone.simulator.done
 
     def loss_state(self, clone: Any) -> Any:
         return None

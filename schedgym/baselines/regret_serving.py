@@ -4,7 +4,8 @@ Used by the PrefillChunk policies (``regret_prefill``) and meant for every envir
 the shared engine (:mod:`schedgym.serving.engine`):
 
 - :class:`OutputLengthPredictor`: a request's output length (decode tokens) predicted by a
-  :class:`~schedgym.baselines.regret.GroupwiseOnlineRegressor` learned online from *completed*
+  :class:`~schedgym.baselines.online_learning.GroupwiseOnlineRegressor` learned online from
+  *completed*
   requests only (their output length is known once they finish; nothing else is read). Groups:
   everyone, one per prompt-length band (powers of two), and optional extra families (e.g. a
   request's priority). Feeds the shortest-predicted-job-first policies (``regret-sjf``).
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from schedgym.baselines.regret import Group, GroupFamily, GroupwiseOnlineRegressor
+from schedgym.baselines.online_learning import Group, GroupFamily, GroupwiseOnlineRegressor
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.request import DECODE, Request
 
@@ -49,27 +51,42 @@ def length_features(request: Request) -> np.ndarray:
     return np.array([1.0, request.prompt_tokens / TOKEN_SCALE])
 
 
+# A request's value in a group family (None: in no group of it).
+RequestKey = Callable[[Request], Hashable | None]
+# Default clip of predicted output lengths, tokens.
+DEFAULT_MAX_OUTPUT_TOKENS = 8192.0
+
+
+def _key_of_request(key: RequestKey, context: Mapping[str, Any]) -> Hashable | None:
+    return key(context["request"])
+
+
 class OutputLengthPredictor:
     """Output length of a request, learned online from completed requests only.
 
     Each completed request is one round of a :class:`GroupwiseOnlineRegressor` whose groups
     are everyone, one per prompt-length band (:func:`prompt_band`), and ``families`` (over the
-    request: e.g. ``GroupFamily("priority", lambda r: r.priority)``). Before any round the
+    request: e.g. ``("priority", lambda r: r.priority)``). Before any round the
     prediction is :data:`PRIOR_OUTPUT_TOKENS`.
 
     Args:
-        families: extra group families; their key gets the request.
+        families: extra group families, ``(name, key)`` with ``key(request)`` the group value
+            (None: in no group of the family).
         max_tokens: predictions are clipped to ``[1, max_tokens]``.
     """
 
-    def __init__(self, families: Sequence[GroupFamily] = (), max_tokens: float = 8192.0) -> None:
+    def __init__(
+        self,
+        families: Sequence[tuple[str, RequestKey]] = (),
+        max_tokens: float = DEFAULT_MAX_OUTPUT_TOKENS,
+    ) -> None:
         self.max_tokens = max_tokens
         self.regressor = GroupwiseOnlineRegressor(
             [Group("all", lambda c: True)],
             num_features=2,
             families=[
                 GroupFamily("prompt_band", lambda c: prompt_band(c["request"].prompt_tokens)),
-                *(GroupFamily(f.name, lambda c, key=f.key: key(c["request"])) for f in families),
+                *(GroupFamily(name, partial(_key_of_request, key)) for name, key in families),
             ],
             reg=1.0,
             bound=max_tokens,

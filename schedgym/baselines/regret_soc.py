@@ -1,35 +1,32 @@
 """Groupwise-regret policies for SoCDAG: ``regret-heft`` and ``regret-portfolio``.
 
 ``regret-heft``: HEFT whose execution-time estimates come from a
-:class:`~schedgym.baselines.regret.GroupwiseOnlineRegressor` trained online, within the episode,
-on the tasks that have completed (``simulator.task_records``: actual start and finish, and the
-nominal time on the PE type that ran it). It predicts the ratio actual / nominal minus one for a
-(task, PE type), with groups: everything, each PE type, each application, each task kind (of an
-application), each (task kind, PE type). The ``noisy`` preset's systematic error is per (task
-kind, PE type), which the finest groups can learn once they have data, while the coarser ones
-carry what is shared before that.
+:class:`~schedgym.baselines.online_learning.GroupwiseOnlineRegressor` trained online, within the
+episode, on the tasks that have completed (``simulator.task_records``: actual start and finish, and
+the nominal time on the PE type that ran it). It predicts the ratio actual / nominal minus one for
+a (task, PE type), with groups: everything, each PE type, each application, each task kind (of an
+application), each (task kind, PE type). The ``noisy`` preset's systematic error is per (task kind,
+PE type), which the finest groups can learn once they have data, while the coarser ones carry what
+is shared before that.
 
-``regret-portfolio``: :class:`~schedgym.baselines.regret.GroupwisePortfolioPolicy` over HEFT, ETF,
-MET, EFT, CP and FCFS; a decision epoch is a window of simulated time; a heuristic's loss is
+``regret-portfolio``: :class:`~schedgym.baselines.portfolio.GroupwisePortfolioPolicy` over HEFT,
+ETF, MET, EFT, CP and FCFS; a decision epoch is a window of simulated time; a heuristic's loss is
 the time its epoch's jobs spend in the system over a longer horizon, in a counterfactual rollout
 (see :class:`SoCPortfolioAdapter`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from schedgym.baselines import soc
-from schedgym.baselines.regret import (
-    Group,
-    GroupFamily,
-    GroupwiseOnlineRegressor,
-    GroupwisePortfolioPolicy,
-    TimeWindowEpochs,
-)
-from schedgym.core.policy import Policy, register_policy
+from schedgym.baselines.online_learning import Group, GroupFamily, GroupwiseOnlineRegressor
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, TimeWindowEpochs
+from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.soc.dag import DagTemplate
 from schedgym.envs.soc.simulator import DONE, READY, RUNNING, WAITING, SoCSimulator
 
@@ -39,10 +36,6 @@ FAMILY = soc.FAMILY
 RATIO_BOUND = 4.0
 RATIO_FLOOR = 0.05
 _ONE = np.ones(1)
-
-
-def _sim(env: Any) -> SoCSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
 
 
 # ----------------------------------------------------------------------------- regret-heft
@@ -85,7 +78,7 @@ class RegretHEFTPolicy(soc.HEFTPolicy):
         self.regressor = exec_time_regressor()
         self._records_seen = 0
         self._cache: dict[tuple[str, int], np.ndarray] = {}
-        self._sim_ref = _sim(env)
+        self._sim_ref = self.simulator(env)
 
     def _learn(self, sim: SoCSimulator) -> None:
         records = sim.task_records
@@ -122,7 +115,7 @@ class RegretHEFTPolicy(soc.HEFTPolicy):
         return estimate
 
     def act(self, observation: Any, env: Any) -> int:
-        self._learn(_sim(env))
+        self._learn(self.simulator(env))
         return super().act(observation, env)
 
 
@@ -136,7 +129,7 @@ class SyncedHEFTPolicy(soc.HEFTPolicy):
     """
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         if getattr(self, "_timelines", None) is not None:
             slot_of = {int(j): s for s, j in enumerate(sim.slot_job_id.tolist()) if j >= 0}
             for timeline in self._timelines:
@@ -165,7 +158,12 @@ PORTFOLIO_EXPERTS: dict[str, type] = {
 }
 
 
-class SoCPortfolioAdapter:
+def _runs_application(name: str, context: Mapping[str, Any]) -> bool:
+    """Group predicate: an application named ``name`` has a job in the SoC."""
+    return name in context["apps"]
+
+
+class SoCPortfolioAdapter(SimulatorReader[SoCSimulator]):
     """Experts, contexts, groups and windows of the SoCDAG portfolio.
 
     Decision epochs: consecutive windows of ``window_us`` simulated microseconds (an epoch starts
@@ -199,7 +197,7 @@ class SoCPortfolioAdapter:
         return {name: factory() for name, factory in PORTFOLIO_EXPERTS.items()}
 
     def groups(self, env: Any) -> tuple[list[Group], list[GroupFamily]]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         groups = [
             Group("all", lambda c: True),
             Group("load:light", lambda c: c["load"] <= 1 / 3 and c["backlog"] == 0),
@@ -210,11 +208,11 @@ class SoCPortfolioAdapter:
         templates = sim.application_templates
         for app in sorted(templates):
             name = templates[app].name
-            groups.append(Group(f"app:{name}", lambda c, n=name: n in c["apps"]))
+            groups.append(Group(f"app:{name}", partial(_runs_application, name)))
         return groups, []
 
     def context(self, env: Any) -> dict[str, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         active = [int(j) for j in sim.slot_job_id.tolist() if j >= 0]
         return {
             "load": len(active) / sim.config.max_active_jobs,
@@ -223,7 +221,7 @@ class SoCPortfolioAdapter:
         }
 
     def epoch_key(self, env: Any) -> Any:
-        sim = _sim(env)
+        sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_us)
 
     def share(self, env: Any) -> dict[int, Any]:
@@ -237,13 +235,13 @@ class SoCPortfolioAdapter:
         return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
-        sim = _sim(env)
+        sim = self.simulator(env)
         running = np.flatnonzero(sim.node_state == RUNNING)
         jobs = [(sim.job_id_of(int(n)), int(n) % sim.tasks_per_job) for n in running.tolist()]
         return sim.now_us, jobs
 
     def feedback_ready(self, env: Any, start: Any, pending: Any) -> bool:
-        sim = _sim(env)
+        sim = self.simulator(env)
         if sim.done:
             return True
         if sim.now_us < start + self.horizon_us:
@@ -259,7 +257,7 @@ class SoCPortfolioAdapter:
         sim.redact_unrevealed()
 
     def window_done(self, clone: Any, start: Any) -> bool:
-        return clone.simulator.now_us >= start + self.horizon_us  # type: ignore[no-any-return]
+        return clone.simulator.now_us >= start + self.horizon_us
 
     def loss_state(self, clone: Any) -> Any:
         return clone.simulator.now_us

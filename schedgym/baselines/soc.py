@@ -33,13 +33,8 @@ def nominal_exec_us(job_id: int, template: DagTemplate, task: int) -> np.ndarray
     return template.exec_us[task]
 
 
-def _sim(env: Any) -> SoCSimulator:
-    return env.unwrapped.simulator  # type: ignore[no-any-return]
-
-
-def _wait_or_first_valid(env: Any) -> int:
+def _wait_or_first_valid(sim: SoCSimulator) -> int:
     """Wait if allowed, else the first valid action (used when a rule has no candidate)."""
-    sim = _sim(env)
     num_actions = sim.num_node_slots * sim.num_pes
     if sim.can_wait():
         return num_actions
@@ -58,21 +53,21 @@ def _finish_times(sim: SoCSimulator, node: int, pes: np.ndarray) -> tuple[np.nda
     return start, start + sim.node_exec_us[node, sim.pe_type[pes]]
 
 
-class FCFSPolicy(SimulatorPolicy):
+class FCFSPolicy(SimulatorPolicy[SoCSimulator]):
     """First come, first served: the oldest ready task goes to the fastest idle capable PE."""
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         idle = sim.idle_pes()
         for node in _fcfs_ready_nodes(sim):
             pes = np.flatnonzero(idle & sim.node_capable_pe[node])
             if pes.size:
                 times = sim.node_exec_us[node, sim.pe_type[pes]]
                 return node * sim.num_pes + int(pes[np.argmin(times)])
-        return _wait_or_first_valid(env)
+        return _wait_or_first_valid(sim)
 
 
-class METPolicy(SimulatorPolicy):
+class METPolicy(SimulatorPolicy[SoCSimulator]):
     """Minimum Execution Time (Armstrong et al. 1998; Braun et al., JPDC 2001).
 
     Each task goes to a PE of the type with the smallest expected execution time, whatever that
@@ -80,7 +75,7 @@ class METPolicy(SimulatorPolicy):
     """
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         idle = sim.idle_pes()
         for node in _fcfs_ready_nodes(sim):
             times = sim.node_exec_us[node, sim.pe_type]
@@ -88,17 +83,16 @@ class METPolicy(SimulatorPolicy):
             pes = np.flatnonzero(fastest & idle)
             if pes.size:
                 return node * sim.num_pes + int(pes[0])
-        return _wait_or_first_valid(env)
+        return _wait_or_first_valid(sim)
 
 
-def _earliest_finish_dispatch(env: Any, order: list[int]) -> int:
+def _earliest_finish_dispatch(sim: SoCSimulator, order: list[int]) -> int:
     """Send each ready task, in ``order``, to the PE that finishes it earliest.
 
     The finish time accounts for when each PE is expected to be free and when the task's data
     arrives there. If that PE is busy the task waits for it (and claims it: later tasks in the
     order look elsewhere); the first task whose best PE is idle starts now.
     """
-    sim = _sim(env)
     claimed = np.zeros(sim.num_pes, bool)
     for node in order:
         pes = np.flatnonzero(sim.node_capable_pe[node] & ~claimed)
@@ -109,10 +103,10 @@ def _earliest_finish_dispatch(env: Any, order: list[int]) -> int:
         if sim.pe_node[best] < 0:
             return node * sim.num_pes + best
         claimed[best] = True
-    return _wait_or_first_valid(env)
+    return _wait_or_first_valid(sim)
 
 
-class EFTPolicy(SimulatorPolicy):
+class EFTPolicy(SimulatorPolicy[SoCSimulator]):
     """Earliest Finish Time, a.k.a. Minimum Completion Time (Braun et al., JPDC 2001).
 
     Ready tasks in arrival order; each goes to the PE that finishes it earliest given when every PE
@@ -121,10 +115,11 @@ class EFTPolicy(SimulatorPolicy):
     """
 
     def act(self, observation: Any, env: Any) -> int:
-        return _earliest_finish_dispatch(env, _fcfs_ready_nodes(_sim(env)))
+        sim = self.simulator(env)
+        return _earliest_finish_dispatch(sim, _fcfs_ready_nodes(sim))
 
 
-class ETFPolicy(SimulatorPolicy):
+class ETFPolicy(SimulatorPolicy[SoCSimulator]):
     """Earliest Task First (Hwang, Chow, Anger, Lee, SIAM J. Computing 1989), in DS3's
     heterogeneous form (Arda et al., IEEE TC 2020).
 
@@ -136,7 +131,7 @@ class ETFPolicy(SimulatorPolicy):
     """
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         pairs: list[tuple[float, float, int, int]] = []
         for node in sim.ready_nodes:
             pes = np.flatnonzero(sim.node_capable_pe[node])
@@ -161,10 +156,10 @@ class ETFPolicy(SimulatorPolicy):
                 return node * sim.num_pes + pe
             handled.add(node)
             claimed.add(pe)
-        return _wait_or_first_valid(env)
+        return _wait_or_first_valid(sim)
 
 
-class CriticalPathPolicy(SimulatorPolicy):
+class CriticalPathPolicy(SimulatorPolicy[SoCSimulator]):
     """Critical path first (HLFET list scheduling: Adam, Chandy, Dickson, CACM 1974).
 
     Ready tasks are taken longest remaining path first (static b-level: each task on its fastest
@@ -186,7 +181,7 @@ class CriticalPathPolicy(SimulatorPolicy):
         return self._levels[template.name]
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         order = sorted(
             sim.ready_nodes,
             key=lambda n: (
@@ -195,7 +190,7 @@ class CriticalPathPolicy(SimulatorPolicy):
                 n,
             ),
         )
-        return _earliest_finish_dispatch(env, order)
+        return _earliest_finish_dispatch(sim, order)
 
 
 # ------------------------------------------------------------------------------------ HEFT
@@ -331,7 +326,7 @@ def heft_static_schedule(template: DagTemplate, platform: Platform) -> HeftPlan:
     )
 
 
-class HEFTPolicy(SimulatorPolicy):
+class HEFTPolicy(SimulatorPolicy[SoCSimulator]):
     """HEFT for streaming jobs (Topcuoglu, Hariri, Wu, IEEE TPDS 2002).
 
     Each job is ranked (upward rank, mean costs) and planned with insertion-based earliest finish
@@ -350,7 +345,7 @@ class HEFTPolicy(SimulatorPolicy):
         self.exec_estimator = exec_estimator
 
     def reset(self, env: Any) -> None:
-        sim = _sim(env)
+        sim = self.simulator(env)
         self._timelines: list[list[PlannedTask]] = [[] for _ in range(sim.num_pes)]
         self._planned_jobs: set[int] = set()
         self._ranks: dict[str, np.ndarray] = {}
@@ -433,7 +428,7 @@ class HEFTPolicy(SimulatorPolicy):
             planned[(entry.job_id, entry.task)] = (pe, entry.finish_us)
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = _sim(env)
+        sim = self.simulator(env)
         slot_of = {int(j): s for s, j in enumerate(sim.slot_job_id.tolist()) if j >= 0}
         new_jobs = sorted(j for j in slot_of if j not in self._planned_jobs)
         if new_jobs:
@@ -446,7 +441,7 @@ class HEFTPolicy(SimulatorPolicy):
                     sim.platform,
                     self._timelines,
                     sim.now_us,
-                    lambda t, j=job_id, tpl=template: self.exec_estimator(j, tpl, t),
+                    partial(self.exec_estimator, job_id, template),
                     self._rank(sim, template),
                 )
                 self._planned_jobs.add(job_id)
@@ -467,7 +462,7 @@ class HEFTPolicy(SimulatorPolicy):
                 entry.dispatched = True
                 del timeline[:index]
                 return node * sim.num_pes + pe
-        return _wait_or_first_valid(env)
+        return _wait_or_first_valid(sim)
 
 
 for _name, _factory, _description in (

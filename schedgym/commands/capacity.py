@@ -62,8 +62,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from schedgym.core.config import require_number
     from schedgym.core.errors import ConfigError
     from schedgym.core.policy import policy_spec
-    from schedgym.envs.prefillchunk.capacity import env_episode_fn, search_capacity
     from schedgym.envs.prefillchunk.config import MAX_QPS
+    from schedgym.leaderboard.capacity import env_episode_fn, search_capacity
     from schedgym.registration import env_entry
 
     env_id = env_entry(args.env_id).env_id

@@ -156,7 +156,7 @@ def run_cost(args: argparse.Namespace) -> int:
 def run_profile(args: argparse.Namespace) -> int:
     """Handler of ``schedgym profile``."""
     from schedgym.core.jsonio import require_writable_dir
-    from schedgym.costmodels.profiler import profile_device
+    from schedgym.costmodels.calibration.profiler import profile_device
 
     require_writable_dir(args.out, "--out")
 
@@ -175,7 +175,13 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
     """Fits from the shipped profiles (or ``profiles_dir``) and gathers every error figure."""
-    from schedgym.costmodels import fitting, nccl_fit, profiles, validation, whole_forward
+    from schedgym.costmodels.calibration import (
+        fitting,
+        nccl_fit,
+        profiles,
+        validation,
+        whole_forward,
+    )
 
     profile_set = profiles.load_profiles(profiles_dir)
     calibration = fitting.fit_calibration(profile_set, holdout=True)
@@ -204,7 +210,7 @@ def calibration_report(profiles_dir: str | None) -> dict[str, Any]:
 
 
 def _shared_prefix_kernel_report() -> dict[str, Any]:
-    from schedgym.costmodels.shared_prefix_fit import kernel_report
+    from schedgym.costmodels.calibration.shared_prefix_fit import kernel_report
 
     return kernel_report()
 
@@ -237,8 +243,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         from schedgym.envs.datagen.calibration import calibrate_env
 
         return calibrate_env(args.env, args.out)
-    from schedgym.costmodels.fitting import fit_calibration, save_calibration
-    from schedgym.costmodels.profiles import load_profiles
+    from schedgym.costmodels.calibration.fitting import fit_calibration, save_calibration
+    from schedgym.costmodels.calibration.profiles import load_profiles
 
     report = calibration_report(args.profiles)
     report.pop("_calibration")

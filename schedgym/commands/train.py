@@ -49,11 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from schedgym.training.config import load_hyperparams
 
     load_hyperparams(env_entry(args.env_id).env_id, args.config)
-    import torch
+    from schedgym.training.train import set_torch_threads, train
 
-    from schedgym.training.train import train
-
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     meta = train(
         args.env_id,
         presets=args.preset,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -23,8 +23,37 @@ from schedgym.core.errors import ConfigError, InvalidActionError
 from schedgym.core.spaces import as_action_index, check_action
 
 
-class SchedulingEnv(gym.Env, ABC):
+class EnvConfig(Protocol):
+    """What the base reads of an environment's config."""
+
+    @property
+    def invalid_action(self) -> str:
+        """``raise`` or a substitution mode (see :func:`schedgym.core.spaces.check_action`)."""
+        ...
+
+
+class EpisodeSimulator(Protocol):
+    """What the base reads of an environment's simulator."""
+
+    @property
+    def done(self) -> bool:
+        """True once the episode is over."""
+        ...
+
+    def summary(self) -> Mapping[str, Any]:
+        """The episode's summary metrics."""
+        ...
+
+
+ConfigT = TypeVar("ConfigT", bound=EnvConfig)
+SimT = TypeVar("SimT", bound=EpisodeSimulator)
+
+
+class SchedulingEnv(gym.Env, ABC, Generic[ConfigT, SimT]):
     """Base of the schedgym environments (see the module docstring).
+
+    Generic in the config and simulator types (``SchedulingEnv[SoCConfig, SoCSimulator]``):
+    ``config`` is a ``ConfigT``, ``simulator`` a ``SimT`` (None before the first reset).
 
     Class attributes to set:
         config_class: the frozen config dataclass (with an ``invalid_action`` field).
@@ -47,13 +76,15 @@ class SchedulingEnv(gym.Env, ABC):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = resolve_config(self.config_class, self.presets, config, preset, overrides)
+        self.config: ConfigT = resolve_config(
+            self.config_class, self.presets, config, preset, overrides
+        )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(
                 f"render_mode: must be one of {self.metadata['render_modes']}, got {render_mode!r}"
             )
         self.render_mode = render_mode
-        self.simulator: Any = None
+        self.simulator: SimT | None = None
 
     # ------------------------------------------------------------------- to implement
     @abstractmethod
@@ -133,7 +164,8 @@ class SchedulingEnv(gym.Env, ABC):
         module = importlib.import_module(self.render_module)
         return getattr(module, f"render_{self.render_mode}")(self._sim())
 
-    def _sim(self) -> Any:
+    def _sim(self) -> SimT:
+        """The simulator; raises InvalidActionError before the first reset."""
         if self.simulator is None:
             raise InvalidActionError("action: call reset() before step()")
         return self.simulator

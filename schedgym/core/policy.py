@@ -20,9 +20,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from schedgym.core.errors import ConfigError
+
+SimT = TypeVar("SimT")
 
 
 @runtime_checkable
@@ -36,16 +38,29 @@ class Policy(Protocol):
         """Return the action for ``observation`` (must satisfy ``env.action_masks()``)."""
 
 
-class SimulatorPolicy(ABC):
+class SimulatorReader(Generic[SimT]):
+    """Typed access to the simulator behind an env, for code that reads its view (policies,
+    portfolio adapters): ``SimulatorReader[SoCSimulator]`` makes :meth:`simulator` return a
+    ``SoCSimulator``."""
+
+    @staticmethod
+    def simulator(env: Any) -> SimT:
+        """The simulator behind ``env`` (through any Gymnasium wrappers)."""
+        return env.unwrapped.simulator
+
+
+class SimulatorPolicy(SimulatorReader[SimT], ABC):
     """Base of heuristics that read the simulator's view instead of the observation.
 
-    ``uses_observation = False`` lets :func:`schedgym.core.rollout.run_episode` skip building
-    observations (``env.advance``); such a policy receives ``None`` as observation there.
+    Generic in the simulator type it reads (``SimulatorPolicy[SoCSimulator]``), so that
+    :meth:`simulator` is typed. ``uses_observation = False`` lets
+    :func:`schedgym.core.rollout.run_episode` skip building observations (``env.advance``);
+    such a policy receives ``None`` as observation there.
     """
 
     uses_observation = False
 
-    def reset(self, env: Any) -> None:  # noqa: B027  (optional hook, no-op by default)
+    def reset(self, env: Any) -> None:
         """Nothing to reset by default."""
 
     @abstractmethod

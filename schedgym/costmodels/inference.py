@@ -12,7 +12,7 @@ a fitted soft roofline (see :mod:`schedgym.costmodels.roofline`) whose compute e
 from isolated operator profiles; a whole forward pass sustains a different tensor throughput
 (on H100 about 22% less), so the compute efficiencies of the GEMMs and of prefill attention are
 divided by a per-GPU ``compute_scale`` fitted to independent whole-forward measurements
-(:mod:`schedgym.costmodels.whole_forward`; 1 where none is applied).
+(:mod:`schedgym.costmodels.calibration.whole_forward`; 1 where none is applied).
 
 The engine's CPU work (scheduling, input preparation, sampling) overlaps with it, since
 kernel launches are asynchronous: iteration = softmax_p(GPU time, CPU time), which is their max
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from schedgym.core.errors import ConfigError
-from schedgym.costmodels.fitting import Calibration, shipped_calibration
+from schedgym.costmodels.coefficients import Calibration, shipped_calibration
 from schedgym.costmodels.hardware import (
     BYTES_PER_PARAM_BF16,
     GpuSpec,
@@ -144,7 +144,7 @@ class SharedPrefixKernel:
     head at the decode kernel's bandwidth efficiency. Per layer the pass takes
     ``soft_max_p(fixed_s, work)``: the extra kernel launches and the merge are a floor that
     large work hides (``p = overlap_sharpness``). Fitted to published kernel measurements
-    (``data/shared_prefix_kernel.csv``, :mod:`schedgym.costmodels.shared_prefix_fit`).
+    (``data/shared_prefix_kernel.csv``, :mod:`schedgym.costmodels.calibration.shared_prefix_fit`).
     """
 
     fixed_s: float  # per layer, seconds

@@ -6,12 +6,12 @@ all-reduce in training.
 
 All-reduce: each measured curve (GPU, worker count, GPUs per node) is described by up to three
 message-size regimes, each a smooth ``alpha + size / beta`` law (fitted in
-:mod:`schedgym.costmodels.nccl_fit`, shipped as ``data/nccl_alpha_beta.json``), rather than by
-interpolating the medians, which are bimodal at small sizes on the intra-node curves. The time
-never falls when the size grows, and past the largest measured size the last regime's bandwidth
-holds. A GPU or a node layout without tables uses the reference GPU's laws with each bandwidth
-scaled by the datasheet ratio of the link in use (NVLink within a node, the network across
-nodes, PCIe where a GPU has no NVLink).
+:mod:`schedgym.costmodels.calibration.nccl_fit`, shipped as ``data/nccl_alpha_beta.json``),
+rather than by interpolating the medians, which are bimodal at small sizes on the intra-node
+curves. The time never falls when the size grows, and past the largest measured size the last
+regime's bandwidth holds. A GPU or a node layout without tables uses the reference GPU's laws
+with each bandwidth scaled by the datasheet ratio of the link in use (NVLink within a node, the
+network across nodes, PCIe where a GPU has no NVLink).
 
 Send/recv: its medians are unimodal and log-log interpolation of their running median is within
 5% held out (the laws do no better), so it stays interpolated; a GPU without tables uses the

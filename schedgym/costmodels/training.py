@@ -155,7 +155,7 @@ class TrainingCalibration:
 
 def _gemm_points() -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
     """Measured forward efficiency of all token ops per GPU, pooled over models (tp=1)."""
-    from schedgym.costmodels.profiles import load_profiles
+    from schedgym.costmodels.calibration.profiles import load_profiles
     from schedgym.costmodels.roofline import LINEAR_OPS, TOKEN_OPS, op_work
 
     profiles = load_profiles()
@@ -177,7 +177,7 @@ def _gemm_points() -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
 
 def _attention_points() -> tuple[NDArray[np.float64], NDArray[np.float64], str]:
     """Forward FLOPs per call and achieved efficiency of measured FlashAttention prefills."""
-    from schedgym.costmodels.profiles import load_profiles
+    from schedgym.costmodels.calibration.profiles import load_profiles
 
     profiles = load_profiles()
     flops_all: list[float] = []

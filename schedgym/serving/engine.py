@@ -428,21 +428,37 @@ class ServingInstance:
             blocks += prefix.new_blocks_for(request.prefix_path)
         return blocks
 
+    def own_evictable_blocks(self, request: Request) -> int:
+        """Blocks of ``request``'s resident, unreferenced prefix nodes: counted in the KV cache's
+        evictable room, but admitting ``request`` references them, so it cannot use them."""
+        prefix = self.kv.prefix
+        if prefix is None or not request.prefix_path:
+            return 0
+        return prefix.unreferenced_blocks(request.prefix_path)
+
     def can_admit(self) -> bool:
         """Whether the head of the queue can be admitted now (blocks, watermark, seat)."""
         if not self.waiting or self.num_running() >= self.max_num_seqs:
             return False
-        need = self.admission_blocks(self.waiting[0]) + self.watermark_blocks
-        return need <= self.kv.available_blocks()
+        head = self.waiting[0]
+        need = self.admission_blocks(head) + self.watermark_blocks
+        return need <= self.kv.available_blocks() - self.own_evictable_blocks(head)
 
     def admit_next(self) -> Request:
-        """Admit the head of the queue: allocate its blocks and start its prefill."""
-        request = self.waiting.popleft()
+        """Admit the head of the queue: reference its cached prefix, allocate its blocks and
+        start its prefill.
+
+        The prefix is referenced before the allocation, so an allocation that has to evict
+        never takes a node of the request's own prefix (it would be dropped, then re-created
+        without its blocks being allocated).
+        """
+        request = self.waiting[0]
         blocks = self.admission_blocks(request)
-        self.waiting_blocks -= -(-request.prefill_target // self.block_tokens)
-        ok = self.kv.allocate(blocks)
-        if not ok:  # pragma: no cover - schedulers call can_admit first
+        room = self.kv.available_blocks() - self.own_evictable_blocks(request)
+        if blocks > room:  # pragma: no cover - schedulers call can_admit first
             raise AssertionError("admit_next without room; call can_admit first")
+        self.waiting.popleft()
+        self.waiting_blocks -= -(-request.prefill_target // self.block_tokens)
         prefix = self.kv.prefix
         if prefix is not None and request.prefix_path:
             cached, _ = prefix.acquire(request.prefix_path, self.now_s)
@@ -451,6 +467,8 @@ class ServingInstance:
             skipped = min(cached, request.prefill_target - 1)
             request.prefilled = skipped
             self.waiting_prefill_tokens -= skipped
+        if not self.kv.allocate(blocks):  # pragma: no cover - room was checked above
+            raise AssertionError("KV allocation failed after the room check")
         request.state = PREFILL
         if request.admitted_s != request.admitted_s:  # nan: first admission
             request.admitted_s = self.now_s

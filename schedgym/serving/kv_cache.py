@@ -72,6 +72,17 @@ class PrefixCache:
         """Blocks :meth:`acquire` would allocate for ``path``'s nodes that are not resident."""
         return sum(t for n, t in path if n not in self.nodes) // self.block_tokens
 
+    def unreferenced_blocks(self, path: Sequence[tuple[int, int]]) -> int:
+        """Blocks of ``path``'s resident nodes that nobody references: evictable room that a
+        request on ``path`` cannot use, since admitting it references them."""
+        nodes = self.nodes
+        blocks = 0
+        for node_id, _ in path:
+            node = nodes.get(node_id)
+            if node is not None and node.refcount == 0:
+                blocks += node.blocks
+        return blocks
+
     def acquire(self, path: Sequence[tuple[int, int]], now_s: float) -> tuple[int, int]:
         """Reference every node of ``path``, creating the missing ones.
 

@@ -106,17 +106,21 @@ class OrcaScheduler:
     def plan(self, instance: ServingInstanceView) -> BatchPlan:
         decode = instance.prepare_decode()
         tokens = instance.num_decoding if decode else 0
-        prefills: list[tuple[Request, int]] = []
-        while instance.can_admit():
-            if (
-                prefills
-                and tokens + instance.waiting[0].remaining_prefill > instance.max_batch_tokens
-            ):
-                break
-            head = instance.admit_next()
-            prefills.append((head, head.remaining_prefill))
-            tokens += head.remaining_prefill
-        return BatchPlan(decode, prefills)
+        return BatchPlan(decode, _admit_whole_prompts(instance, tokens))
+
+
+def _admit_whole_prompts(instance: ServingInstanceView, tokens: int) -> list[tuple[Request, int]]:
+    """Admit queued requests, whole prompts, while the iteration's ``tokens`` plus theirs stay
+    within ``max_batch_tokens`` (at least one is admitted when any can be): Orca's and
+    FasterTransformer's batch formation."""
+    prefills: list[tuple[Request, int]] = []
+    while instance.can_admit():
+        if prefills and tokens + instance.waiting[0].remaining_prefill > instance.max_batch_tokens:
+            break
+        head = instance.admit_next()
+        prefills.append((head, head.remaining_prefill))
+        tokens += head.remaining_prefill
+    return prefills
 
 
 class FasterTransformerScheduler:
@@ -127,17 +131,7 @@ class FasterTransformerScheduler:
 
     def plan(self, instance: ServingInstanceView) -> BatchPlan:
         if instance.num_running() == 0:
-            prefills: list[tuple[Request, int]] = []
-            tokens = 0
-            while instance.can_admit():
-                if (
-                    prefills
-                    and tokens + instance.waiting[0].remaining_prefill > instance.max_batch_tokens
-                ):
-                    break
-                head = instance.admit_next()
-                prefills.append((head, head.remaining_prefill))
-                tokens += head.remaining_prefill
+            prefills = _admit_whole_prompts(instance, 0)
             if prefills:
                 return BatchPlan(False, prefills)
         return BatchPlan(instance.prepare_decode())

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from schedgym.core.policy import make_policy
-from schedgym.training.envs import make_scenario_env
+from schedgym.training.envs import make_scenario_env, scheduling_env
 
 
 def collect_traces(
@@ -40,7 +40,7 @@ def collect_traces(
         rewards: list[float] = []
         done = False
         while not done:
-            mask = np.asarray(env.unwrapped.action_masks(), dtype=bool)
+            mask = np.asarray(scheduling_env(env).action_masks(), dtype=bool)
             action = int(policy.act(obs, env))
             steps.append((obs, mask, action))
             obs, reward, terminated, truncated, _ = env.step(action)

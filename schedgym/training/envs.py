@@ -12,7 +12,24 @@ import gymnasium as gym
 import numpy as np
 
 from schedgym.agents.layouts import observation_shapes
+from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import ConfigError
+
+
+def scheduling_env(env: gym.Env) -> SchedulingEnv[Any, Any]:
+    """The schedgym environment under ``env``'s wrappers."""
+    unwrapped = env.unwrapped
+    if not isinstance(unwrapped, SchedulingEnv):
+        raise ConfigError(f"env: {type(unwrapped).__name__} is not a schedgym environment")
+    return unwrapped
+
+
+def num_actions(env: gym.Env) -> int:
+    """Size of ``env``'s discrete action space."""
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Discrete):
+        raise ConfigError(f"action_space: training needs a Discrete space, got {space}")
+    return int(space.n)
 
 
 def make_scenario_env(env_id: str, scenario: dict[str, Any]) -> gym.Env:
@@ -37,13 +54,13 @@ class ScenarioMixEnv(gym.Env):
         for scenario, env in zip(scenarios, self.envs, strict=True):
             if observation_shapes(env.observation_space) != observation_shapes(
                 first.observation_space
-            ) or (env.action_space.n != first.action_space.n):
+            ) or (num_actions(env) != num_actions(first)):
                 raise ConfigError(
                     f"scenarios: {scenario} has other observation shapes or actions than "
                     f"{scenarios[0]}; mixed scenarios must share their padding"
                 )
         self.observation_space = first.observation_space
-        self.action_space = gym.spaces.Discrete(int(first.action_space.n))
+        self.action_space: gym.spaces.Discrete = gym.spaces.Discrete(num_actions(first))
         self.current = first
         self.scenario_index = 0
 
@@ -57,11 +74,12 @@ class ScenarioMixEnv(gym.Env):
         return self.current.reset(seed=episode_seed, options=options)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        return self.current.step(action)
+        observation, reward, terminated, truncated, info = self.current.step(action)
+        return observation, float(reward), terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """The current scenario's valid actions."""
-        return np.asarray(self.current.unwrapped.action_masks(), dtype=bool)
+        return np.asarray(scheduling_env(self.current).action_masks(), dtype=bool)
 
     def close(self) -> None:
         for env in self.envs:

@@ -47,6 +47,11 @@ LIBRARIES = ("torch", "torch_geometric", "stable_baselines3", "sb3_contrib", "gy
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+def set_torch_threads(count: int) -> None:
+    """Let torch use ``count`` CPU threads (intra-op) in this process."""
+    torch.set_num_threads(count)
+
+
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a checkpoint depends on, and of schedgym and Python."""
     versions = {"python": platform.python_version()}
@@ -140,9 +145,10 @@ class _Periodic(BaseCallback):
             self.bar.update(self.model.num_timesteps - self.bar.n)
         if self.model.num_timesteps >= self.next_at:
             self.next_at += self.every
-            result = self.run.evaluate_and_save(
-                self.model, self.env_id, self.scenarios, self.episodes
-            )
+            model = self.model
+            if not isinstance(model, MaskablePPO):
+                raise TypeError(f"model: expected MaskablePPO, got {type(model).__name__}")
+            result = self.run.evaluate_and_save(model, self.env_id, self.scenarios, self.episodes)
             if self.bar is not None:
                 self.bar.set_postfix(
                     validation=f"{result['mean']:.4g}", best=f"{self.run.best:.4g}"
@@ -301,7 +307,7 @@ def train(
         from tqdm import tqdm
 
         bar = tqdm(total=int(timesteps), initial=int(model.num_timesteps), unit="step")
-    callbacks = [
+    callbacks: list[BaseCallback] = [
         _Periodic(run, env_id, validation_scenarios, episodes, int(params["eval_freq"]), bar)
     ]
     wandb_cb = _wandb_callback(wandb_mode, wandb_explicit, meta, out_dir)

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 import schedgym  # noqa: F401
-from schedgym.baselines.regret import (
+from benchmarks.regret_synthetic import (
+    best_fixed_linear_loss,
+    fit_growth_exponent,
+    synthetic_groups,
+    synthetic_stream,
+)
+from schedgym.baselines.online_learning import (
     Group,
     GroupFamily,
     GroupIndex,
@@ -15,10 +21,6 @@ from schedgym.baselines.regret import (
     GroupwiseOnlineRegressor,
     OnlineRidge,
     SleepingAdaNormalHedge,
-    best_fixed_linear_loss,
-    fit_growth_exponent,
-    synthetic_groups,
-    synthetic_stream,
 )
 from schedgym.baselines.regret_soc import SoCPortfolioAdapter
 from schedgym.core.policy import make_policy, policy_names

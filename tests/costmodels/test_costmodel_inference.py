@@ -13,17 +13,14 @@ from schedgym.costmodels import (
     iteration_time_s,
     sarathi_engine_overhead,
 )
-from schedgym.costmodels.fitting import (
-    error_report,
-    fit_calibration,
-    shipped_calibration,
-)
-from schedgym.costmodels.profiles import load_profiles
+from schedgym.costmodels.calibration.fitting import error_report, fit_calibration
+from schedgym.costmodels.calibration.profiles import load_profiles
+from schedgym.costmodels.calibration.validation import cross_model_check, sarathi_check
+from schedgym.costmodels.coefficients import shipped_calibration
 from schedgym.costmodels.roofline import (
     decode_attention_time_s,
     prefill_attention_time_s,
 )
-from schedgym.costmodels.validation import cross_model_check, sarathi_check
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +176,8 @@ def test_decode_profile_reads_kv_per_query_head():
     of ``kv_cache_size``) fits far worse and needs more than the GPU's peak bandwidth."""
     import dataclasses
 
-    from schedgym.costmodels import fitting
-    from schedgym.costmodels.profiles import holdout_mask, load_profiles
+    from schedgym.costmodels.calibration import fitting
+    from schedgym.costmodels.calibration.profiles import holdout_mask, load_profiles
     from schedgym.costmodels.roofline import decode_attention_time_s
 
     profiles = load_profiles()

@@ -15,7 +15,7 @@ from schedgym.costmodels import (
     kv_migration_time_s,
     send_recv_time_s,
 )
-from schedgym.costmodels.nccl_fit import fit_all, holdout_errors
+from schedgym.costmodels.calibration.nccl_fit import fit_all, holdout_errors
 from schedgym.costmodels.network import collective_times_s, measured_curves
 
 

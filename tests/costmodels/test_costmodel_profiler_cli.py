@@ -12,8 +12,8 @@ import pytest
 
 from schedgym.commands import costmodel
 from schedgym.core.errors import ConfigError
-from schedgym.costmodels.fitting import fit_calibration
-from schedgym.costmodels.profiles import OPERATOR_COLUMNS, load_profiles
+from schedgym.costmodels.calibration.fitting import fit_calibration
+from schedgym.costmodels.calibration.profiles import OPERATOR_COLUMNS, load_profiles
 
 
 def _run(argv: list[str]) -> int:
@@ -122,7 +122,7 @@ def test_calibrate_report_text_and_json(capsys) -> None:
 
 def test_importing_costmodels_does_not_import_torch() -> None:
     code = (
-        "import sys, schedgym.costmodels, schedgym.costmodels.profiler,"
+        "import sys, schedgym.costmodels, schedgym.costmodels.calibration.profiler,"
         " schedgym.commands.costmodel;"
         "sys.exit('torch' in sys.modules)"
     )

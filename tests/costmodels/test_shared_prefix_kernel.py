@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schedgym.costmodels.inference import get_cost_model, shipped_shared_prefix_kernel
-from schedgym.costmodels.shared_prefix_fit import (
+from schedgym.costmodels.calibration.shared_prefix_fit import (
     fit_shared_prefix_kernel,
     kernel_points,
     kernel_report,
 )
+from schedgym.costmodels.inference import get_cost_model, shipped_shared_prefix_kernel
 from schedgym.serving.engine import DecodeTimer, ServingInstance
 from schedgym.serving.kv_cache import KVCache
 from schedgym.serving.request import Request

@@ -8,7 +8,7 @@ from importlib import resources
 import pytest
 
 from schedgym.core.errors import ConfigError
-from schedgym.costmodels import whole_forward
+from schedgym.costmodels.calibration import whole_forward
 from schedgym.costmodels.hardware import get_gpu, get_model
 from schedgym.costmodels.inference import (
     InferenceCostModel,

@@ -196,6 +196,27 @@ def test_prefix_sharing_in_the_engine_skips_cached_prefill():
     assert instance.kv.used_blocks == 32 == instance.kv.prefix.evictable_blocks
 
 
+def test_admission_never_evicts_the_requests_own_cached_prefix():
+    # 100 blocks; two finished requests leave prefixes 10 (older) and 20 resident, unreferenced
+    # (32 blocks each). The third reuses prefix 10 and needs 50 more blocks with 36 free: the
+    # allocation must evict prefix 20, not the least recently used node 10 it is about to
+    # reference (dropping it would re-create it without blocks, and the count would drift).
+    instance = ServingInstance(0, COST, KVCache(100, prefix_caching=True), make_scheduler("vllm"))
+    cluster = ServingCluster([instance], lambda b, s, d: 0.0)
+    first = Request(0, 0.0, 600, 5, prefix_path=((10, 512),))
+    second = Request(1, 5.0, 600, 5, prefix_path=((20, 512),))
+    third = Request(2, 10.0, 512 + 16 * 50, 5, prefix_path=((10, 512),))
+    run(cluster, [first, second], lambda k: 0)
+    prefix = instance.kv.prefix
+    assert instance.own_evictable_blocks(third) == 32
+    assert prefix.unreferenced_blocks(((10, 512), (20, 512))) == 64
+    run(cluster, [third], lambda k: 0)
+    assert third.state == FINISHED and third.prefilled == 1312
+    assert sorted(prefix.nodes) == [10]
+    assert prefix.hit_tokens == 512  # the third request's prefill skipped the cached prefix
+    assert instance.kv.used_blocks == prefix.resident_blocks == prefix.evictable_blocks == 32
+
+
 request_lists = st.lists(
     st.tuples(
         st.floats(0.0, 0.3),  # gap to previous arrival, s

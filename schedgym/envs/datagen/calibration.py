@@ -1,5 +1,10 @@
 """Measure the local machine's solver and training-step times into a cost table.
 
+What is timed (this environment's solver and surrogate) lives here, next to them; how it is
+timed and fitted (medians, non-negative fits, the machine's description) is the cost-model
+calibration's :mod:`schedgym.costmodels.calibration.cpu_timing`, which cannot import an
+environment.
+
 ``schedgym calibrate --env OnlineDataGen-v0 [--out FILE]`` calls :func:`calibrate_env`; the table
 it writes can be given to the environment as ``cost_table=FILE``. Times are the median of several
 timed repetitions (robust to a busy machine), measured on one BLAS thread (OpenBLAS is set to one
@@ -9,12 +14,8 @@ Python): one core is what the environment's cost model assumes (it models the mu
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ import numpy as np
 
 from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import write_json_atomic
+from schedgym.costmodels.calibration.cpu_timing import (
+    machine_description,
+    median_time_s,
+    nonnegative_relative_fit,
+)
 from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.costs import TABLE_FORMAT
 from schedgym.envs.datagen.solver import Conductivity, advance, advance_nonlinear
@@ -40,67 +46,6 @@ DEFAULT_TRAINING_POINTS = (
     (64, 128, 2, 48),
 )
 INPUT_DIM = 6
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def cpu_name() -> str:
-    """The processor's model name (``/proc/cpuinfo`` where there is one)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _median_time_s(work: Callable[[], None], min_time_s: float, repeats: int = 5) -> float:
-    """Median over ``repeats`` chunks of the per-call time of ``work``; each chunk runs at least
-    ``min_time_s / repeats`` seconds."""
-    work()  # warm-up: allocations, BLAS initialisation
-    chunk_s = min_time_s / repeats
-    calls = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            work()
-        elapsed = time.perf_counter() - start
-        if elapsed >= chunk_s or calls >= 1 << 20:
-            break
-        calls *= 2
-    samples = [elapsed / calls]
-    for _ in range(repeats - 1):
-        start = time.perf_counter()
-        for _ in range(calls):
-            work()
-        samples.append((time.perf_counter() - start) / calls)
-    return float(np.median(samples))
-
-
-def _relative_fit(features: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative coefficients ``c`` of ``y ~ features @ c`` minimising relative error.
-
-    Tries every subset of the columns (there are at most three) and keeps the best fit whose
-    coefficients are all non-negative: a tiny exact NNLS, so a cost never goes negative.
-    """
-    weighted = features / y[:, None]
-    target = np.ones_like(y)
-    best: tuple[float, np.ndarray] | None = None
-    columns = features.shape[1]
-    for subset in range(1, 1 << columns):
-        used = [c for c in range(columns) if subset >> c & 1]
-        coef, *_ = np.linalg.lstsq(weighted[:, used], target, rcond=None)
-        if (coef < 0.0).any():
-            continue
-        full = np.zeros(columns)
-        full[used] = coef
-        residual = float(np.sum((weighted @ full - target) ** 2))
-        if best is None or residual < best[0]:
-            best = (residual, full)
-    if best is None:
-        raise ConfigError("cost_table: no non-negative fit of the measured times")
-    return best[1]
 
 
 def measure_solver(grid_sizes: Sequence[int], min_time_s: float) -> dict[str, float]:
@@ -114,7 +59,7 @@ def measure_solver(grid_sizes: Sequence[int], min_time_s: float) -> dict[str, fl
         def work(f: np.ndarray = fields) -> None:
             advance(f, 0.2, substeps)
 
-        per_call = _median_time_s(work, min_time_s)
+        per_call = median_time_s(work, min_time_s)
         out[str(n)] = per_call / substeps
     return out
 
@@ -142,8 +87,8 @@ def measure_nonlinear_factor(grid_sizes: Sequence[int], min_time_s: float) -> di
         def nonlinear(f: np.ndarray = fields) -> None:
             advance_nonlinear(f, 0.2, substeps, conductivity)
 
-        linear_s = _median_time_s(linear, min_time_s) / substeps
-        nonlinear_s = _median_time_s(nonlinear, min_time_s) / substeps
+        linear_s = median_time_s(linear, min_time_s) / substeps
+        nonlinear_s = median_time_s(nonlinear, min_time_s) / substeps
         substep_s[str(n)] = nonlinear_s
         ratios.append(nonlinear_s / linear_s)
     return {
@@ -170,7 +115,7 @@ def measure_training(
         def step(m: MLPSurrogate = model, x: np.ndarray = inputs, y: np.ndarray = targets) -> None:
             m.train_step(x, y)
 
-        step_s = _median_time_s(step, min_time_s)
+        step_s = median_time_s(step, min_time_s)
         rows.append(
             {
                 "batch_size": batch_size,
@@ -211,24 +156,19 @@ def measure_cost_table(
     cells = np.array([float(n) ** 2 for n in grid_sizes])
     substep = np.array([solver[str(n)] for n in grid_sizes])
     solver_features = np.stack([np.ones_like(cells), cells], axis=1)
-    solver_intercept, per_cell = _relative_fit(solver_features, substep)
+    solver_intercept, per_cell = nonnegative_relative_fit(solver_features, substep, "cost_table")
     flops = np.array([row["flops"] for row in training])
     step = np.array([row["step_s"] for row in training])
     params = np.array([float(row["num_params"]) for row in training])
     train_features = np.stack([np.ones_like(flops), flops, params], axis=1)
-    train_intercept, per_flop, per_param = _relative_fit(train_features, step)
+    train_intercept, per_flop, per_param = nonnegative_relative_fit(
+        train_features, step, "cost_table"
+    )
     solver_err = np.abs(solver_intercept + per_cell * cells - substep) / substep
     train_err = np.abs(train_features @ [train_intercept, per_flop, per_param] - step) / step
     table = {
         "format": TABLE_FORMAT,
-        "cpu": cpu_name(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "threads_env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
-        "measured_at_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
+        **machine_description(),
         "solver_substep_s": solver,
         "solver_fit": {
             "intercept_s": solver_intercept,

@@ -22,7 +22,7 @@ NUM_GLOBAL_FEATURES = 17
 LOG_FLOOR = 1e-12
 
 
-class OnlineDataGenEnv(SchedulingEnv):
+class OnlineDataGenEnv(SchedulingEnv[DataGenConfig, DataGenSimulator]):
     """Online data generation for a deep surrogate of the 2D heat equation (Melissa).
 
     ## Description
@@ -111,7 +111,6 @@ class OnlineDataGenEnv(SchedulingEnv):
         **overrides: Any,
     ) -> None:
         super().__init__(config, preset, render_mode, **overrides)
-        self.config: DataGenConfig
         self.num_regions = self.config.num_regions
         self.num_acquisitions = self.num_regions + 2
         self.num_splits = len(self.config.solver_fractions)
@@ -126,7 +125,6 @@ class OnlineDataGenEnv(SchedulingEnv):
                 "global_features": spaces.Box(-np.inf, np.inf, (NUM_GLOBAL_FEATURES,), np.float32),
             }
         )
-        self.simulator: DataGenSimulator | None = None
 
     # ------------------------------------------------------------------------ encoding
     def encode_action(self, acquisition: int, split: int, buffer: int) -> int:
@@ -181,9 +179,6 @@ class OnlineDataGenEnv(SchedulingEnv):
         return mask.ravel()
 
     # -------------------------------------------------------------------------- helpers
-    def _sim(self) -> DataGenSimulator:
-        return super()._sim()
-
     def _info(self) -> dict[str, Any]:
         sim = self._sim()
         return {

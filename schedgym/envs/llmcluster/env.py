@@ -25,7 +25,7 @@ TOKENS_SCALE = 4096.0
 ITERATION_SCALE_S = 0.1
 
 
-class LLMClusterEnv(SchedulingEnv):
+class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
     """Request dispatch and live migration across LLM serving instances (Llumnix).
 
     ## Description
@@ -127,7 +127,6 @@ class LLMClusterEnv(SchedulingEnv):
         **overrides: Any,
     ) -> None:
         super().__init__(config, preset, render_mode, **overrides)
-        self.config: LLMClusterConfig
         n = self.config.num_instances
         c = self.config.candidates_per_instance
         self.num_instances = n
@@ -147,7 +146,6 @@ class LLMClusterEnv(SchedulingEnv):
                 "global_features": box(-np.inf, np.inf, (NUM_GLOBAL_FEATURES,), np.float32),
             }
         )
-        self.simulator: LLMClusterSimulator | None = None
         self._candidates: list[Request | None] = [None] * self.num_candidates
         # The filled candidate slots and each one's KV blocks, as of the last refresh.
         self._candidate_slots: list[int] = []
@@ -211,9 +209,6 @@ class LLMClusterEnv(SchedulingEnv):
         raise InvalidActionError(f"action: request {request.request_id} is not a listed candidate")
 
     # -------------------------------------------------------------------------- helpers
-    def _sim(self) -> LLMClusterSimulator:
-        return super()._sim()
-
     def _refresh(self) -> None:
         """Recompute the candidate list and the action mask for the next decision, running
         through forced migration ticks (where "no migration" is the only valid action)."""

@@ -25,7 +25,7 @@ _LOG2_MAX_CONTEXT = 21.0
 _MICROBATCH_SCALE = 16.0
 
 
-class MeshAssignEnv(SchedulingEnv):
+class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
     """Variable-length sequences assigned to a device mesh for long-context training (ByteScale).
 
     ## Description
@@ -109,7 +109,6 @@ class MeshAssignEnv(SchedulingEnv):
         **overrides: Any,
     ) -> None:
         super().__init__(config, preset, render_mode, **overrides)
-        self.config: MeshConfig
         self.padded_ranks = self.config.padded_ranks
         self.num_ranks = self.config.num_gpus
         self.num_actions = 2 * self.padded_ranks - 1
@@ -129,7 +128,6 @@ class MeshAssignEnv(SchedulingEnv):
         )
         self._rank_mask = np.zeros(self.padded_ranks, np.int8)
         self._rank_mask[: self.num_ranks] = 1
-        self.simulator: MeshSimulator | None = None
 
     # ------------------------------------------------------------------------------ API
     def reset(
@@ -156,9 +154,6 @@ class MeshAssignEnv(SchedulingEnv):
         return self.simulator.decision_mask().copy()
 
     # -------------------------------------------------------------------------- helpers
-    def _sim(self) -> MeshSimulator:
-        return super()._sim()
-
     def _info(self) -> dict[str, Any]:
         sim = self._sim()
         info = {

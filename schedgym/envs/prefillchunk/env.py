@@ -21,7 +21,7 @@ QUEUE_FEATURES = 3
 TOKEN_SCALE = 1024.0  # brings token counts in observations to order one
 
 
-class PrefillChunkEnv(SchedulingEnv):
+class PrefillChunkEnv(SchedulingEnv[PrefillChunkConfig, PrefillChunkSimulator]):
     """Per-iteration batch composition on one LLM replica (Sarathi-Serve).
 
     ## Description
@@ -113,7 +113,6 @@ class PrefillChunkEnv(SchedulingEnv):
         **overrides: Any,
     ) -> None:
         super().__init__(config, preset, render_mode, **overrides)
-        self.config: PrefillChunkConfig
         self.budgets = self.config.token_budgets
         self.num_budgets = len(self.budgets)
         self.action_space = MaskedDiscrete(NUM_MODES * self.num_budgets, self.action_masks)
@@ -125,7 +124,6 @@ class PrefillChunkEnv(SchedulingEnv):
                 "state": spaces.Box(-np.inf, np.inf, (NUM_STATE_FEATURES,), np.float32),
             }
         )
-        self.simulator: PrefillChunkSimulator | None = None
 
     def action_index(self, mode: int, budget: int) -> int:
         """The action composing with ``mode`` and the configured budget ``budget`` (tokens)."""
@@ -163,9 +161,6 @@ class PrefillChunkEnv(SchedulingEnv):
         return mask
 
     # -------------------------------------------------------------------------- helpers
-    def _sim(self) -> PrefillChunkSimulator:
-        return super()._sim()
-
     def _info(self) -> dict[str, Any]:
         sim = self._sim()
         return {

@@ -20,7 +20,7 @@ NUM_GLOBAL_FEATURES = 8
 TOKEN_SCALE = 1024.0  # brings token counts in observations to order one
 
 
-class PrefixBatchEnv(SchedulingEnv):
+class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
     """A large offline batch whose prompts share prefixes, on one LLM replica (BatchLLM).
 
     ## Description
@@ -97,7 +97,6 @@ class PrefixBatchEnv(SchedulingEnv):
         **overrides: Any,
     ) -> None:
         super().__init__(config, preset, render_mode, **overrides)
-        self.config: PrefixBatchConfig
         self.max_groups = self.config.max_groups
         self.run_action = self.max_groups
         self.action_space = MaskedDiscrete(self.max_groups + 1, self.action_masks)
@@ -110,7 +109,6 @@ class PrefixBatchEnv(SchedulingEnv):
                 "global_features": spaces.Box(-np.inf, np.inf, (NUM_GLOBAL_FEATURES,), np.float32),
             }
         )
-        self.simulator: PrefixBatchSimulator | None = None
 
     # ------------------------------------------------------------------------------ API
     def reset(
@@ -148,9 +146,6 @@ class PrefixBatchEnv(SchedulingEnv):
         return mask
 
     # -------------------------------------------------------------------------- helpers
-    def _sim(self) -> PrefixBatchSimulator:
-        return super()._sim()
-
     def _info(self) -> dict[str, Any]:
         sim = self._sim()
         return {

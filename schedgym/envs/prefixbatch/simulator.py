@@ -28,8 +28,8 @@ import numpy as np
 from schedgym.core.errors import InvalidActionError
 from schedgym.costmodels.inference import get_cost_model, kv_blocks_capacity
 from schedgym.envs.prefixbatch.config import PrefixBatchConfig
+from schedgym.serving.engine import ServingInstance
 from schedgym.serving.kv_cache import KVCache, PrefixCache
-from schedgym.serving.prefix_admission import PrefixSafeInstance
 from schedgym.serving.request import Request
 from schedgym.serving.schedulers import SarathiScheduler
 from schedgym.workloads.prefix_tree import PrefixBatch, generate_prefix_batch
@@ -123,7 +123,7 @@ class PrefixBatchSimulator:
         self.capacity_blocks = capacity
         kv = KVCache(capacity, prefix_caching=True)
         self._prefix = kv.prefix = _ChangeTrackingPrefixCache(kv.block_tokens)
-        self.instance = PrefixSafeInstance(
+        self.instance = ServingInstance(
             0,
             cost_model,
             kv,

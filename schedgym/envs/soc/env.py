@@ -31,7 +31,7 @@ NUM_GLOBAL_FEATURES = 6
 _ONE_HOT_STATES = np.array([WAITING, READY, RUNNING, DONE], np.int8)
 
 
-class SoCDAGEnv(SchedulingEnv):
+class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
     """Streaming DAG jobs on a heterogeneous system-on-chip (DeepSoCS, DS3).
 
     ## Description
@@ -114,8 +114,6 @@ class SoCDAGEnv(SchedulingEnv):
         **overrides: Any,
     ) -> None:
         super().__init__(config, preset, render_mode, **overrides)
-        self.config: SoCConfig
-        self.simulator: SoCSimulator | None = None
         platform = platform_for(self.config)
         self.num_pes = platform.num_pes
         self.num_pe_types = platform.num_pe_types
@@ -184,9 +182,6 @@ class SoCDAGEnv(SchedulingEnv):
         return mask
 
     # -------------------------------------------------------------------------- helpers
-    def _sim(self) -> SoCSimulator:
-        return super()._sim()
-
     def _info(self) -> dict[str, Any]:
         sim = self._sim()
         return {

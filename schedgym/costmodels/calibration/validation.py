@@ -17,14 +17,15 @@ from typing import Any
 import numpy as np
 
 from schedgym.core.jsonio import write_json_atomic
-from schedgym.costmodels.fitting import Calibration, fit_calibration, levenberg_marquardt
+from schedgym.costmodels.calibration.fitting import fit_calibration, levenberg_marquardt
+from schedgym.costmodels.calibration.profiles import ProfileSet
+from schedgym.costmodels.coefficients import Calibration
 from schedgym.costmodels.hardware import get_gpu
 from schedgym.costmodels.inference import (
     EngineOverhead,
     InferenceCostModel,
     sarathi_engine_overhead,
 )
-from schedgym.costmodels.profiles import ProfileSet
 from schedgym.costmodels.roofline import (
     ELEMENTWISE_OPS,
     LINEAR_OPS,

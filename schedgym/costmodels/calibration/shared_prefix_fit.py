@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schedgym.costmodels.fitting import levenberg_marquardt
+from schedgym.costmodels.calibration.fitting import levenberg_marquardt
 from schedgym.costmodels.hardware import GpuSpec, ModelSpec
 from schedgym.costmodels.inference import InferenceCostModel, SharedPrefixKernel
 
@@ -227,6 +227,7 @@ def save_shared_prefix_kernel(kernel: SharedPrefixKernel, path: str | Path) -> N
     payload = {
         "fixed_s": kernel.fixed_s,
         "overlap_sharpness": kernel.overlap_sharpness,
-        "fitted_to": f"{KERNEL_TABLE}, cascade rows (schedgym.costmodels.shared_prefix_fit)",
+        "fitted_to": f"{KERNEL_TABLE}, cascade rows "
+        "(schedgym.costmodels.calibration.shared_prefix_fit)",
     }
     Path(path).write_text(json.dumps(payload, indent=1) + "\n")

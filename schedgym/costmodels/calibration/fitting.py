@@ -7,25 +7,23 @@ length, for attention) is held out of the fit and used only for the reported err
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from schedgym.core.jsonio import dumps_strict
-from schedgym.costmodels.hardware import GpuSpec
-from schedgym.costmodels.profiles import (
+from schedgym.costmodels.calibration.profiles import (
     ALL_TOKEN_OPS,
     AttentionCurve,
     OperatorCurve,
     ProfileSet,
     holdout_mask,
 )
+from schedgym.costmodels.coefficients import Calibration
+from schedgym.costmodels.hardware import GpuSpec
 from schedgym.costmodels.roofline import (
     GROUPS,
     LINEAR_OPS,
@@ -37,7 +35,6 @@ from schedgym.costmodels.roofline import (
 )
 
 FloatArray = NDArray[np.float64]
-COEFFICIENTS_FILE = "coefficients.json"
 ATTENTION_OPS = ("attn_prefill", "attn_decode")
 # Starting points; the fit works in log space so every coefficient stays positive.
 _INITIAL = {
@@ -132,56 +129,6 @@ def _fit(
             break
     assert best is not None
     return _coefficients_from(names, best)
-
-
-@dataclass
-class Calibration:
-    """Fitted coefficients: device name -> operator name -> coefficients.
-
-    Operators are the token-level ones (``attn_pre_proj``, ..., ``emb``) plus ``attn_prefill``
-    and ``attn_decode``. ``default`` holds the geometric mean over the fitted devices, used for a
-    device in the catalogue that has no profile of its own.
-    """
-
-    devices: dict[str, dict[str, RooflineCoefficients]] = field(default_factory=dict)
-    default: dict[str, RooflineCoefficients] = field(default_factory=dict)
-
-    def for_device(self, name: str) -> dict[str, RooflineCoefficients]:
-        """Coefficients of a device, filling gaps from the default."""
-        merged = dict(self.default)
-        merged.update(self.devices.get(name, {}))
-        return merged
-
-    def to_json(self) -> str:
-        """Serialises to JSON (the shipped ``coefficients.json``)."""
-        payload = {
-            "units": "efficiencies: fractions of datasheet peak; floor_s, cta_latency_s: seconds",
-            "devices": {
-                device: {op: c.to_dict() for op, c in ops.items()}
-                for device, ops in sorted(self.devices.items())
-            },
-            "default": {op: c.to_dict() for op, c in self.default.items()},
-        }
-        return dumps_strict(payload, indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Calibration:
-        """Inverse of :meth:`to_json`."""
-        raw = json.loads(text)
-
-        def parse(ops: dict[str, Any]) -> dict[str, RooflineCoefficients]:
-            return {op: RooflineCoefficients(**values) for op, values in ops.items()}
-
-        return cls(
-            devices={device: parse(ops) for device, ops in raw["devices"].items()},
-            default=parse(raw["default"]),
-        )
-
-
-def shipped_calibration() -> Calibration:
-    """The calibration fitted from the shipped profiles (``data/coefficients.json``)."""
-    text = resources.files("schedgym.costmodels").joinpath(f"data/{COEFFICIENTS_FILE}").read_text()
-    return Calibration.from_json(text)
 
 
 def _token_names(op: str) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from schedgym.costmodels.fitting import Calibration, shipped_calibration
+from schedgym.costmodels.coefficients import Calibration, shipped_calibration
 from schedgym.costmodels.inference import WHOLE_FORWARD_FILE, InferenceCostModel
 
 FloatArray = NDArray[np.float64]
@@ -306,7 +306,8 @@ def save_fit(selection: ScaleSelection, tensorrt_llm_s: float, path: str | Path)
     payload = {
         "about": "Per-GPU whole-forward compute scale: the GEMM and prefill-attention compute "
         "efficiencies of the operator profiles are divided by it. Fitted by "
-        "schedgym.costmodels.whole_forward to data/whole_forward.csv (sources in data/NOTICE), "
+        "schedgym.costmodels.calibration.whole_forward to data/whole_forward.csv "
+        "(sources in data/NOTICE), "
         "with one engine constant per source as a nuisance parameter; compute_scale holds the "
         f"GPUs where the fit lowers the split-half held-out MAPE by >= {APPLY_MIN_GAIN_PCT} "
         "points (others run at 1), fitted_compute_scale every fit. engines: per-iteration "
@@ -462,7 +463,7 @@ def _engine_holdout(
 
 
 if __name__ == "__main__":  # pragma: no cover - maintainer tool
-    target = Path(__file__).with_name("data") / WHOLE_FORWARD_FILE
+    target = Path(__file__).parent.parent / "data" / WHOLE_FORWARD_FILE
     chosen = select_scales()
     save_fit(chosen, fit_tensorrt_llm_overhead(scales=chosen.applied), target)
     print(f"wrote {target}")

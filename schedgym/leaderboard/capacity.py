@@ -9,6 +9,9 @@ The search evaluates one or more fixed seeds per rate (the same arrivals and len
 policy and every probe), finds a bracket by doubling or halving from ``start_qps``, then bisects
 until the bracket is narrower than ``tolerance`` (relative). A rate is feasible when the mean over
 seeds of the p99 TBT and of the median scheduling delay both meet their limits.
+
+It runs policies over episodes of any environment with a ``qps`` field (PrefillChunk today),
+so it sits with the evaluation code, above the environments.
 """
 
 from __future__ import annotations

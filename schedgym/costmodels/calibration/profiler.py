@@ -24,8 +24,7 @@ from typing import Any
 
 from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import write_json_atomic, write_text_atomic
-from schedgym.costmodels.hardware import ModelSpec, check_tp, get_model
-from schedgym.costmodels.profiles import (
+from schedgym.costmodels.calibration.profiles import (
     ALL_TOKEN_OPS,
     ATTENTION_COLUMNS,
     ATTENTION_FILE,
@@ -33,6 +32,7 @@ from schedgym.costmodels.profiles import (
     OPERATOR_COLUMNS,
     OPERATOR_FILE,
 )
+from schedgym.costmodels.hardware import ModelSpec, check_tp, get_model
 
 # A model small enough to profile on a laptop CPU in seconds (Llama layout, GQA 2:1).
 TINY_MODEL = ModelSpec("tiny", 1, 256, 4, 2, 688, 1024, 0.002)

@@ -2,7 +2,7 @@
 
 This is a maintainer tool, run once when the reference data changes::
 
-    python -m schedgym.costmodels.derive /path/to/reference
+    python -m schedgym.costmodels.calibration.derive /path/to/reference
 
 It reads the original files (Vidur, LLMServingSim, Sarathi-Serve; see ``data/NOTICE``) from the
 directory given on the command line and writes compact CSVs (medians only, fewer grid points) next
@@ -18,7 +18,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-DATA_DIR = Path(__file__).with_name("data")
+DATA_DIR = Path(__file__).parent.parent / "data"
 PROFILE_KEYS = ("source", "gpu", "model", "n_embd", "n_head", "n_kv_head")
 
 # Vidur operator names, in the order the profiler and the shipped table use.

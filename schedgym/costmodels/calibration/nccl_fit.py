@@ -10,7 +10,7 @@ by the same cost plus a fixed penalty per extra regime, so a regime is only adde
 
 The runtime reads the shipped laws (``data/nccl_alpha_beta.json``); regenerate them with::
 
-    python -m schedgym.costmodels.nccl_fit
+    python -m schedgym.costmodels.calibration.nccl_fit
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def laws_to_json(laws: list[CollectiveLaw]) -> str:
     """Serialises laws as the shipped ``nccl_alpha_beta.json``."""
     payload = {
         "about": "Piecewise latency-bandwidth laws of Vidur's NCCL all-reduce medians "
-        "(data/nccl.csv), fitted by schedgym.costmodels.nccl_fit: time = alpha_s + size_bytes * "
-        "seconds_per_byte within a regime starting at lower_bytes.",
+        "(data/nccl.csv), fitted by schedgym.costmodels.calibration.nccl_fit: "
+        "time = alpha_s + size_bytes * seconds_per_byte within a regime starting at lower_bytes.",
         "curves": [law.to_dict() for law in laws],
     }
     return json.dumps(payload, indent=1)
@@ -220,6 +220,6 @@ def holdout_errors(every: int = HOLDOUT_EVERY) -> list[NetworkErrorRow]:
 
 
 if __name__ == "__main__":  # pragma: no cover - maintainer tool
-    target = Path(__file__).with_name("data") / LAWS_FILE
+    target = Path(__file__).parent.parent / "data" / LAWS_FILE
     save_laws(target)
     print(f"wrote {target}")

@@ -228,14 +228,14 @@ CASES: tuple[Case, ...] = (
     *(
         Case(
             f"trace_{name}",
-            (*LLM, "--set", "arrival=trace", "--set", f"trace={{tmp}}/trace_{name}.csv"),
+            (*LLM, "--set", "arrival_process=trace", "--set", f"trace={{tmp}}/trace_{name}.csv"),
             r"^\{tmp\}/trace_" + name + r"\.csv, " + pattern,
         )
         for name, pattern in FILE_ERRORS.items()
     ),
     Case(
         "trace_bom",
-        (*LLM, "--set", "arrival=trace", "--set", "trace={tmp}/trace_bom.csv"),
+        (*LLM, "--set", "arrival_process=trace", "--set", "trace={tmp}/trace_bom.csv"),
         check=_ran,
     ),
     Case(
@@ -332,12 +332,19 @@ CASES: tuple[Case, ...] = (
     Case(
         "capacity_unsupported_env",
         ("capacity", "SoCDAG-v0", "--policy", "heft", "--slo-tbt-p99", "0.1"),
-        r"^env: capacity searches over a qps config field, .*PrefillChunk-v0",
+        r"^env: capacity searches the request_rate_per_s of an environment with a TBT SLO "
+        r".*PrefillChunk-v0",
     ),
     Case("capacity_max_qps_huge", (*CAPACITY, "--max-qps", "1e308"), r"^--max-qps: must be in"),
     Case(
         "capacity_start_qps_nan", (*CAPACITY, "--start-qps", "nan"), r"^--start-qps: must be finite"
     ),
+    Case(
+        "capacity_rate_in_set",
+        (*CAPACITY, "--set", "request_rate_per_s=3"),
+        r"^request_rate_per_s: set by this command",
+    ),
+    # the deprecated name of the rate is refused too
     Case("capacity_qps_in_set", (*CAPACITY, "--set", "qps=3"), r"^qps: set by this command"),
 )
 

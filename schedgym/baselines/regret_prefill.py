@@ -95,7 +95,11 @@ def synthetic_arrivals(reality: PrefillChunkSimulator) -> list[Request]:
         return []
     rng = np.random.default_rng([known, reality.iterations, 0x5EED])
     gaps = interarrival_times_s(
-        rng, missing, config.qps, process=config.arrival_process, cv=config.arrival_cv
+        rng,
+        missing,
+        config.request_rate_per_s,
+        process=config.arrival_process,
+        cv=config.arrival_cv,
     )
     last_s = reality.requests[known - 1].arrival_s if known else 0.0
     arrivals = max(reality.now_s, last_s) + np.cumsum(gaps)

@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
         "largest request rate at which the policy's p99 time between tokens stays within the "
         "SLO and the median scheduling delay is at most 2 s, as Sarathi-Serve defines capacity.",
     )
-    p.add_argument("env_id", help="an environment with a qps field, e.g. PrefillChunk-v0")
+    p.add_argument("env_id", help="an environment with a rate and a TBT SLO, e.g. PrefillChunk-v0")
     p.add_argument("--policy", required=True, help="a registered policy name (see `list`)")
     p.add_argument("--slo-tbt-p99", type=float, required=True, metavar="S", help="seconds")
     p.add_argument("--preset", default=None, help="a named config preset of the environment")
@@ -36,29 +36,34 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_capacity)
 
 
-# Bounds of the search's own arguments (the rate bound is the environment's own qps bound).
+# Bounds of the search's own arguments (the rate bound is the environment's own rate bound).
 MAX_SEEDS = 1000
 MAX_SLO_S = 3600.0
+# The search sets the arrival rate; Sarathi-Serve's criterion (p99 TBT, median scheduling delay)
+# applies to an environment serving one replica under a TBT SLO. LLMCluster has a rate too, but
+# no TBT SLO and no scheduling delay in its summary.
+RATE_FIELD = "request_rate_per_s"
+CAPACITY_FIELDS = (RATE_FIELD, "slo_tbt_s")
 
 
 def supported_env_ids() -> list[str]:
-    """The environments ``capacity`` can search: those with a ``qps`` config field."""
+    """The environments ``capacity`` can search: those with the :data:`CAPACITY_FIELDS`."""
+    from schedgym.registration import env_ids
+
+    return [env_id for env_id in env_ids() if _searchable(env_id)]
+
+
+def _searchable(env_id: str) -> bool:
     from dataclasses import fields
 
     from schedgym.commands.common import env_class
-    from schedgym.registration import env_ids
 
-    return [
-        env_id
-        for env_id in env_ids()
-        if "qps" in {f.name for f in fields(env_class(env_id).config_class)}
-    ]
+    names = {f.name for f in fields(env_class(env_id).config_class)}
+    return all(name in names for name in CAPACITY_FIELDS)
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
-    from schedgym.commands.common import env_class, make_kwargs
+    from schedgym.commands.common import make_kwargs
     from schedgym.core.config import require_number
     from schedgym.core.errors import ConfigError
     from schedgym.core.policy import policy_spec
@@ -67,9 +72,10 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from schedgym.registration import env_entry
 
     env_id = env_entry(args.env_id).env_id
-    if "qps" not in {f.name for f in fields(env_class(env_id).config_class)}:
+    if not _searchable(env_id):
         raise ConfigError(
-            f"env: capacity searches over a qps config field, which {env_id} lacks; "
+            f"env: capacity searches the {RATE_FIELD} of an environment with a TBT SLO (config "
+            f"fields {', '.join(CAPACITY_FIELDS)}), which {env_id} lacks; "
             f"supported: {supported_env_ids()}"
         )
     policy_spec(env_id, args.policy)  # fail early, with the known names, on a typo
@@ -78,7 +84,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     require_number("--max-qps", args.max_qps, 0.0, MAX_QPS, low_inclusive=False)
     require_number("--start-qps", args.start_qps, 0.0, args.max_qps, low_inclusive=False)
     require_number("--tolerance", args.tolerance, 1e-4, 1.0)
-    kwargs = make_kwargs(env_id, args.preset, args.set, reserved=("qps",))
+    kwargs = make_kwargs(env_id, args.preset, args.set, reserved=(RATE_FIELD,))
     preset = kwargs.pop("preset", None)
     run = env_episode_fn(env_id, args.policy, preset, kwargs)
     result = search_capacity(

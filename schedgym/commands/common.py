@@ -15,7 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from schedgym.core.config import parse_override
+from schedgym.core.config import canonical_overrides, parse_override, renamed_fields
 from schedgym.core.errors import ConfigError
 
 # Upper bound of --set max_episode_steps: far above any episode here, and it keeps the value an
@@ -44,19 +44,25 @@ def make_kwargs(
         env_id: a full id (``schedgym/SoCDAG-v0``).
         preset: the ``--preset`` value, or None.
         set_texts: the ``--set FIELD=VALUE`` strings.
-        reserved: fields the command sets itself (e.g. ``qps`` for ``capacity``).
+        reserved: fields the command sets itself (e.g. ``request_rate_per_s`` for
+            ``capacity``).
+
+    A deprecated field name is replaced by its new name, with a ``FutureWarning`` (see
+    :func:`schedgym.core.config.canonical_overrides`).
 
     Raises:
         ConfigError: naming the field: one that is neither a config field nor a ``gymnasium.make``
-            argument, a bad ``gymnasium.make`` argument, a reserved field, or ``preset`` given
-            both as ``--preset`` and as ``--set preset=``.
+            argument, a bad ``gymnasium.make`` argument, a reserved field (under its name or a
+            deprecated one), a field given under both its name and a deprecated one, or
+            ``preset`` given both as ``--preset`` and as ``--set preset=``.
     """
     cls = env_class(env_id)
     config_fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    renamed = renamed_fields(cls.config_class)
     kwargs: dict[str, Any] = {}
     for text in set_texts:
         field, value = parse_override(text)
-        if field in reserved:
+        if field in reserved or renamed.get(field) in reserved:
             raise ConfigError(f"{field}: set by this command; do not override it")
         if field in kwargs:
             raise ConfigError(f"{field}: given twice with --set")
@@ -66,12 +72,13 @@ def make_kwargs(
                     f"preset: given both as --preset {preset!r} and as --set preset={value!r}; "
                     "give it once"
                 )
-        elif field not in config_fields and field not in MAKE_ARGUMENTS:
+        elif field not in config_fields and field not in renamed and field not in MAKE_ARGUMENTS:
             raise ConfigError(
                 f"{field}: unknown config field; known fields: {sorted(config_fields)}, "
                 f"and the gymnasium.make arguments {list(MAKE_ARGUMENTS)}"
             )
         kwargs[field] = value
+    kwargs = canonical_overrides(cls.config_class, kwargs)
     if preset is not None:
         kwargs["preset"] = preset
     if "preset" in kwargs and not isinstance(kwargs["preset"], str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -89,6 +90,50 @@ def parse_override(text: str) -> tuple[str, Any]:
     return field, value
 
 
+def renamed_fields(config_cls: type) -> Mapping[str, str]:
+    """A config class's deprecated field names and their new names (its ``renamed_fields``)."""
+    renamed: Mapping[str, str] = getattr(config_cls, "renamed_fields", {})
+    return renamed
+
+
+def canonical_overrides(config_cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` with each deprecated field name of ``config_cls`` replaced by its new name.
+
+    A config class lists the names it renamed in a ``renamed_fields`` class attribute (old name
+    -> new name). An old name still works for one version: it is replaced, with a
+    ``FutureWarning`` (shown by default, since ``--set`` lines are written by users, not only by
+    developers) that names the new field. Other names pass through unchanged.
+
+    Raises:
+        ConfigError: naming the new field, when both it and its old name are given.
+    """
+    renamed = renamed_fields(config_cls)
+    out: dict[str, Any] = {}
+    for name, value in overrides.items():
+        new_name = renamed.get(name)
+        if new_name is None:
+            out[name] = value
+            continue
+        if new_name in overrides or new_name in out:
+            raise _both_given(new_name, renamed)
+        warnings.warn(
+            f"{name}: renamed to {new_name}; the old name is deprecated and will stop working "
+            f"in the next version of schedgym (set {new_name} instead)",
+            FutureWarning,
+            stacklevel=3,
+        )
+        out[new_name] = value
+    return out
+
+
+def _both_given(new_name: str, renamed: Mapping[str, str]) -> ConfigError:
+    old = sorted(old for old, new in renamed.items() if new == new_name)
+    return ConfigError(
+        f"{new_name}: given both under its name and under its deprecated name "
+        f"{' / '.join(old)}; give it once, as {new_name}"
+    )
+
+
 def with_overrides(config: ConfigT, overrides: Mapping[str, Any]) -> ConfigT:
     """Return a copy of a config dataclass with fields replaced (and re-validated).
 
@@ -97,6 +142,7 @@ def with_overrides(config: ConfigT, overrides: Mapping[str, Any]) -> ConfigT:
     """
     if not overrides:
         return config
+    overrides = canonical_overrides(type(config), overrides)
     names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
     for field in overrides:
         if field not in names:
@@ -112,9 +158,11 @@ def resolve_config(
     overrides: Mapping[str, Any],
 ) -> ConfigT:
     """The config an env is built with: an explicit config, or a preset (default: the defaults),
-    then field overrides on top."""
+    then field overrides on top (deprecated field names mapped, see
+    :func:`canonical_overrides`)."""
     if config is not None and preset is not None:
         raise ConfigError("preset: give either config or preset, not both")
+    overrides = canonical_overrides(config_cls, overrides)
     if config is None:
         if preset is not None and preset not in presets:
             raise ConfigError(f"preset: unknown preset {preset!r}, known: {sorted(presets)}")

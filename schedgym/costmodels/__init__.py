@@ -7,8 +7,11 @@ Public API (times in seconds, sizes in bytes, lengths in tokens):
 - :func:`kv_cache_bytes_per_token`, :func:`kv_blocks_capacity`: KV-cache memory.
 - :func:`kv_migration_time_s`: moving KV blocks between GPUs (NVLink or network).
 - :mod:`schedgym.costmodels.network`: NCCL all-reduce and send/recv times.
+- :class:`Deployment`: what an LLM serving instance runs on (model, GPU, tp, engine, memory),
+  validated once and resolved once into its cost model, KV capacity and migration time.
 """
 
+from schedgym.costmodels.deployment import Deployment, ResolvedDeployment
 from schedgym.costmodels.hardware import GpuSpec, ModelSpec, get_gpu, get_model
 from schedgym.costmodels.inference import (
     EngineOverhead,
@@ -24,10 +27,12 @@ from schedgym.costmodels.inference import (
 from schedgym.costmodels.network import all_reduce_time_s, send_recv_time_s
 
 __all__ = [
+    "Deployment",
     "EngineOverhead",
     "GpuSpec",
     "InferenceCostModel",
     "ModelSpec",
+    "ResolvedDeployment",
     "all_reduce_time_s",
     "engine_overhead",
     "get_cost_model",

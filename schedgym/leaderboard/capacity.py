@@ -153,7 +153,8 @@ def env_episode_fn(
     preset: str | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> EpisodeFn:
-    """An :data:`EpisodeFn` that runs a registered policy on ``env_id`` with ``qps`` overridden."""
+    """An :data:`EpisodeFn` that runs a registered policy on ``env_id`` with its arrival rate
+    (``request_rate_per_s``) set to the probed rate."""
     import gymnasium as gym
 
     from schedgym.core.policy import make_policy
@@ -161,13 +162,13 @@ def env_episode_fn(
 
     policy = make_policy(env_id, policy_name)
     base: dict[str, Any] = dict(overrides or {})
-    if "qps" in base:
-        raise ConfigError("qps: set by the capacity search; do not override it")
+    if "request_rate_per_s" in base:
+        raise ConfigError("request_rate_per_s: set by the capacity search; do not override it")
     if preset is not None:
         base["preset"] = preset
 
     def run(qps: float, seed: int) -> Mapping[str, float]:
-        env = gym.make(env_id, **{"disable_env_checker": True, **base, "qps": qps})
+        env = gym.make(env_id, **{"disable_env_checker": True, **base, "request_rate_per_s": qps})
         try:
             return run_episode(env, policy, seed).metrics
         finally:

@@ -46,7 +46,8 @@ class Scenario:
 
 
 def resolved_config(scenario: Scenario) -> dict[str, Any]:
-    """Every config field of the scenario's environment after its preset and overrides."""
+    """Every config field of the scenario's environment after its preset and overrides, under
+    the field names of today."""
     import dataclasses
     import importlib
 
@@ -59,6 +60,20 @@ def resolved_config(scenario: Scenario) -> dict[str, Any]:
         env_class.config_class, env_class.presets, None, scenario.preset, dict(scenario.overrides)
     )
     return dataclasses.asdict(config)
+
+
+def digested_config(scenario: Scenario) -> dict[str, Any]:
+    """:func:`resolved_config` as the suite digests were published: renamed fields under their
+    names at publication (:data:`DIGEST_FIELD_NAMES`), and fields added since left out while
+    they hold the value that reproduces the published behaviour (:data:`DIGEST_ADDED_FIELDS`)."""
+    config = resolved_config(scenario)
+    for name, unchanged in DIGEST_ADDED_FIELDS.get(scenario.env_id, {}).items():
+        # Compared by type too: 0 == False, but a knob set to 0 is not the published default.
+        value = config[name]
+        if type(value) is type(unchanged) and value == unchanged:
+            del config[name]
+    names = DIGEST_FIELD_NAMES.get(scenario.env_id, {})
+    return {names.get(name, name): value for name, value in config.items()}
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,7 @@ class Suite:
         configs (so a changed preset or default changes it too), seeds and metrics."""
         content = {
             "scenarios": [
-                [s.env_id, s.name, s.preset, sorted(s.overrides.items()), resolved_config(s)]
+                [s.env_id, s.name, s.preset, sorted(s.overrides.items()), digested_config(s)]
                 for s in self.scenarios
             ],
             "seeds": list(self.seeds),
@@ -161,6 +176,32 @@ MESH = "schedgym/MeshAssign-v0"
 DATAGEN = "schedgym/OnlineDataGen-v0"
 PREFILL = "schedgym/PrefillChunk-v0"
 PREFIX = "schedgym/PrefixBatch-v0"
+
+# A renamed config field or a new knob that keeps the published behaviour does not change an
+# environment, so it must not unfreeze a published suite. Suites are digested with each
+# environment's config as it was when they were published (see `digested_config`): renamed
+# fields under their names at publication (current name -> published name), and fields added
+# since left out while they hold their behaviour-preserving value; any other value still changes
+# the digest. Permanent, unlike the configs' deprecated aliases (their `renamed_fields`): these
+# tables live as long as the published digests. Issue 14 (the shared Deployment) renamed and
+# added the following; a new environment version starts with none.
+DIGEST_FIELD_NAMES: dict[str, dict[str, str]] = {
+    LLM: {
+        "gpu_memory_utilization": "memory_utilization",
+        "kv_capacity_blocks": "kv_blocks_per_instance",
+        "arrival_process": "arrival",
+    },
+    PREFILL: {
+        "gpu_memory_utilization": "kv_memory_utilization",
+        "request_rate_per_s": "qps",
+    },
+    PREFIX: {"gpu_memory_utilization": "kv_memory_utilization"},
+}
+DIGEST_ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    LLM: {"gqa_decode_attention": False},
+    PREFILL: {"kv_capacity_blocks": None},
+    PREFIX: {"gqa_decode_attention": False},
+}
 
 METRICS: dict[str, PrimaryMetric] = {
     SOC: PrimaryMetric("mean_job_latency_us", True, "us", "fcfs"),

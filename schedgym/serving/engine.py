@@ -41,7 +41,7 @@ import numpy as np
 from schedgym.core.buffers import GrowingArray
 from schedgym.core.metrics import QuantileSketch
 from schedgym.costmodels.inference import InferenceCostModel
-from schedgym.serving.kv_cache import KVCache
+from schedgym.serving.kv_cache import BLOCK_TOKENS, KVCache
 from schedgym.serving.request import DECODE, DETACHED, FINISHED, PREFILL, WAITING, Request
 from schedgym.serving.schedulers import DEFAULT_MAX_BATCH_TOKENS, BatchPlan, BatchScheduler
 
@@ -124,6 +124,23 @@ def _soft_max(first: np.ndarray, second: np.ndarray, sharpness: float) -> np.nda
     return np.where(top > 0.0, value, 0.0)
 
 
+def default_watermark_blocks(capacity_blocks: int) -> int:
+    """Blocks admission leaves free for decodes unless told otherwise: 1% of the KV capacity,
+    rounded up (vLLM's watermark)."""
+    return -(-capacity_blocks // 100)
+
+
+def min_kv_capacity_blocks(request_tokens: int, block_tokens: int = BLOCK_TOKENS) -> int:
+    """The smallest KV capacity (blocks) at which one request of ``request_tokens`` (prompt
+    plus output) can be admitted alone past the default watermark, so that it cannot wait
+    forever on an empty instance."""
+    need = -(-request_tokens // block_tokens)
+    capacity = need
+    while capacity - default_watermark_blocks(capacity) < need:
+        capacity += 1
+    return capacity
+
+
 class ServingInstance:
     """A continuous-batching engine on one GPU (or one tensor-parallel group).
 
@@ -184,7 +201,9 @@ class ServingInstance:
         self.max_num_seqs = max_num_seqs
         self.max_batch_tokens = max_batch_tokens
         self.watermark_blocks = (
-            -(-kv.capacity_blocks // 100) if watermark_blocks is None else watermark_blocks
+            default_watermark_blocks(kv.capacity_blocks)
+            if watermark_blocks is None
+            else watermark_blocks
         )
         self.fast_forward = fast_forward
         self.max_segment_iterations = max_segment_iterations

@@ -75,7 +75,7 @@ def test_round_robin_cycles_and_lor_balances():
 
 def test_llumnix_dispatches_to_the_freest_and_migrates_from_full_to_free():
     config = LLMClusterConfig(
-        **{**PRESETS["tiny"], "num_instances": 2, "kv_blocks_per_instance": 400, "num_requests": 40}
+        **{**PRESETS["tiny"], "num_instances": 2, "kv_capacity_blocks": 400, "num_requests": 40}
     )
     sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(2), STREAMS))
     policy = LlumnixPolicy(migrate_out_freeness=1e9, migrate_in_freeness=-1e9)
@@ -123,7 +123,7 @@ def test_llumnix_freeness_follows_the_paper():
         **{
             **PRESETS["tiny"],
             "num_instances": 2,
-            "kv_blocks_per_instance": 64,
+            "kv_capacity_blocks": 64,
             "num_requests": 30,
             "high_priority_share": 0.0,
         }
@@ -178,9 +178,7 @@ def test_priority_headroom_counts_each_high_priority_request():
     """Llumnix' priority headroom is part of each high-priority request's virtual usage
     (Section 4.4.1): an instance's dispatch freeness drops by one headroom per high-priority
     request it holds, so instances with more of them receive fewer normal requests."""
-    config = LLMClusterConfig(
-        **{**PRESETS["tiny"], "num_instances": 2, "kv_blocks_per_instance": 400}
-    )
+    config = LLMClusterConfig(**{**PRESETS["tiny"], "num_instances": 2, "kv_capacity_blocks": 400})
     sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(0), STREAMS))
     with_headroom, without = LlumnixPolicy(), LlumnixPolicy(headroom_fraction=0.0)
     checked = set()

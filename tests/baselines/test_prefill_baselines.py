@@ -14,7 +14,11 @@ ENV_ID = "schedgym/PrefillChunk-v0"
 
 def make_env():
     return PrefillChunkEnv(
-        num_requests=24, qps=6.0, lengths="fixed", prompt_tokens=900, output_tokens=20
+        num_requests=24,
+        request_rate_per_s=6.0,
+        lengths="fixed",
+        prompt_tokens=900,
+        output_tokens=20,
     )
 
 

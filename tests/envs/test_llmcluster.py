@@ -32,7 +32,7 @@ SUMMARY_KEYS = (
         ("gpu", "TPUv5"),
         ("tp", 3),
         ("batch_scheduler", "tgi"),
-        ("arrival", "uniform"),
+        ("arrival_process", "uniform"),
         ("request_rate_per_s", 0.0),
         ("arrival_cv", -1.0),
         ("lengths", "zipf"),
@@ -40,7 +40,7 @@ SUMMARY_KEYS = (
         ("high_priority_share", 1.5),
         ("high_priority_weight", 0.5),
         ("migration_tick_s", 0.0),
-        ("kv_blocks_per_instance", 2),
+        ("kv_capacity_blocks", 2),
         ("candidates_per_instance", 0),
         ("invalid_action", "ignore"),
         ("migration", "yes"),
@@ -51,7 +51,7 @@ SUMMARY_KEYS = (
 def test_bad_config_names_the_field(field, value):
     overrides = {field: value}
     if field == "trace":
-        overrides["arrival"] = "trace"
+        overrides["arrival_process"] = "trace"
     with pytest.raises(ConfigError, match=field):
         LLMClusterConfig(**overrides)
 
@@ -92,7 +92,7 @@ def test_return_is_minus_total_weighted_latency():
 def test_forced_migration_ticks_are_skipped_and_their_reward_kept():
     # Memory-bound (tiny KV caches) and never migrating: many ticks offer no valid migration.
     env = LLMClusterEnv(
-        preset="tiny", high_priority_share=0.0, kv_blocks_per_instance=24, num_requests=30
+        preset="tiny", high_priority_share=0.0, kv_capacity_blocks=24, num_requests=30
     )
     env.reset(seed=3)
     sim = env.simulator
@@ -182,7 +182,7 @@ def test_conservation_under_random_actions(seed, instances, blocks, trace_like):
     env = LLMClusterEnv(
         preset="tiny",
         num_instances=instances,
-        kv_blocks_per_instance=blocks,
+        kv_capacity_blocks=blocks,
         num_requests=25,
         lengths="fixed" if trace_like else "power-law",
         fixed_prompt_tokens=200,

@@ -22,8 +22,8 @@ from schedgym.serving.request import DECODE, FINISHED, PREFILL, WAITING
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("qps", 0.0),
-        ("qps", -1.0),
+        ("request_rate_per_s", 0.0),
+        ("request_rate_per_s", -1.0),
         ("num_requests", 0),
         ("model", "GPT-9"),
         ("gpu", "TPU"),
@@ -36,7 +36,7 @@ from schedgym.serving.request import DECODE, FINISHED, PREFILL, WAITING
         ("slo_tbt_s", 0.0),
         ("slo_penalty", -1.0),
         ("max_batch_requests", 0),
-        ("kv_memory_utilization", 1.5),
+        ("gpu_memory_utilization", 1.5),
         ("queue_slots", 0),
         ("horizon_s", -2.0),
         ("invalid_action", "ignore"),
@@ -51,7 +51,7 @@ def test_bad_config_names_the_field(field, value):
 def small_env(**overrides):
     base = {
         "num_requests": 20,
-        "qps": 8.0,
+        "request_rate_per_s": 8.0,
         "lengths": "fixed",
         "prompt_tokens": 700,
         "output_tokens": 30,
@@ -98,7 +98,12 @@ def run_random(env, seed, actions):
 
 
 # A squeezed KV cache (0.22 of the GPU: 741 blocks) and a burst of arrivals force preemptions.
-SQUEEZED = {"kv_memory_utilization": 0.22, "qps": 100.0, "prompt_tokens": 600, "output_tokens": 300}
+SQUEEZED = {
+    "gpu_memory_utilization": 0.22,
+    "request_rate_per_s": 100.0,
+    "prompt_tokens": 600,
+    "output_tokens": 300,
+}
 
 
 @settings(max_examples=25, deadline=None)
@@ -223,7 +228,7 @@ def test_capacity_command_rejects_bad_input(capsys):
             "--slo-tbt-p99",
             "0.1",
             "--set",
-            "qps=2",
+            "request_rate_per_s=2",
         ]
     )
     assert code == 2
@@ -257,7 +262,7 @@ def test_sarathi_policy_keeps_iterations_within_its_token_budget():
     prefill budget within 512 minus the running decodes, so no iteration exceeds 512 tokens."""
     from schedgym.core.policy import make_policy
 
-    env = small_env(num_requests=20, prompt_tokens=1500, output_tokens=200, qps=50.0)
+    env = small_env(num_requests=20, prompt_tokens=1500, output_tokens=200, request_rate_per_s=50.0)
     policy = make_policy("schedgym/PrefillChunk-v0", "sarathi-512")
     env.reset(seed=1)
     sim = env.simulator

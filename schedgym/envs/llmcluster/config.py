@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from schedgym.core.config import require_choice, require_number
 from schedgym.core.errors import ConfigError
 from schedgym.core.spaces import INVALID_ACTION_MODES
-from schedgym.costmodels.hardware import check_tp, get_gpu, get_model
-from schedgym.costmodels.inference import ENGINES
+from schedgym.costmodels.deployment import DeploymentFields, ResolvedDeployment
 from schedgym.serving.schedulers import SCHEDULERS
 from schedgym.workloads.arrivals import ARRIVAL_PROCESSES
 from schedgym.workloads.traces import SHIPPED_TRACES, load_trace_csv
 
 ARRIVALS = (*ARRIVAL_PROCESSES, "trace")
 LENGTHS = ("sharegpt", "power-law", "fixed")
+# The batch (tokens) whose activations an instance reserves memory for when its KV capacity is
+# derived: 2048, as LLMCluster-v0 shipped, although max_batch_tokens allows 4096 by default.
+# Sizing it by max_batch_tokens would shrink every instance's KV cache: a new version.
+ACTIVATION_BATCH_TOKENS = 2048
 
 
 def _require_bool(field: str, value: Any) -> None:
@@ -24,19 +28,20 @@ def _require_bool(field: str, value: Any) -> None:
 
 
 @dataclass(frozen=True)
-class LLMClusterConfig:
+class LLMClusterConfig(DeploymentFields):
     """Every knob of LLMCluster-v0. Times in seconds, lengths in tokens.
 
     Attributes:
         num_instances: serving instances (1-64), each one model replica on ``tp`` GPUs.
-        model / gpu / tp: what each instance serves on what (names from the cost-model
-            catalogue, e.g. ``Llama-2-7B`` on ``A100``); tp must divide the attention heads.
-        engine_overhead: CPU overhead preset of the cost model (``none`` or ``sarathi``).
+        model / gpu / tp / engine_overhead / gqa_decode_attention / gpu_memory_utilization /
+        kv_capacity_blocks: what each instance runs on, the same for every instance (see
+            :class:`~schedgym.costmodels.deployment.DeploymentFields`; the model defaults to
+            ``Llama-2-7B``); ``kv_capacity_blocks`` ``None`` derives the KV blocks per
+            instance from GPU memory minus weights and activations.
         batch_scheduler: each instance's batching policy (Llumnix runs on vLLM: ``vllm``).
-        kv_blocks_per_instance: KV blocks per instance; ``None`` derives them from GPU memory
-            minus weights and activations (``memory_utilization`` of HBM).
         max_num_seqs / max_batch_tokens: per-instance batch limits (vLLM's).
-        arrival: ``poisson``, ``gamma`` (with ``arrival_cv``) or ``trace`` (replay ``trace``).
+        arrival_process: ``poisson``, ``gamma`` (with ``arrival_cv``) or ``trace`` (replay
+            ``trace``).
         request_rate_per_s: cluster-wide mean arrival rate for synthetic arrivals.
         lengths: ``sharegpt`` (empirical pairs, those over ``max_total_tokens`` dropped),
             ``power-law`` (means ``power_law_*_mean_tokens``) or ``fixed``.
@@ -61,17 +66,19 @@ class LLMClusterConfig:
         invalid_action: ``raise`` or ``substitute`` (see :func:`schedgym.core.spaces.check_action`).
     """
 
+    # Field names of earlier versions, still accepted (with a FutureWarning) for one version.
+    renamed_fields: ClassVar[Mapping[str, str]] = {
+        "memory_utilization": "gpu_memory_utilization",
+        "kv_blocks_per_instance": "kv_capacity_blocks",
+        "arrival": "arrival_process",
+    }
+
     num_instances: int = 4
     model: str = "Llama-2-7B"
-    gpu: str = "A100"
-    tp: int = 1
-    engine_overhead: str = "none"
     batch_scheduler: str = "vllm"
-    kv_blocks_per_instance: int | None = None
-    memory_utilization: float = 0.9
     max_num_seqs: int = 256
     max_batch_tokens: int = 4096
-    arrival: str = "poisson"
+    arrival_process: str = "poisson"
     request_rate_per_s: float = 4.0
     arrival_cv: float = 1.0
     lengths: str = "sharegpt"
@@ -100,20 +107,11 @@ class LLMClusterConfig:
 
     def __post_init__(self) -> None:
         require_number("num_instances", self.num_instances, 1, 64, integer=True)
-        get_model(self.model)
-        get_gpu(self.gpu)
-        require_number("tp", self.tp, 1, 8, integer=True)
-        check_tp(get_model(self.model), self.tp)
-        require_choice("engine_overhead", self.engine_overhead, ENGINES)
+        super().__post_init__()  # the deployment fields
         require_choice("batch_scheduler", self.batch_scheduler, SCHEDULERS)
-        if self.kv_blocks_per_instance is not None:
-            require_number(
-                "kv_blocks_per_instance", self.kv_blocks_per_instance, 8, 10_000_000, integer=True
-            )
-        require_number("memory_utilization", self.memory_utilization, 0.1, 1.0)
         require_number("max_num_seqs", self.max_num_seqs, 1, 4096, integer=True)
         require_number("max_batch_tokens", self.max_batch_tokens, 16, 1_000_000, integer=True)
-        require_choice("arrival", self.arrival, ARRIVALS)
+        require_choice("arrival_process", self.arrival_process, ARRIVALS)
         require_number("request_rate_per_s", self.request_rate_per_s, 0.0, 1e5, low_inclusive=False)
         require_number("arrival_cv", self.arrival_cv, 0.0, 100.0, low_inclusive=False)
         require_choice("lengths", self.lengths, LENGTHS)
@@ -169,6 +167,10 @@ class LLMClusterConfig:
         require_number("reward_scale_s", self.reward_scale_s, 0.0, low_inclusive=False)
         require_choice("invalid_action", self.invalid_action, INVALID_ACTION_MODES)
 
+    def resolved_deployment(self) -> ResolvedDeployment:
+        """Each instance's cost model, KV capacity and migration time."""
+        return self.deployment.resolve(ACTIVATION_BATCH_TOKENS)
+
 
 # Load levels, relative to capacity. The capacity of a cluster is N x mu_1, where mu_1 is the
 # steady completion rate of one instance kept overloaded (Poisson arrivals well above what it
@@ -211,13 +213,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_instances": 16,
         "gpu": "A10-24GB",
         "gpus_per_node": 4,
-        "arrival": "gamma",
+        "arrival_process": "gamma",
         "arrival_cv": 4.0,
         "request_rate_per_s": 4.5,
         "num_requests": 4000,
     },
     "azure-trace": {
-        "arrival": "trace",
+        "arrival_process": "trace",
         "trace": "azure_conv",
         "num_requests": None,
         "duration_s": 3600.0,
@@ -239,7 +241,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "power_law_prompt_mean_tokens": 64.0,
         "power_law_output_mean_tokens": 32.0,
         "power_law_max_tokens": 512,
-        "kv_blocks_per_instance": 64,
+        "kv_capacity_blocks": 64,
         "migration_tick_s": 0.02,
         "high_priority_share": 0.2,
     },

@@ -105,6 +105,12 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
     - v0: initial version. Forced migration ticks (only "no migration" valid) stopped being
       returned as decisions; dynamics, metrics, the return and the observations at every
       remaining decision are unchanged (pinned by ``tests/test_perf_regression.py``).
+      The deployment fields became the shared
+      :class:`~schedgym.costmodels.deployment.DeploymentFields` (same dynamics): renamed
+      ``memory_utilization`` -> ``gpu_memory_utilization``, ``kv_blocks_per_instance`` ->
+      ``kv_capacity_blocks``, ``arrival`` -> ``arrival_process`` (the old names are deprecated
+      aliases for one version), and ``gqa_decode_attention`` added (default ``False``, as
+      before).
 
     Example:
         >>> import gymnasium as gym

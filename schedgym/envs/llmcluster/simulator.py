@@ -25,11 +25,7 @@ from functools import partial
 import numpy as np
 
 from schedgym.core.errors import InvalidActionError
-from schedgym.costmodels.inference import (
-    get_cost_model,
-    kv_blocks_capacity,
-    kv_migration_time_s,
-)
+from schedgym.costmodels.deployment import ResolvedDeployment
 from schedgym.envs.llmcluster.config import LLMClusterConfig
 from schedgym.serving.cluster import ServingCluster
 from schedgym.serving.engine import ServingInstance
@@ -52,7 +48,7 @@ def build_stream(
     config: LLMClusterConfig, streams: dict[str, np.random.Generator]
 ) -> RequestStream:
     """The episode's requests, drawn from the config's workload."""
-    if config.arrival == "trace":
+    if config.arrival_process == "trace":
         if config.trace in SHIPPED_TRACES:
             trace = SHIPPED_TRACES[config.trace]()
         else:
@@ -84,26 +80,21 @@ def build_stream(
         config.request_rate_per_s,
         config.num_requests,
         config.duration_s,
-        config.arrival,
+        config.arrival_process,
         config.arrival_cv,
         config.high_priority_share,
     )
 
 
-def kv_blocks_per_instance(config: LLMClusterConfig) -> int:
-    """KV blocks of one instance: the config's, or what fits in GPU memory."""
-    if config.kv_blocks_per_instance is not None:
-        return config.kv_blocks_per_instance
-    return kv_blocks_capacity(
-        config.model, config.gpu, config.tp, memory_utilization=config.memory_utilization
-    )
-
-
 def _migration_time_s(
-    config: LLMClusterConfig, instances_per_node: int, blocks: int, source: int, destination: int
+    deployment: ResolvedDeployment,
+    instances_per_node: int,
+    blocks: int,
+    source: int,
+    destination: int,
 ) -> float:
     same_node = source // instances_per_node == destination // instances_per_node
-    return kv_migration_time_s(config.model, config.gpu, blocks, config.tp, same_node)
+    return deployment.kv_migration_time_s(blocks, same_node)
 
 
 def _request_weight(high_priority_weight: float, request: Request) -> float:
@@ -122,10 +113,9 @@ class LLMClusterSimulator:
         self.config = config
         self.stream = build_stream(config, streams)
         self.num_requests = self.stream.num_requests
-        self.cost_model = get_cost_model(
-            config.model, config.gpu, config.tp, config.engine_overhead
-        )
-        self.capacity_blocks = kv_blocks_per_instance(config)
+        deployment = config.resolved_deployment()
+        self.cost_model = deployment.cost_model
+        self.capacity_blocks = deployment.kv_capacity_blocks
         self.instances = [
             ServingInstance(
                 i,
@@ -141,7 +131,7 @@ class LLMClusterSimulator:
         ]
         self.cluster = ServingCluster(
             self.instances,
-            partial(_migration_time_s, config, config.gpus_per_node // config.tp),
+            partial(_migration_time_s, deployment, config.gpus_per_node // config.tp),
             config.final_stage_max_blocks,
             config.max_migration_stages,
             request_weight=partial(_request_weight, config.high_priority_weight),

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from schedgym.core.config import require_choice, require_number
 from schedgym.core.errors import ConfigError
 from schedgym.core.spaces import INVALID_ACTION_MODES
-from schedgym.costmodels.hardware import check_tp, get_gpu, get_model
-from schedgym.costmodels.inference import ENGINES
+from schedgym.costmodels.deployment import DeploymentFields, ResolvedDeployment
+from schedgym.serving.engine import min_kv_capacity_blocks
 
 # Sarathi-Serve's budgets: 0 is a decode-only iteration.
 DEFAULT_TOKEN_BUDGETS = (0, 128, 256, 512, 1024, 2048, 4096)
@@ -22,7 +23,7 @@ MAX_QPS = 10_000.0
 
 
 @dataclass(frozen=True)
-class PrefillChunkConfig:
+class PrefillChunkConfig(DeploymentFields):
     """Every knob of PrefillChunk-v0. Times in seconds, lengths in tokens.
 
     The defaults are Sarathi-Serve's Mistral-7B setting: one A100 (tensor parallel 1), ShareGPT
@@ -32,18 +33,17 @@ class PrefillChunkConfig:
     budgets it is 1.8x (benchmarks/bench_prefill.py prints all three settings).
 
     Attributes:
-        model / gpu / tp: what the replica runs (the cost model's catalogue names).
-        gqa_decode_attention: ``True`` (default): the decode-attention kernel reads each KV head
-            once per group of query heads (FlashInfer's, Sarathi-Serve's default backend; the
-            bandwidth efficiency fitted to the profiled kernel is carried over, an assumption).
-            ``False`` charges the reads per query head as the calibration profile's kernel
-            behaves (see :class:`~schedgym.costmodels.inference.InferenceCostModel`). Matters
-            for GQA models
-            such as Mistral-7B (4 query heads per KV head).
-        engine_overhead: CPU overhead of the engine per iteration: ``none`` (GPU time only, a
-            modern engine whose CPU work hides behind the GPU) or ``sarathi`` (fitted to the
-            2023 Sarathi-Serve engine).
-        qps: mean arrival rate, requests per second.
+        model / gpu / tp / engine_overhead / gpu_memory_utilization / kv_capacity_blocks: what
+            the replica runs on (see :class:`~schedgym.costmodels.deployment.DeploymentFields`).
+            The KV capacity left after weights and activations, or ``kv_capacity_blocks``,
+            which must hold one request of ``max_total_tokens`` past the engine's watermark.
+        gqa_decode_attention: ``True`` (the default here): the decode-attention kernel reads
+            each KV head once per group of query heads (FlashInfer's, Sarathi-Serve's default
+            backend; the bandwidth efficiency fitted to the profiled kernel is carried over, an
+            assumption). ``False`` charges the reads per query head as the calibration
+            profile's kernel behaves. Matters for GQA models such as Mistral-7B (4 query heads
+            per KV head).
+        request_rate_per_s: mean arrival rate, requests per second.
         arrival_process / arrival_cv: ``poisson``, or ``gamma`` with the gaps' coefficient of
             variation.
         num_requests: requests per episode; the episode ends when every one has finished.
@@ -58,8 +58,6 @@ class PrefillChunkConfig:
             fill it; a budget of 0 is still decode-only). ``False``: a budget counts prefill
             tokens only and the running decodes ride on top.
         max_batch_requests: requests admitted at once (vLLM's ``max_num_seqs``).
-        kv_memory_utilization: fraction of GPU memory the engine may use (vLLM's 0.9); the KV
-            capacity is what is left after weights and activations.
         slo_tbt_s: the time-between-tokens SLO, seconds (Sarathi-Serve's strict SLO for
             Mistral-7B is 0.1 s).
         slo_penalty: reward lost per output token whose gap exceeded ``slo_tbt_s``, in units
@@ -70,12 +68,14 @@ class PrefillChunkConfig:
         invalid_action: ``raise`` or ``substitute`` (see :func:`schedgym.core.spaces.check_action`).
     """
 
-    model: str = "Mistral-7B"
-    gpu: str = "A100"
-    tp: int = 1
-    engine_overhead: str = "none"
+    # Field names of earlier versions, still accepted (with a FutureWarning) for one version.
+    renamed_fields: ClassVar[Mapping[str, str]] = {
+        "kv_memory_utilization": "gpu_memory_utilization",
+        "qps": "request_rate_per_s",
+    }
+
     gqa_decode_attention: bool = True
-    qps: float = 1.0
+    request_rate_per_s: float = 1.0
     arrival_process: str = "poisson"
     arrival_cv: float = 1.0
     num_requests: int = 512
@@ -86,7 +86,6 @@ class PrefillChunkConfig:
     token_budgets: tuple[int, ...] = DEFAULT_TOKEN_BUDGETS
     budget_counts_decodes: bool = True
     max_batch_requests: int = 256
-    kv_memory_utilization: float = 0.9
     slo_tbt_s: float = 0.1
     slo_penalty: float = 10.0
     reward_scale_tokens: float = 100.0
@@ -95,13 +94,10 @@ class PrefillChunkConfig:
     invalid_action: str = "raise"
 
     def __post_init__(self) -> None:
-        # The catalogue's errors already start with the field name (``model: unknown ...``).
-        model = get_model(self.model)
-        get_gpu(self.gpu)
-        require_number("tp", self.tp, 1, 64, integer=True)
-        check_tp(model, self.tp)
-        require_choice("engine_overhead", self.engine_overhead, ENGINES)
-        require_number("qps", self.qps, 0.0, MAX_QPS, low_inclusive=False)
+        super().__post_init__()  # the deployment fields
+        require_number(
+            "request_rate_per_s", self.request_rate_per_s, 0.0, MAX_QPS, low_inclusive=False
+        )
         require_choice("arrival_process", self.arrival_process, ARRIVAL_PROCESSES)
         require_number("arrival_cv", self.arrival_cv, 0.0, 100.0, low_inclusive=False)
         require_number("num_requests", self.num_requests, 1, 10_000_000, integer=True)
@@ -136,18 +132,15 @@ class PrefillChunkConfig:
         if len(budgets) < 2:
             raise ConfigError("token_budgets: needs at least one budget above 0")
         object.__setattr__(self, "token_budgets", budgets)
-        if not isinstance(self.gqa_decode_attention, bool):
-            raise ConfigError(
-                f"gqa_decode_attention: must be true or false, got {self.gqa_decode_attention!r}"
-            )
         if not isinstance(self.budget_counts_decodes, bool):
             raise ConfigError(
                 f"budget_counts_decodes: must be true or false, got {self.budget_counts_decodes!r}"
             )
         require_number("max_batch_requests", self.max_batch_requests, 1, 4096, integer=True)
-        require_number(
-            "kv_memory_utilization", self.kv_memory_utilization, 0.0, 1.0, low_inclusive=False
-        )
+        if self.kv_capacity_blocks is not None:
+            # One request of max_total_tokens must be admissible alone, or it would wait forever.
+            need = min_kv_capacity_blocks(self.max_total_tokens)
+            require_number("kv_capacity_blocks", self.kv_capacity_blocks, need, 10**9, integer=True)
         require_number("slo_tbt_s", self.slo_tbt_s, 0.0, 1000.0, low_inclusive=False)
         require_number("slo_penalty", self.slo_penalty, 0.0, 1e6)
         require_number("reward_scale_tokens", self.reward_scale_tokens, 0.0, low_inclusive=False)
@@ -156,17 +149,22 @@ class PrefillChunkConfig:
             require_number("horizon_s", self.horizon_s, 0.0, low_inclusive=False)
         require_choice("invalid_action", self.invalid_action, INVALID_ACTION_MODES)
 
+    def resolved_deployment(self) -> ResolvedDeployment:
+        """The replica's cost model and KV capacity; activations are reserved for the largest
+        iteration: the largest prefill budget plus one token per seat."""
+        return self.deployment.resolve(max(self.token_budgets) + self.max_batch_requests)
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Sarathi-Serve's Mistral-7B / A100 / ShareGPT setting at a moderate load and the relaxed
     # SLO variant (the paper relaxes the TBT SLO 5x).
-    "sarathi-strict": {"qps": 1.0, "slo_tbt_s": 0.1},
-    "sarathi-relaxed": {"qps": 1.0, "slo_tbt_s": 0.5},
+    "sarathi-strict": {"request_rate_per_s": 1.0, "slo_tbt_s": 0.1},
+    "sarathi-relaxed": {"request_rate_per_s": 1.0, "slo_tbt_s": 0.5},
     # Heavier load: prefills arrive often enough that how they mix with decodes dominates.
-    "high-load": {"qps": 2.0, "slo_tbt_s": 0.1},
+    "high-load": {"request_rate_per_s": 2.0, "slo_tbt_s": 0.1},
     # A small, fast instance for smoke tests and the all-envs test suite.
     "tiny": {
-        "qps": 4.0,
+        "request_rate_per_s": 4.0,
         "num_requests": 12,
         "lengths": "fixed",
         "prompt_tokens": 300,

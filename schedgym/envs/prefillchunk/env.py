@@ -90,7 +90,11 @@ class PrefillChunkEnv(SchedulingEnv[PrefillChunkConfig, PrefillChunkSimulator]):
     and ``render_mode`` (``ansi`` or ``rgb_array``).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version. The deployment fields became the shared
+      :class:`~schedgym.costmodels.deployment.DeploymentFields` (same dynamics): renamed
+      ``kv_memory_utilization`` -> ``gpu_memory_utilization``, ``qps`` ->
+      ``request_rate_per_s`` (the old names are deprecated aliases for one version), and
+      ``kv_capacity_blocks`` added (default ``None``: derived from GPU memory, as before).
 
     Example:
         >>> import gymnasium as gym

@@ -32,7 +32,6 @@ import numpy as np
 
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.metrics import percentile
-from schedgym.costmodels.inference import get_cost_model, kv_blocks_capacity
 from schedgym.envs.prefillchunk.config import PrefillChunkConfig
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.kv_cache import KVCache
@@ -114,7 +113,11 @@ class PrefillChunkSimulator:
         self.config = config
         n = config.num_requests
         arrivals = arrival_times_s(
-            streams["arrivals"], config.qps, n, process=config.arrival_process, cv=config.arrival_cv
+            streams["arrivals"],
+            config.request_rate_per_s,
+            n,
+            process=config.arrival_process,
+            cv=config.arrival_cv,
         )
         if config.lengths == "sharegpt":
             sampler: ShareGPTLengths | FixedLengths = ShareGPTLengths(config.max_total_tokens)
@@ -124,16 +127,9 @@ class PrefillChunkSimulator:
         self.requests = [
             Request(i, float(arrivals[i]), int(prompts[i]), int(outputs[i])) for i in range(n)
         ]
-        self.cost_model = get_cost_model(
-            config.model, config.gpu, config.tp, config.engine_overhead, config.gqa_decode_attention
-        )
-        self.capacity_blocks = kv_blocks_capacity(
-            config.model,
-            config.gpu,
-            config.tp,
-            memory_utilization=config.kv_memory_utilization,
-            max_batch_tokens=max(config.token_budgets) + config.max_batch_requests,
-        )
+        deployment = config.resolved_deployment()
+        self.cost_model = deployment.cost_model
+        self.capacity_blocks = deployment.kv_capacity_blocks
         self.composer = BudgetComposer(config.budget_counts_decodes)
         self.instance = ServingInstance(
             0,

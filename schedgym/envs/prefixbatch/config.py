@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from schedgym.core.config import require_choice, require_number
 from schedgym.core.errors import ConfigError
 from schedgym.core.spaces import INVALID_ACTION_MODES
-from schedgym.costmodels.hardware import check_tp, get_gpu, get_model
-from schedgym.costmodels.inference import ENGINES
+from schedgym.costmodels.deployment import DeploymentFields, ResolvedDeployment
 from schedgym.workloads.prefix_tree import PrefixTreeSpec
 
 
 @dataclass(frozen=True)
-class PrefixBatchConfig:
+class PrefixBatchConfig(DeploymentFields):
     """Every knob of PrefixBatch-v0. Times in seconds, lengths in tokens.
 
     Attributes:
-        model / gpu / tp / engine_overhead: what the replica runs (cost-model catalogue names).
-        kv_memory_utilization: fraction of GPU memory the engine may use; the KV capacity is
-            what is left after weights and activations.
-        kv_capacity_blocks: overrides that capacity (16-token blocks), e.g. to study a
-            memory-bound batch at a small scale; ``None`` derives it from the GPU.
+        model / gpu / tp / engine_overhead / gqa_decode_attention / gpu_memory_utilization /
+        kv_capacity_blocks: what the replica runs on (see
+            :class:`~schedgym.costmodels.deployment.DeploymentFields`): the KV capacity left
+            after weights and activations, or ``kv_capacity_blocks`` (e.g. to study a
+            memory-bound batch at a small scale), which must hold a whole request.
         num_requests: requests in the batch (all submitted at time 0).
         sharing_depth / num_roots / fanout / shared_tokens / shared_tokens_cv /
         turns_per_conversation / user_tokens_scale / output_tokens_scale: the prefix tree (see
@@ -45,12 +45,11 @@ class PrefixBatchConfig:
         invalid_action: ``raise`` or ``substitute``.
     """
 
-    model: str = "Mistral-7B"
-    gpu: str = "A100"
-    tp: int = 1
-    engine_overhead: str = "none"
-    kv_memory_utilization: float = 0.9
-    kv_capacity_blocks: int | None = None
+    # Field names of earlier versions, still accepted (with a FutureWarning) for one version.
+    renamed_fields: ClassVar[Mapping[str, str]] = {
+        "kv_memory_utilization": "gpu_memory_utilization",
+    }
+
     num_requests: int = 2000
     sharing_depth: int = 0
     num_roots: int = 1
@@ -68,15 +67,7 @@ class PrefixBatchConfig:
     invalid_action: str = "raise"
 
     def __post_init__(self) -> None:
-        # The catalogue's errors already start with the field name (``model: unknown ...``).
-        model = get_model(self.model)
-        get_gpu(self.gpu)
-        require_number("tp", self.tp, 1, 64, integer=True)
-        check_tp(model, self.tp)
-        require_choice("engine_overhead", self.engine_overhead, ENGINES)
-        require_number(
-            "kv_memory_utilization", self.kv_memory_utilization, 0.0, 1.0, low_inclusive=False
-        )
+        super().__post_init__()  # the deployment fields
         if self.kv_capacity_blocks is not None:
             # A whole prompt and its output must fit alone, or the batch could never finish.
             need = -(-self.max_total_tokens // 16) + 2
@@ -97,6 +88,11 @@ class PrefixBatchConfig:
             )
         require_number("reward_scale_s", self.reward_scale_s, 0.0, low_inclusive=False)
         require_choice("invalid_action", self.invalid_action, INVALID_ACTION_MODES)
+
+    def resolved_deployment(self) -> ResolvedDeployment:
+        """The replica's cost model and KV capacity; activations are reserved for one
+        iteration of ``token_budget`` tokens."""
+        return self.deployment.resolve(self.token_budget)
 
     def tree_spec(self) -> PrefixTreeSpec:
         """The generator's spec of this batch."""

@@ -71,7 +71,11 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
     (``ansi`` or ``rgb_array``).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version. The deployment fields became the shared
+      :class:`~schedgym.costmodels.deployment.DeploymentFields` (same dynamics): renamed
+      ``kv_memory_utilization`` -> ``gpu_memory_utilization`` (the old name is a deprecated
+      alias for one version), and ``gqa_decode_attention`` added (default ``False``, as
+      before).
 
     Example:
         >>> import gymnasium as gym

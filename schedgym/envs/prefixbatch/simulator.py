@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from schedgym.core.errors import InvalidActionError
-from schedgym.costmodels.inference import get_cost_model, kv_blocks_capacity
 from schedgym.envs.prefixbatch.config import PrefixBatchConfig
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.kv_cache import KVCache, PrefixCache
@@ -110,16 +109,9 @@ class PrefixBatchSimulator:
         heapq.heapify(self._min_heap)
         self._released = [False] * n
         self._fcfs_next = 0  # earliest pending request in submission order
-        cost_model = get_cost_model(config.model, config.gpu, config.tp, config.engine_overhead)
-        capacity = config.kv_capacity_blocks
-        if capacity is None:
-            capacity = kv_blocks_capacity(
-                config.model,
-                config.gpu,
-                config.tp,
-                memory_utilization=config.kv_memory_utilization,
-                max_batch_tokens=config.token_budget,
-            )
+        deployment = config.resolved_deployment()
+        cost_model = deployment.cost_model
+        capacity = deployment.kv_capacity_blocks
         self.capacity_blocks = capacity
         kv = KVCache(capacity, prefix_caching=True)
         self._prefix = kv.prefix = _ChangeTrackingPrefixCache(kv.block_tokens)

@@ -25,7 +25,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,13 +46,30 @@ def prompt_band(prompt_tokens: int) -> int:
     return min(max(int(math.log2(max(prompt_tokens, 1))), 5), 13)
 
 
-def length_features(request: Request) -> np.ndarray:
+class RequestLengths(Protocol):
+    """What output-length learning reads of a request: a live
+    :class:`~schedgym.serving.request.Request` or a finished one's record
+    (:class:`~schedgym.serving.records.FinishedRequest`)."""
+
+    @property
+    def request_id(self) -> int: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def finish_s(self) -> float: ...
+
+
+def length_features(request: RequestLengths) -> np.ndarray:
     """``[1, prompt / 1024]``: each group's ridge learner fits a line in the prompt length."""
     return np.array([1.0, request.prompt_tokens / TOKEN_SCALE])
 
 
 # A request's value in a group family (None: in no group of it).
-RequestKey = Callable[[Request], Hashable | None]
+RequestKey = Callable[[RequestLengths], Hashable | None]
 # Default clip of predicted output lengths, tokens.
 DEFAULT_MAX_OUTPUT_TOKENS = 8192.0
 
@@ -98,7 +115,7 @@ class OutputLengthPredictor:
     def rounds(self) -> int:
         return self.regressor.rounds
 
-    def learn(self, completed: Iterable[Request]) -> None:
+    def learn(self, completed: Iterable[RequestLengths]) -> None:
         """One round per completed request not seen before (in the given order)."""
         for request in completed:
             if request.request_id in self.seen:
@@ -110,7 +127,7 @@ class OutputLengthPredictor:
                 {"request": request}, length_features(request), float(request.output_tokens)
             )
 
-    def predict(self, request: Request) -> float:
+    def predict(self, request: RequestLengths) -> float:
         """Predicted output tokens of ``request`` (reads its prompt and priority only)."""
         if self.regressor.rounds == 0:
             return PRIOR_OUTPUT_TOKENS

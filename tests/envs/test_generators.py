@@ -15,6 +15,7 @@ import schedgym  # noqa: F401
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
+from schedgym.envs.llmcluster.generator import LLMClusterGenerator
 from schedgym.envs.soc.generator import SoCGenerator
 
 # env id -> (its generator, workload kwargs with randomness in every stream the generator uses,
@@ -25,6 +26,12 @@ CASES = {
         SoCGenerator,
         {"preset": "noisy", "num_jobs": 25, "warmup_jobs": 0},
         ("fcfs", "heft"),
+        True,
+    ),
+    "schedgym/LLMCluster-v0": (
+        LLMClusterGenerator,
+        {"preset": "tiny", "num_requests": 30, "high_priority_share": 0.3},
+        ("round-robin", "llumnix"),
         True,
     ),
 }

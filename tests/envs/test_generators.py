@@ -16,6 +16,7 @@ from schedgym.core.errors import ConfigError
 from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
 from schedgym.envs.llmcluster.generator import LLMClusterGenerator
+from schedgym.envs.prefillchunk.generator import PrefillChunkGenerator
 from schedgym.envs.soc.generator import SoCGenerator
 
 # env id -> (its generator, workload kwargs with randomness in every stream the generator uses,
@@ -32,6 +33,12 @@ CASES = {
         LLMClusterGenerator,
         {"preset": "tiny", "num_requests": 30, "high_priority_share": 0.3},
         ("round-robin", "llumnix"),
+        True,
+    ),
+    "schedgym/PrefillChunk-v0": (
+        PrefillChunkGenerator,
+        {"preset": "tiny", "arrival_process": "gamma", "arrival_cv": 2.0},
+        ("vllm", "sarathi-512"),
         True,
     ),
 }
@@ -95,7 +102,7 @@ def test_generated_instance_is_the_seeded_episode(env_id):
     generator = CASES[env_id][0]
     env = make(env_id)
     seeded = rollout(env, seed=5)
-    played = env.simulator.instance
+    played = env.simulator.episode
     assert_instances_equal(played, generator.generate(env.config, 5))
     assert rollout(env, seed=5, options={"instance": generator.generate(env.config, 5)}) == seeded
 
@@ -121,7 +128,7 @@ def test_two_policies_face_the_same_instance(env_id):
     instances, summaries = [], []
     for name in policies:
         result = run_episode(env, make_policy(short, name), seed=2)
-        instances.append(env.simulator.instance)
+        instances.append(env.simulator.episode)
         summaries.append(result.metrics)
     assert_instances_equal(*instances)
     assert summaries[0] != summaries[1]  # the policies did decide differently

@@ -223,7 +223,7 @@ def test_recorded_request_stream_is_served_as_given():
         env, make_policy("LLMCluster-v0", "round-robin"), seed=0, options={"instance": stream}
     )
     assert result.metrics["requests_completed"] == 3
-    assert env.simulator.instance is stream
+    assert env.simulator.episode is stream
     assert [r.arrival_s for r in env.simulator.requests] == [0.5, 0.6, 0.6]
     assert [r.output_tokens for r in env.simulator.requests] == [5, 6, 7]
 

@@ -293,8 +293,8 @@ def test_long_episode_keeps_compact_job_records(monkeypatch):
     assert sim.task_records.total > 60 == len(sim.task_records)
     assert sim.job_finish_us.dtype == np.float64 and sim.job_finish_us.shape == (15,)
     assert not sim.job_finish_us.flags.writeable
-    assert sim.instance.job_template.dtype == np.int64 and len(sim.instance.templates) <= 6
-    assert sim.instance.noise.ndim == 1 and sim.instance.noise.strides == (0,)  # noise_std 0
+    assert sim.episode.job_template.dtype == np.int64 and len(sim.episode.templates) <= 6
+    assert sim.episode.noise.ndim == 1 and sim.episode.noise.strides == (0,)  # noise_std 0
     with pytest.raises(KeyError):
         sim.job_noise(15)
 

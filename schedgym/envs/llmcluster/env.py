@@ -89,7 +89,7 @@ class LLMClusterEnv(SchedulingEnv):
     :class:`~schedgym.envs.llmcluster.generator.LLMClusterGenerator`, so every policy serves the
     same requests for a seed. ``reset(options={"instance": stream})`` serves a given stream
     instead (e.g. ``LLMClusterGenerator.generate(config, seed)``, or a recorded or hand-built
-    ``RequestStream``); ``env.unwrapped.simulator.instance`` is the one being served.
+    ``RequestStream``); ``env.unwrapped.simulator.episode`` is the one being served.
 
     ## Episode End
     Steps are decisions; forced migration ticks (see Action Space) are not steps, and the time

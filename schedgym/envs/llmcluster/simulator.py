@@ -114,7 +114,7 @@ class LLMClusterSimulator:
 
     # ----------------------------------------------------------------- read-only views
     @property
-    def instance(self) -> RequestStream:
+    def episode(self) -> RequestStream:
         """The episode's requests, future ones included: for recording and replay (a policy
         must not read it; it is the future)."""
         return self.stream

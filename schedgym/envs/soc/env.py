@@ -79,7 +79,7 @@ class SoCDAGEnv(SchedulingEnv):
     :class:`~schedgym.envs.soc.generator.SoCGenerator`, so every policy meets the same jobs for a
     seed. ``reset(options={"instance": instance})`` plays a given instance instead (e.g.
     ``SoCGenerator.generate(config, seed)``, a recorded or hand-built one; its ``num_jobs`` must
-    match the config's); ``env.unwrapped.simulator.instance`` is the one being played.
+    match the config's); ``env.unwrapped.simulator.episode`` is the one being played.
 
     ## Episode End
     Terminates when all ``num_jobs`` jobs have arrived and completed; truncates at ``horizon_us``

@@ -215,7 +215,7 @@ class SoCSimulator:
         return self._instance.job_noise(job_id).copy()
 
     @property
-    def instance(self) -> SoCInstance:
+    def episode(self) -> SoCInstance:
         """The whole episode, future jobs included: for recording and replay (a policy must
         not read it; it is the future)."""
         return self._instance

@@ -17,6 +17,7 @@ from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
 from schedgym.envs.llmcluster.generator import LLMClusterGenerator
 from schedgym.envs.prefillchunk.generator import PrefillChunkGenerator
+from schedgym.envs.prefixbatch.generator import PrefixBatchGenerator
 from schedgym.envs.soc.generator import SoCGenerator
 
 # env id -> (its generator, workload kwargs with randomness in every stream the generator uses,
@@ -39,6 +40,12 @@ CASES = {
         PrefillChunkGenerator,
         {"preset": "tiny", "arrival_process": "gamma", "arrival_cv": 2.0},
         ("vllm", "sarathi-512"),
+        True,
+    ),
+    "schedgym/PrefixBatch-v0": (
+        PrefixBatchGenerator,
+        {"preset": "mixed", "num_requests": 40},
+        ("fcfs-lru", "batchllm"),
         True,
     ),
 }

@@ -383,7 +383,7 @@ def test_recorded_batch_is_checked_and_served():
     assert [r.output_tokens for r in env.simulator.requests] == (
         batch.request_output_tokens.tolist()
     )
-    with pytest.raises(ConfigError, match="instance.node_parent: a parent must be -1 or an earl"):
+    with pytest.raises(ConfigError, match=r"instance\.node_parent: a parent must be -1 or an earl"):
         dataclasses.replace(batch, node_parent=np.arange(batch.num_nodes))
     small = PrefixBatchEnv(preset="tiny", num_requests=2)
     assert batch.num_groups > small.config.max_groups == 2

@@ -16,6 +16,7 @@ from schedgym.core.errors import ConfigError
 from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
 from schedgym.envs.llmcluster.generator import LLMClusterGenerator
+from schedgym.envs.mesh.generator import MeshGenerator
 from schedgym.envs.prefillchunk.generator import PrefillChunkGenerator
 from schedgym.envs.prefixbatch.generator import PrefixBatchGenerator
 from schedgym.envs.soc.generator import SoCGenerator
@@ -48,7 +49,16 @@ CASES = {
         ("fcfs-lru", "batchllm"),
         True,
     ),
+    "schedgym/MeshAssign-v0": (
+        MeshGenerator,
+        {"preset": "tiny", "length_mixture": (("lognormal", 0.7, 2048.0, 1.0),)},
+        ("static", "bytescale"),
+        True,
+    ),
 }
+# Environments that play the seed's workload lazily (drawn as the episode goes, the same numbers
+# as the generated instance): their simulator holds no instance to compare.
+LAZY = {"schedgym/MeshAssign-v0"}
 IDS = list(CASES)
 
 
@@ -109,8 +119,8 @@ def test_generated_instance_is_the_seeded_episode(env_id):
     generator = CASES[env_id][0]
     env = make(env_id)
     seeded = rollout(env, seed=5)
-    played = env.simulator.episode
-    assert_instances_equal(played, generator.generate(env.config, 5))
+    if env_id not in LAZY:
+        assert_instances_equal(env.simulator.episode, generator.generate(env.config, 5))
     assert rollout(env, seed=5, options={"instance": generator.generate(env.config, 5)}) == seeded
 
 
@@ -135,9 +145,11 @@ def test_two_policies_face_the_same_instance(env_id):
     instances, summaries = [], []
     for name in policies:
         result = run_episode(env, make_policy(short, name), seed=2)
-        instances.append(env.simulator.episode)
+        if env_id not in LAZY:
+            instances.append(env.simulator.episode)
         summaries.append(result.metrics)
-    assert_instances_equal(*instances)
+    if instances:
+        assert_instances_equal(*instances)
     assert summaries[0] != summaries[1]  # the policies did decide differently
 
 

@@ -36,11 +36,11 @@ import schedgym  # noqa: F401
 from schedgym.baselines.llm import LlumnixPolicy, run_on_simulator
 from schedgym.core.metrics import percentile
 from schedgym.core.policy import make_policy
-from schedgym.core.rng import spawn_streams
 from schedgym.core.rollout import run_episode
 from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
 from schedgym.envs.llmcluster.env import LLMClusterEnv
-from schedgym.envs.llmcluster.simulator import STREAMS, LLMClusterSimulator
+from schedgym.envs.llmcluster.generator import LLMClusterGenerator
+from schedgym.envs.llmcluster.simulator import LLMClusterSimulator
 from schedgym.workloads.traces import azure_conv_trace
 
 ENV_ID = "schedgym/LLMCluster-v0"
@@ -49,7 +49,7 @@ SPEED_TARGET_S = 3.0
 
 def simulate(config: LLMClusterConfig, policy: object, seed: int) -> tuple[dict, float]:
     started = time.perf_counter()
-    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+    sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, seed))
     run_on_simulator(sim, policy)  # type: ignore[arg-type]
     return sim.summary(), time.perf_counter() - started
 
@@ -141,7 +141,7 @@ def priority_mix(seeds: list[int]) -> None:
     )
     for name in ("round-robin", "llumnix"):
         for seed in seeds:
-            sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+            sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, seed))
             completed = sim.cluster.completed
             completed.record_tbt(0)
             run_on_simulator(sim, make_policy(ENV_ID, name))  # type: ignore[arg-type]
@@ -165,7 +165,7 @@ def capacity(seeds: list[int]) -> None:
             config = LLMClusterConfig(
                 num_instances=1, gpu=gpu, request_rate_per_s=rate, num_requests=3000
             )
-            sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+            sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, seed))
             run_on_simulator(sim, make_policy(ENV_ID, "round-robin"))  # type: ignore[arg-type]
             last_arrival = float(sim.stream.arrival_s[sim.requests_arrived - 1])
             finish = sim.cluster.completed.finish_s

@@ -202,6 +202,12 @@ CASES: tuple[Case, ...] = (
     Case(
         "job_mix_infinity", (*SOC, "--set", 'job_mix={"wifi_tx":Infinity}'), r"^job_mix\[wifi_tx\]"
     ),
+    # A rate so low that arrivals pass what a float64 clock resolves (once an endless loop).
+    Case(
+        "llm_rate_tiny",
+        (*LLM, "--set", "request_rate_per_s=1e-297"),
+        r"^request_rate_per_s: at 1e-297 req/s",
+    ),
     # --set preset beside --preset: refused; alone: honoured
     Case("preset_twice", (*SOC, "--set", "preset=light"), r"^preset: given both as --preset"),
     Case(

@@ -23,8 +23,15 @@ class EpisodeResult:
     end_reason: str | None = None
 
 
-def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = False) -> EpisodeResult:
-    """Reset ``env`` with ``seed``, run ``policy`` to the end, and return the final summary.
+def run_episode(
+    env: Any,
+    policy: Policy,
+    seed: int,
+    record_actions: bool = False,
+    options: dict[str, Any] | None = None,
+) -> EpisodeResult:
+    """Reset ``env`` with ``seed`` (and ``options``, e.g. ``{"instance": recorded}`` to play a
+    recorded episode instance), run ``policy`` to the end, and return the final summary.
 
     The metrics are the env's ``summary()`` when it has one, else the final ``info``. A policy
     whose ``uses_observation`` attribute is False (the baselines read the simulator) gets
@@ -32,7 +39,7 @@ def run_episode(env: Any, policy: Policy, seed: int, record_actions: bool = Fals
     observation) is used when the env has one: same dynamics, rewards and metrics, faster.
     """
     started = time.perf_counter()
-    observation, info = env.reset(seed=seed)
+    observation, info = env.reset(seed=seed, options=options)
     policy.reset(env)
     unwrapped = env.unwrapped
     fast = not getattr(policy, "uses_observation", True) and hasattr(unwrapped, "advance")

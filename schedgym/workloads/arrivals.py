@@ -11,8 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from schedgym.core.config import require_choice, require_number
+from schedgym.core.errors import ConfigError
 
 ARRIVAL_PROCESSES = ("poisson", "gamma")
+# Latest arrival a simulation accepts (s, about 31.7 years): beyond ~1e14 s a 50 ms migration
+# tick or a millisecond iteration no longer advances a float64 clock, and an episode would spin.
+MAX_ARRIVAL_TIME_S = 1e9
 
 
 def interarrival_times_s(
@@ -71,6 +75,13 @@ def arrival_times_s(
         times = np.concatenate(([0.0], np.cumsum(gaps)))
         if duration_s is not None:
             times = times[times < duration_s]
+        if not times[-1] <= MAX_ARRIVAL_TIME_S:
+            raise ConfigError(
+                f"request_rate_per_s: at {rate_per_s:g} req/s ({process}) the last of "
+                f"{num_requests} arrivals would come at {times[-1]:.3g} s, beyond the "
+                f"{MAX_ARRIVAL_TIME_S:g} s a simulation resolves; raise the rate, or set "
+                "duration_s or fewer num_requests"
+            )
         return times
     assert duration_s is not None
     chunks = [np.zeros(1)]

@@ -35,6 +35,7 @@ import numpy as np
 
 from schedgym.core.config import require_number
 from schedgym.core.errors import ConfigError
+from schedgym.core.generator import FrozenInstance, frozen_array
 
 MAX_SHARING_DEPTH = 6
 
@@ -134,12 +135,13 @@ class PrefixTreeSpec:
         return self.num_roots * self.fanout ** (self.sharing_depth - 1)
 
 
-@dataclass(frozen=True)
-class PrefixBatch:
+@dataclass(frozen=True, eq=False)
+class PrefixBatch(FrozenInstance):
     """A generated batch: the segment forest and the requests, in submission order.
 
     Node arrays have shape ``(num_nodes,)``; nodes are numbered parents before children.
-    Request arrays have shape ``(num_requests,)`` and are in submission order.
+    Request arrays have shape ``(num_requests,)`` and are in submission order. The episode
+    instance of PrefixBatch-v0: immutable, its arrays read-only, shared by copies.
     """
 
     node_parent: np.ndarray  # int64, -1 for a root
@@ -152,6 +154,40 @@ class PrefixBatch:
     request_output_tokens: np.ndarray  # int64
     request_group: np.ndarray  # int64, group index in [0, num_groups)
     group_prefix_tokens: np.ndarray  # int64, (num_groups,) tokens every member shares
+
+    def __post_init__(self) -> None:
+        nodes = len(self.node_parent)
+        requests = len(self.request_node)
+        shapes: dict[str, tuple[Any, int | None]] = {
+            "node_parent": (np.int64, nodes),
+            "node_tokens": (np.int64, nodes),
+            "node_start": (np.int64, nodes),
+            "node_shared": (np.bool_, nodes),
+            "node_aligned": (np.bool_, nodes),
+            "request_node": (np.int64, requests),
+            "request_prompt_tokens": (np.int64, requests),
+            "request_output_tokens": (np.int64, requests),
+            "request_group": (np.int64, requests),
+            "group_prefix_tokens": (np.int64, None),
+        }
+        arrays = {
+            name: frozen_array(getattr(self, name), dtype, f"instance.{name}", (size,))
+            for name, (dtype, size) in shapes.items()
+        }
+        parent = arrays["node_parent"]
+        if ((parent < -1) | (parent >= np.arange(nodes))).any():
+            raise ConfigError("instance.node_parent: a parent must be -1 or an earlier node")
+        if requests and not (
+            0 <= arrays["request_node"].min() <= arrays["request_node"].max() < nodes
+        ):
+            raise ConfigError(f"instance.request_node: must be node indices in [0, {nodes})")
+        groups = len(arrays["group_prefix_tokens"])
+        if requests and not (
+            0 <= arrays["request_group"].min() <= arrays["request_group"].max() < groups
+        ):
+            raise ConfigError(f"instance.request_group: must be group indices in [0, {groups})")
+        for name, array in arrays.items():
+            object.__setattr__(self, name, array)
 
     @property
     def num_requests(self) -> int:

@@ -12,20 +12,50 @@ from dataclasses import dataclass
 import numpy as np
 
 from schedgym.core.config import require_number
+from schedgym.core.errors import ConfigError
+from schedgym.core.generator import FrozenInstance, frozen_array
 from schedgym.workloads.arrivals import arrival_times_s
 from schedgym.workloads.priorities import sample_priorities
 from schedgym.workloads.request_lengths import LengthSampler
 from schedgym.workloads.traces import Trace
 
 
-@dataclass(frozen=True)
-class RequestStream:
-    """Requests in arrival order; every array has shape ``(num_requests,)``."""
+@dataclass(frozen=True, eq=False)
+class RequestStream(FrozenInstance):
+    """Requests in arrival order; every array has shape ``(num_requests,)``.
 
-    arrival_s: np.ndarray  # float64, non-decreasing
+    The episode instance of the serving environments (an LLM request's whole workload: when it
+    arrives, its prompt, how many tokens it will generate, its priority class). Immutable: the
+    arrays are read-only and copies share them.
+    """
+
+    arrival_s: np.ndarray  # float64, non-decreasing, >= 0
     prompt_tokens: np.ndarray  # int64 >= 1
     output_tokens: np.ndarray  # int64 >= 1
-    priority: np.ndarray  # int8, 1 = high priority
+    priority: np.ndarray  # int8, 1 = high priority, 0 = normal
+
+    def __post_init__(self) -> None:
+        size = len(self.arrival_s)
+        arrays = {
+            "arrival_s": frozen_array(self.arrival_s, np.float64, "instance.arrival_s", (None,)),
+            "prompt_tokens": frozen_array(
+                self.prompt_tokens, np.int64, "instance.prompt_tokens", (size,)
+            ),
+            "output_tokens": frozen_array(
+                self.output_tokens, np.int64, "instance.output_tokens", (size,)
+            ),
+            "priority": frozen_array(self.priority, np.int8, "instance.priority", (size,)),
+        }
+        arrival = arrays["arrival_s"]
+        if size and (arrival[0] < 0.0 or (np.diff(arrival) < 0.0).any()):
+            raise ConfigError("instance.arrival_s: must be non-negative and non-decreasing")
+        for name in ("prompt_tokens", "output_tokens"):
+            if size and arrays[name].min() < 1:
+                raise ConfigError(f"instance.{name}: every request needs at least 1 token")
+        if size and not np.isin(arrays["priority"], (0, 1)).all():
+            raise ConfigError("instance.priority: must be 0 (normal) or 1 (high)")
+        for name, array in arrays.items():
+            object.__setattr__(self, name, array)
 
     @property
     def num_requests(self) -> int:

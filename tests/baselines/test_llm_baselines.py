@@ -16,17 +16,17 @@ from schedgym.baselines.llm import (
     run_on_simulator,
 )
 from schedgym.core.policy import make_policy, policy_names
-from schedgym.core.rng import spawn_streams
 from schedgym.core.rollout import run_episode
 from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
 from schedgym.envs.llmcluster.env import LLMClusterEnv
-from schedgym.envs.llmcluster.simulator import STREAMS, LLMClusterSimulator
+from schedgym.envs.llmcluster.generator import LLMClusterGenerator
+from schedgym.envs.llmcluster.simulator import LLMClusterSimulator
 
 NAMES = ("round-robin", "random", "lor", "llumnix", "llumnix-no-migration")
 
 
 def simulate(config: LLMClusterConfig, policy, seed: int) -> dict:
-    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+    sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, seed))
     run_on_simulator(sim, policy)
     return sim.summary()
 
@@ -47,7 +47,7 @@ def test_env_and_simulator_paths_agree():
     env = LLMClusterEnv(preset="tiny", num_requests=20)
     via_env = run_episode(env, make_policy("schedgym/LLMCluster-v0", "llumnix"), seed=5).metrics
     parent, _ = seeding.np_random(5)  # what env.reset(seed=5) spawns its streams from
-    sim = LLMClusterSimulator(env.config, spawn_streams(parent, STREAMS))
+    sim = LLMClusterSimulator(env.config, LLMClusterGenerator.generate(env.config, parent))
     run_on_simulator(sim, LlumnixPolicy())
     via_sim = sim.summary()
     for key in ("requests_completed", "ttft_p99_s", "e2e_p50_s", "migrations"):
@@ -56,7 +56,7 @@ def test_env_and_simulator_paths_agree():
 
 def test_round_robin_cycles_and_lor_balances():
     config = LLMClusterConfig(**{**PRESETS["tiny"], "num_instances": 3, "migration": False})
-    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(0), STREAMS))
+    sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, 0))
     policy = RoundRobinPolicy()
     choices = []
     while not sim.done:
@@ -64,7 +64,7 @@ def test_round_robin_cycles_and_lor_balances():
         choices.append(choice)
         sim.dispatch(choice)
     assert choices[:6] == [0, 1, 2, 0, 1, 2]
-    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(0), STREAMS))
+    sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, 0))
     lor = LeastOutstandingPolicy()
     while not sim.done:
         loads = [instance.num_outstanding() for instance in sim.instances]
@@ -77,7 +77,7 @@ def test_llumnix_dispatches_to_the_freest_and_migrates_from_full_to_free():
     config = LLMClusterConfig(
         **{**PRESETS["tiny"], "num_instances": 2, "kv_capacity_blocks": 400, "num_requests": 40}
     )
-    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(2), STREAMS))
+    sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, 2))
     policy = LlumnixPolicy(migrate_out_freeness=1e9, migrate_in_freeness=-1e9)
     migrated = 0
     while not sim.done:
@@ -128,7 +128,7 @@ def test_llumnix_freeness_follows_the_paper():
             "high_priority_share": 0.0,
         }
     )
-    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(1), STREAMS))
+    sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, 1))
     policy = LlumnixPolicy()
     checked = 0
     while not sim.done:
@@ -179,7 +179,7 @@ def test_priority_headroom_counts_each_high_priority_request():
     (Section 4.4.1): an instance's dispatch freeness drops by one headroom per high-priority
     request it holds, so instances with more of them receive fewer normal requests."""
     config = LLMClusterConfig(**{**PRESETS["tiny"], "num_instances": 2, "kv_capacity_blocks": 400})
-    sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(0), STREAMS))
+    sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, 0))
     with_headroom, without = LlumnixPolicy(), LlumnixPolicy(headroom_fraction=0.0)
     checked = set()
     while not sim.done:
@@ -233,7 +233,7 @@ def test_priority_mix_effect_reduced_scale():
     for seed in (0, 1):
         gaps = {}
         for name in ("round-robin", "llumnix"):
-            sim = LLMClusterSimulator(config, spawn_streams(np.random.default_rng(seed), STREAMS))
+            sim = LLMClusterSimulator(config, LLMClusterGenerator.generate(config, seed))
             sim.cluster.completed.record_tbt(0)
             run_on_simulator(sim, make_policy("schedgym/LLMCluster-v0", name))
             high, normal = _priority_tbt_p99(sim, 1), _priority_tbt_p99(sim, 0)

@@ -13,7 +13,7 @@ import schedgym  # noqa: F401
 from schedgym.baselines.soc import heft_static_schedule
 from schedgym.core.policy import make_policy, policy_names
 from schedgym.core.rollout import run_episode
-from schedgym.envs.soc import simulator as soc_simulator
+from schedgym.envs.soc import generator as soc_generator
 from schedgym.envs.soc.dag import (
     DagTemplate,
     Platform,
@@ -66,8 +66,8 @@ def test_heft_uses_insertion_into_idle_gap():
 
 def test_heft_insertion_is_executed_by_the_env(monkeypatch):
     template, platform = _gap_example()
-    monkeypatch.setattr(soc_simulator, "topcuoglu_dag", lambda: template)
-    monkeypatch.setattr(soc_simulator, "topcuoglu_platform", lambda: platform)
+    monkeypatch.setattr(soc_generator, "topcuoglu_dag", lambda: template)
+    monkeypatch.setattr(soc_generator, "topcuoglu_platform", lambda: platform)
     env = gym.make("schedgym/SoCDAG-v0", preset="topcuoglu", disable_env_checker=True)
     result = run_episode(env, make_policy("SoCDAG-v0", "heft"), seed=0)
     assert result.metrics["makespan_us"] == 20.0

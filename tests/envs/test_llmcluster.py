@@ -10,10 +10,13 @@ from hypothesis import strategies as st
 
 import schedgym  # noqa: F401
 from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.policy import make_policy
+from schedgym.core.rollout import run_episode
 from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
 from schedgym.envs.llmcluster.env import LLMClusterEnv
 from schedgym.envs.llmcluster.simulator import DISPATCH, MIGRATE
 from schedgym.serving.request import FINISHED
+from schedgym.workloads.requests import RequestStream
 
 SUMMARY_KEYS = (
     "ttft_p50_s", "ttft_p99_s", "tbt_p50_s", "tbt_p99_s", "e2e_p50_s", "e2e_p99_s",
@@ -211,3 +214,41 @@ def test_conservation_under_random_actions(seed, instances, blocks, trace_like):
         assert times.size == request.output_tokens and np.all(np.diff(times) > 0)
     if not sim.truncated:
         assert all(instance.kv.used_blocks == 0 for instance in sim.instances)
+
+
+def test_recorded_request_stream_is_served_as_given():
+    stream = RequestStream(
+        arrival_s=np.array([0.5, 0.6, 0.6]),
+        prompt_tokens=np.array([10, 20, 30]),
+        output_tokens=np.array([5, 6, 7]),
+        priority=np.zeros(3, np.int8),
+    )
+    env = LLMClusterEnv(preset="tiny")
+    result = run_episode(
+        env, make_policy("LLMCluster-v0", "round-robin"), seed=0, options={"instance": stream}
+    )
+    assert result.metrics["requests_completed"] == 3
+    assert env.simulator.episode is stream
+    assert [r.arrival_s for r in env.simulator.requests] == [0.5, 0.6, 0.6]
+    assert [r.output_tokens for r in env.simulator.requests] == [5, 6, 7]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("arrival_s", [0.2, 0.1], "non-decreasing"),
+        ("prompt_tokens", [0, 3], "at least 1 token"),
+        ("priority", [0, 2], "0 \\(normal\\) or 1"),
+        ("output_tokens", [1], "must have shape"),
+    ],
+)
+def test_request_stream_names_the_bad_field(field, value, message):
+    fields = {
+        "arrival_s": [0.0, 0.1],
+        "prompt_tokens": [1, 2],
+        "output_tokens": [1, 2],
+        "priority": [0, 1],
+    }
+    fields[field] = value
+    with pytest.raises(ConfigError, match=f"instance.{field}: .*{message}"):
+        RequestStream(**{k: np.array(v) for k, v in fields.items()})

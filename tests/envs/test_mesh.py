@@ -15,6 +15,7 @@ from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
 from schedgym.envs.mesh.config import MeshConfig
 from schedgym.envs.mesh.env import MeshAssignEnv
+from schedgym.envs.mesh.generator import MeshGenerator, MeshInstance
 from schedgym.workloads.lengths import LengthMixture
 
 ENV_ID = "schedgym/MeshAssign-v0"
@@ -248,3 +249,52 @@ def test_render_shows_every_rank_and_the_gantt():
     env.step(int(np.flatnonzero(env.action_masks())[0]))
     image = env.render()
     assert image.ndim == 3 and image.std() > 0
+
+
+def test_lazy_batches_are_the_generated_instance_for_every_policy():
+    """The batches a seeded episode draws as it goes are MeshGenerator.generate's, whatever
+    the policy does (common random numbers)."""
+    env = MeshAssignEnv(preset="tiny", num_batches=3)
+    expected = MeshGenerator.generate(env.config, 4)
+
+    class BatchRecorder:
+        uses_observation = False
+
+        def __init__(self, name: str) -> None:
+            self.policy = make_policy("MeshAssign-v0", name)
+            self.batches: dict[int, list[int]] = {}
+
+        def reset(self, env):
+            self.policy.reset(env)
+
+        def act(self, observation, env):
+            sim = env.unwrapped.simulator
+            self.batches.setdefault(sim.batch_index, sorted(sim.batch_lengths.tolist()))
+            return self.policy.act(observation, env)
+
+    for name in ("static", "token-balanced"):
+        recorder = BatchRecorder(name)
+        run_episode(env, recorder, seed=4)
+        assert recorder.batches == {
+            i: sorted(expected.batch(i).tolist()) for i in range(expected.num_batches)
+        }
+
+
+def test_recorded_batches_are_checked_and_placed():
+    env = MeshAssignEnv(preset="tiny", num_batches=2)
+    recorded = MeshInstance.from_batches([np.array([4096, 100, 8000]), np.array([20000])])
+    result = run_episode(
+        env, make_policy("MeshAssign-v0", "token-balanced"), seed=0, options={"instance": recorded}
+    )
+    assert result.metrics["tokens_per_s"] > 0
+    assert [r.num_sequences for r in env.simulator.results] == [3, 1]
+    with pytest.raises(ConfigError, match="holds 1 batches, the config's num_batches is 2"):
+        env.reset(options={"instance": MeshInstance.from_batches([np.array([5])])})
+    too_long = MeshInstance.from_batches([np.array([5]), np.array([10**6])])
+    with pytest.raises(ConfigError, match="a sequence of 1000000 tokens is longer than"):
+        env.reset(options={"instance": too_long})
+    with pytest.raises(ConfigError, match="every batch needs at least one sequence"):
+        MeshInstance.from_batches([np.array([5]), np.zeros(0, np.int64)])
+    stream = MeshGenerator.batch_stream(env.config, {"lengths": np.random.default_rng(0)})
+    with pytest.raises(ValueError, match="draws batch 0 next"):
+        stream.batch(1)

@@ -15,8 +15,10 @@ from schedgym.cli import main
 from schedgym.core.errors import ConfigError, InvalidActionError
 from schedgym.envs.prefillchunk.config import PrefillChunkConfig
 from schedgym.envs.prefillchunk.env import PrefillChunkEnv
+from schedgym.envs.prefillchunk.generator import PrefillChunkGenerator
 from schedgym.leaderboard.capacity import env_episode_fn, search_capacity
 from schedgym.serving.request import DECODE, FINISHED, PREFILL, WAITING
+from schedgym.workloads.requests import RequestStream
 
 
 @pytest.mark.parametrize(
@@ -290,3 +292,19 @@ def test_paper_setting_reduced_scale_sarathi_capacity_twice_vllm():
     vllm_relaxed = capacity("vllm", 0.5, **paper)
     sarathi_relaxed = capacity("sarathi-512", 0.5, **paper)
     assert sarathi_relaxed / vllm_relaxed < sarathi / vllm
+
+
+def test_recorded_stream_must_hold_num_requests():
+    env = PrefillChunkEnv(preset="tiny")
+    stream = PrefillChunkGenerator.generate(env.config, 0)
+    short = RequestStream(
+        stream.arrival_s[:-1],
+        stream.prompt_tokens[:-1],
+        stream.output_tokens[:-1],
+        stream.priority[:-1],
+    )
+    with pytest.raises(ConfigError, match=r"instance: holds \d+ requests, the config's num_req"):
+        env.reset(seed=0, options={"instance": short})
+    env.reset(seed=1, options={"instance": stream})
+    assert env.simulator.episode is stream
+    assert [r.prompt_tokens for r in env.simulator.requests] == stream.prompt_tokens.tolist()

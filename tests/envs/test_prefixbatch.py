@@ -369,3 +369,23 @@ def test_vectorised_features_match_under_any_action_sequence(seed, picks, capaci
     steps = _rollout_against_reference(env, seed, choose)
     assert env.simulator.requests_completed == len(env.simulator.requests)
     assert steps >= len(env.simulator.requests)
+
+
+def test_recorded_batch_is_checked_and_served():
+    import dataclasses
+
+    from schedgym.envs.prefixbatch.generator import PrefixBatchGenerator
+
+    env = PrefixBatchEnv(preset="tiny")
+    batch = PrefixBatchGenerator.generate(env.config, 4)
+    env.reset(seed=0, options={"instance": batch})
+    assert env.simulator.episode is batch
+    assert [r.output_tokens for r in env.simulator.requests] == (
+        batch.request_output_tokens.tolist()
+    )
+    with pytest.raises(ConfigError, match=r"instance\.node_parent: a parent must be -1 or an earl"):
+        dataclasses.replace(batch, node_parent=np.arange(batch.num_nodes))
+    small = PrefixBatchEnv(preset="tiny", num_requests=2)
+    assert batch.num_groups > small.config.max_groups == 2
+    with pytest.raises(ConfigError, match="has 4 prefix groups, the config's max_groups is 2"):
+        small.reset(seed=0, options={"instance": batch})

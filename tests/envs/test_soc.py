@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -16,7 +17,9 @@ from schedgym.core.errors import ConfigError, InvalidActionError
 from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
 from schedgym.envs.soc.config import PRESETS, SoCConfig
+from schedgym.envs.soc.dag import topcuoglu_dag
 from schedgym.envs.soc.env import SoCDAGEnv
+from schedgym.envs.soc.generator import SoCGenerator, SoCInstance
 
 
 def rollout_random(env: SoCDAGEnv, seed: int, max_steps: int = 100_000):
@@ -110,8 +113,8 @@ def test_noise_draws_are_common_across_policies():
     env = SoCDAGEnv(preset="noisy", num_jobs=30, warmup_jobs=0)
 
     class NoiseRecorder:
-        """Runs a baseline and records each job's noise draws while the job is in the system
-        (the simulator keeps them only then)."""
+        """Runs a baseline and records each admitted job's noise draws as the policy sees
+        them (the simulator shows only jobs that have arrived)."""
 
         uses_observation = False
 
@@ -277,8 +280,8 @@ def test_task_record_window_is_bounded_and_numbered():
 
 
 def test_long_episode_keeps_compact_job_records(monkeypatch):
-    """Finished jobs leave only their arrival/finish times (16 bytes) and template reference;
-    executed tasks are kept for a bounded window; noise draws only while a job runs."""
+    """Finished jobs leave only their arrival/finish times (16 bytes); executed tasks are kept
+    for a bounded window; templates and noise live in the instance's compact arrays."""
     from schedgym.envs.soc import simulator
 
     monkeypatch.setattr(simulator, "TASK_RECORD_WINDOW", 60)
@@ -290,5 +293,64 @@ def test_long_episode_keeps_compact_job_records(monkeypatch):
     assert sim.task_records.total > 60 == len(sim.task_records)
     assert sim.job_finish_us.dtype == np.float64 and sim.job_finish_us.shape == (15,)
     assert not sim.job_finish_us.flags.writeable
+    assert sim.episode.job_template.dtype == np.int64 and len(sim.episode.templates) <= 6
+    assert sim.episode.noise.ndim == 1 and sim.episode.noise.strides == (0,)  # noise_std 0
     with pytest.raises(KeyError):
-        sim.job_noise(0)
+        sim.job_noise(15)
+
+
+def test_hand_built_instance_plays_as_given():
+    """A recorded instance: the Topcuoglu DAG arriving at 5 us with exact times gives HEFT its
+    known makespan of 80 (the arrival offset does not count: latency runs from arrival)."""
+    config = SoCConfig(platform="topcuoglu", workload="topcuoglu", num_jobs=1, max_active_jobs=1)
+    dag = topcuoglu_dag()
+    instance = SoCInstance(
+        arrival_us=np.array([5.0]),
+        templates=(dag,),
+        job_template=np.array([0]),
+        template_bias=(np.ones(dag.exec_us.shape),),
+        noise_offsets=np.array([0, dag.num_tasks]),
+        noise=np.ones(dag.num_tasks),
+    )
+    env = SoCDAGEnv(config)
+    heft = make_policy("SoCDAG-v0", "heft")
+    result = run_episode(env, heft, seed=0, options={"instance": instance})
+    assert result.metrics["makespan_us"] == 80.0
+    assert env.simulator.job_arrival_us.tolist() == [5.0]
+
+
+def test_instance_is_checked_against_config_and_itself():
+    config = SoCConfig(num_jobs=4)
+    instance = SoCGenerator.generate(config, 0)
+    with pytest.raises(ConfigError, match="instance: holds 4 jobs, the config's num_jobs is 5"):
+        SoCDAGEnv(config, num_jobs=5, warmup_jobs=0).reset(options={"instance": instance})
+    topcuoglu = SoCConfig(platform="topcuoglu", workload="topcuoglu", num_jobs=4)
+    with pytest.raises(ConfigError, match="PE types"):
+        SoCDAGEnv(topcuoglu).reset(options={"instance": instance})
+    with pytest.raises(ConfigError, match="non-decreasing"):
+        dataclasses.replace(instance, arrival_us=instance.arrival_us[::-1].copy())
+    with pytest.raises(ConfigError, match=r"instance.noise: must have shape"):
+        dataclasses.replace(instance, noise=np.ones(3))
+    assert not instance.arrival_us.flags.writeable
+
+
+def test_future_jobs_are_not_readable_through_the_simulator_view():
+    env = SoCDAGEnv(preset="noisy", num_jobs=30, warmup_jobs=0)
+    env.reset(seed=0)
+    sim = env.simulator
+    arrived = sim.jobs_arrived
+    assert 0 < arrived < 30 and len(sim.job_template) == arrived
+    with pytest.raises(IndexError):
+        sim.job_template[arrived]
+    with pytest.raises(KeyError):
+        sim.job_noise(arrived)
+
+
+def test_redacted_instance_has_unit_factors_and_is_made_once():
+    instance = SoCGenerator.generate(SoCConfig(num_jobs=20, noise_std=0.3, profile_bias_std=0.5), 1)
+    redacted = instance.redacted()
+    assert redacted is instance.redacted() and redacted.redacted() is redacted
+    assert (redacted.noise == 1.0).all() and all((b == 1.0).all() for b in redacted.template_bias)
+    assert not (instance.noise == 1.0).all()
+    np.testing.assert_array_equal(redacted.arrival_us, instance.arrival_us)
+    np.testing.assert_array_equal(redacted.job_template, instance.job_template)

@@ -9,11 +9,16 @@ from gymnasium import spaces
 
 from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import InvalidActionError
+from schedgym.core.generator import recorded_instance
 from schedgym.core.rng import spawn_streams
 from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
-from schedgym.envs.llmcluster.simulator import DISPATCH, MIGRATE, STREAMS, LLMClusterSimulator
+from schedgym.envs.llmcluster.generator import LLMClusterGenerator
+from schedgym.envs.llmcluster.simulator import DISPATCH, MIGRATE, LLMClusterSimulator
 from schedgym.serving.request import Request
+from schedgym.workloads.requests import RequestStream
+
+STREAMS = LLMClusterGenerator.streams
 
 NUM_INSTANCE_FEATURES = 9
 NUM_CANDIDATE_FEATURES = 5
@@ -78,7 +83,13 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
     seconds, so maximising it minimises mean latency, with high priority counting more.
 
     ## Starting State
-    The first request arrives at time 0; the episode starts at its dispatch decision.
+    The first request arrives at time 0; the episode starts at its dispatch decision. The
+    episode's requests (arrival times, prompt and output lengths, priority classes) are drawn
+    at ``reset`` into a frozen :class:`~schedgym.workloads.requests.RequestStream` by
+    :class:`~schedgym.envs.llmcluster.generator.LLMClusterGenerator`, so every policy serves the
+    same requests for a seed. ``reset(options={"instance": stream})`` serves a given stream
+    instead (e.g. ``LLMClusterGenerator.generate(config, seed)``, or a recorded or hand-built
+    ``RequestStream``); ``env.unwrapped.simulator.episode`` is the one being served.
 
     ## Episode End
     Steps are decisions; forced migration ticks (see Action Space) are not steps, and the time
@@ -166,7 +177,12 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self.simulator = LLMClusterSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        # Spawned even for a given instance, so the seed's generator advances the same way.
+        streams = spawn_streams(self.np_random, STREAMS)
+        instance = recorded_instance(options, RequestStream)
+        if instance is None:
+            instance = LLMClusterGenerator.from_streams(self.config, streams)
+        self.simulator = LLMClusterSimulator(self.config, instance)
         self._last_area = self.simulator.cluster.area_weighted_s
         self.forced_ticks_skipped = 0
         self._refresh()

@@ -33,57 +33,12 @@ from schedgym.serving.kv_cache import KVCache
 from schedgym.serving.metrics import latency_summary
 from schedgym.serving.request import DECODE, Request
 from schedgym.serving.schedulers import make_scheduler
-from schedgym.workloads.request_lengths import FixedLengths, PowerLawLengths, ShareGPTLengths
-from schedgym.workloads.requests import RequestStream, synthetic_stream, trace_stream
-from schedgym.workloads.traces import SHIPPED_TRACES, load_trace_csv
+from schedgym.workloads.requests import RequestStream
 
 DISPATCH, MIGRATE = 0, 1
-STREAMS = ("arrivals", "lengths", "priorities")
 # Decode iterations per instance whose logs are kept whole (exact TBT percentiles); longer
 # episodes (the Azure hour runs ~277k per instance) keep bounded logs (see ServingInstance).
 EXACT_LOG_ITERATIONS = 1 << 16
-
-
-def build_stream(
-    config: LLMClusterConfig, streams: dict[str, np.random.Generator]
-) -> RequestStream:
-    """The episode's requests, drawn from the config's workload."""
-    if config.arrival_process == "trace":
-        if config.trace in SHIPPED_TRACES:
-            trace = SHIPPED_TRACES[config.trace]()
-        else:
-            trace = load_trace_csv(config.trace)
-        return trace_stream(
-            trace,
-            streams["priorities"],
-            config.num_requests,
-            config.duration_s,
-            config.high_priority_share,
-            config.trace_time_scale,
-        )
-    lengths: ShareGPTLengths | PowerLawLengths | FixedLengths
-    if config.lengths == "sharegpt":
-        lengths = ShareGPTLengths(config.max_total_tokens)
-    elif config.lengths == "power-law":
-        lengths = PowerLawLengths(
-            config.power_law_prompt_mean_tokens,
-            config.power_law_output_mean_tokens,
-            max_tokens=config.power_law_max_tokens,
-        )
-    else:
-        lengths = FixedLengths(config.fixed_prompt_tokens, config.fixed_output_tokens)
-    return synthetic_stream(
-        streams["arrivals"],
-        streams["lengths"],
-        streams["priorities"],
-        lengths,
-        config.request_rate_per_s,
-        config.num_requests,
-        config.duration_s,
-        config.arrival_process,
-        config.arrival_cv,
-        config.high_priority_share,
-    )
 
 
 def _migration_time_s(
@@ -106,12 +61,13 @@ class LLMClusterSimulator:
 
     Args:
         config: the validated configuration.
-        streams: independent generators named ``arrivals``, ``lengths``, ``priorities``.
+        instance: the episode's requests (``LLMClusterGenerator.generate(config, seed)`` or a
+            recorded stream).
     """
 
-    def __init__(self, config: LLMClusterConfig, streams: dict[str, np.random.Generator]) -> None:
+    def __init__(self, config: LLMClusterConfig, instance: RequestStream) -> None:
         self.config = config
-        self.stream = build_stream(config, streams)
+        self.stream = instance
         self.num_requests = self.stream.num_requests
         deployment = config.resolved_deployment()
         self.cost_model = deployment.cost_model
@@ -153,6 +109,12 @@ class LLMClusterSimulator:
         self._advance()
 
     # ----------------------------------------------------------------- read-only views
+    @property
+    def episode(self) -> RequestStream:
+        """The episode's requests, future ones included: for recording and replay (a policy
+        must not read it; it is the future)."""
+        return self.stream
+
     @property
     def requests_completed(self) -> int:
         return len(self.cluster.completed)
@@ -248,8 +210,11 @@ class LLMClusterSimulator:
                 else math.inf
             )
             if cluster.in_system == 0 and arrival < math.inf:
-                # Nothing to migrate until the next arrival: skip the idle ticks.
-                self._next_tick_s = max(self._next_tick_s, math.ceil(arrival / tick) * tick)
+                # Nothing to migrate until the next arrival: skip the idle ticks (never to
+                # before the arrival, which float rounding of ceil(a / tick) * tick could give).
+                self._next_tick_s = max(
+                    self._next_tick_s, math.ceil(arrival / tick) * tick, arrival
+                )
             when = min(arrival, self._next_tick_s)
             if when == math.inf:
                 cluster.run_to_completion(horizon)

@@ -9,12 +9,14 @@ import numpy as np
 from gymnasium import spaces
 
 from schedgym.core.env import SchedulingEnv
+from schedgym.core.generator import recorded_instance
 from schedgym.core.rng import spawn_streams
 from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.mesh.config import PRESETS, MeshConfig
+from schedgym.envs.mesh.generator import MeshGenerator, MeshInstance
 from schedgym.envs.mesh.simulator import MeshSimulator
 
-STREAMS = ("lengths",)
+STREAMS = MeshGenerator.streams
 NUM_RANK_FEATURES = 6
 NUM_CURRENT_FEATURES = 8
 NUM_REMAINING_FEATURES = 6
@@ -70,7 +72,14 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
     shaping. The return is minus the sum of normalised step times over the episode's batches.
 
     ## Starting State
-    The first global batch is drawn and no sequence is placed.
+    The first global batch is drawn and no sequence is placed. The batches come from
+    :class:`~schedgym.envs.mesh.generator.MeshGenerator`'s ``lengths`` stream, one per batch in
+    order, so every policy places the same batches for a seed (drawn lazily, batch by batch, to
+    keep long episodes small). ``reset(options={"instance": instance})`` places a given
+    :class:`~schedgym.envs.mesh.generator.MeshInstance` instead (e.g.
+    ``MeshGenerator.generate(config, seed)``, the seed's batches materialised, or
+    ``MeshInstance.from_batches([...])`` with ``num_batches`` recorded batches);
+    ``env.unwrapped.simulator.batches`` is what is being placed.
 
     ## Episode End
     Terminates after ``num_batches`` batches are placed. The final ``info`` holds the episode
@@ -135,7 +144,12 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         self._last_batch_step_time_s: float | None = None
-        self.simulator = MeshSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        streams = spawn_streams(self.np_random, STREAMS)
+        instance = recorded_instance(options, MeshInstance)
+        batches = (
+            instance if instance is not None else MeshGenerator.batch_stream(self.config, streams)
+        )
+        self.simulator = MeshSimulator(self.config, batches)
         sim = self.simulator
         self._node_feature = (sim.rank_node / sim.num_nodes).astype(np.float32)
         return self._observation(), self._info()

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schedgym.core.errors import InvalidActionError
+from schedgym.core.errors import ConfigError, InvalidActionError
 from schedgym.costmodels.training import TrainingCostModel, get_training_cost_model
 from schedgym.envs.mesh.config import MeshConfig
+from schedgym.envs.mesh.generator import MeshBatchStream, MeshInstance
 from schedgym.workloads.lengths import LengthMixture
 
 
@@ -61,12 +62,25 @@ class MeshSimulator:
 
     Args:
         config: the validated configuration.
-        streams: independent generators; ``lengths`` draws the batches.
+        batches: the episode's global batches: a :class:`MeshInstance` (e.g.
+            ``MeshGenerator.generate(config, seed)`` or a recorded one, with ``num_batches``
+            batches) or the generator's lazy :class:`MeshBatchStream`.
     """
 
-    def __init__(self, config: MeshConfig, streams: dict[str, np.random.Generator]) -> None:
+    def __init__(self, config: MeshConfig, batches: MeshInstance | MeshBatchStream) -> None:
         self.config = config
-        self._rng_lengths = streams["lengths"]
+        if batches.num_batches != config.num_batches:
+            raise ConfigError(
+                f"instance: holds {batches.num_batches} batches, the config's num_batches is "
+                f"{config.num_batches}"
+            )
+        longest = config.longest_sequence_tokens
+        if isinstance(batches, MeshInstance) and int(batches.lengths.max()) > longest:
+            raise ConfigError(
+                f"instance.lengths: a sequence of {int(batches.lengths.max())} tokens is longer "
+                f"than the config allows ({longest}, max_seq_tokens or the mesh's capacity)"
+            )
+        self.batches = batches
         self.cost: TrainingCostModel = get_training_cost_model(
             config.model, config.gpu, config.gpus_per_node
         )
@@ -98,7 +112,7 @@ class MeshSimulator:
 
     # ------------------------------------------------------------------------------ batches
     def _start_batch(self) -> None:
-        lengths = self.mixture.sample_batch(self._rng_lengths, self.config.global_batch_tokens)
+        lengths = self.batches.batch(self.batch_index)
         # Longest first; the stable sort keeps equal lengths in draw order (determinism).
         order = np.argsort(-lengths, kind="stable")
         self.batch_lengths = lengths[order]  # (n,) int64, non-increasing

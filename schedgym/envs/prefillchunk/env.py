@@ -9,12 +9,15 @@ from gymnasium import spaces
 
 from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import ConfigError
+from schedgym.core.generator import recorded_instance
 from schedgym.core.rng import spawn_streams
 from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.prefillchunk.config import PRESETS, PrefillChunkConfig
+from schedgym.envs.prefillchunk.generator import PrefillChunkGenerator
 from schedgym.envs.prefillchunk.simulator import MODE_NAMES, PrefillChunkSimulator
+from schedgym.workloads.requests import RequestStream
 
-STREAMS = ("arrivals", "lengths")
+STREAMS = PrefillChunkGenerator.streams
 NUM_MODES = len(MODE_NAMES)
 NUM_STATE_FEATURES = 14
 QUEUE_FEATURES = 3
@@ -73,7 +76,13 @@ class PrefillChunkEnv(SchedulingEnv[PrefillChunkConfig, PrefillChunkSimulator]):
     tokens of throughput.
 
     ## Starting State
-    The first request arrives at time 0; the episode starts at the first decision point.
+    The first request arrives at time 0; the episode starts at the first decision point. The
+    requests (arrival times, prompt and output lengths) are drawn at ``reset`` into a frozen
+    :class:`~schedgym.workloads.requests.RequestStream` by
+    :class:`~schedgym.envs.prefillchunk.generator.PrefillChunkGenerator`, so every policy serves
+    the same requests for a seed. ``reset(options={"instance": stream})`` serves a given stream
+    of ``num_requests`` requests instead (e.g. ``PrefillChunkGenerator.generate(config, seed)``
+    or a recorded one); ``env.unwrapped.simulator.episode`` is the one being served.
 
     ## Episode End
     Terminates when all ``num_requests`` requests have arrived and finished; truncates at
@@ -140,7 +149,12 @@ class PrefillChunkEnv(SchedulingEnv[PrefillChunkConfig, PrefillChunkSimulator]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self.simulator = PrefillChunkSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        # Spawned even for a given instance, so the seed's generator advances the same way.
+        streams = spawn_streams(self.np_random, STREAMS)
+        instance = recorded_instance(options, RequestStream)
+        if instance is None:
+            instance = PrefillChunkGenerator.from_streams(self.config, streams)
+        self.simulator = PrefillChunkSimulator(self.config, instance)
         return self._observation(), self._info()
 
     def _apply(self, action: int) -> tuple[float, bool, bool]:

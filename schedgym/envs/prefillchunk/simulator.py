@@ -30,7 +30,7 @@ from itertools import islice
 
 import numpy as np
 
-from schedgym.core.errors import InvalidActionError
+from schedgym.core.errors import ConfigError, InvalidActionError
 from schedgym.core.metrics import percentile
 from schedgym.envs.prefillchunk.config import PrefillChunkConfig
 from schedgym.serving.engine import ServingInstance
@@ -38,8 +38,7 @@ from schedgym.serving.kv_cache import KVCache
 from schedgym.serving.metrics import tbt_samples_s
 from schedgym.serving.request import PREFILL, Request
 from schedgym.serving.schedulers import BatchPlan, ServingInstanceView
-from schedgym.workloads.arrivals import arrival_times_s
-from schedgym.workloads.request_lengths import FixedLengths, ShareGPTLengths
+from schedgym.workloads.requests import RequestStream
 
 STALL_FREE, WHOLE_MIXED, PREFILL_ONLY = 0, 1, 2
 MODE_NAMES = ("stall-free", "whole-mixed", "prefill-only")
@@ -106,26 +105,28 @@ class PrefillChunkSimulator:
 
     Args:
         config: the validated configuration.
-        streams: independent generators named ``arrivals`` and ``lengths``.
+        instance: the episode's requests (``PrefillChunkGenerator.generate(config, seed)`` or a
+            recorded stream of ``config.num_requests`` requests).
     """
 
-    def __init__(self, config: PrefillChunkConfig, streams: dict[str, np.random.Generator]) -> None:
+    def __init__(self, config: PrefillChunkConfig, instance: RequestStream) -> None:
         self.config = config
-        n = config.num_requests
-        arrivals = arrival_times_s(
-            streams["arrivals"],
-            config.request_rate_per_s,
-            n,
-            process=config.arrival_process,
-            cv=config.arrival_cv,
-        )
-        if config.lengths == "sharegpt":
-            sampler: ShareGPTLengths | FixedLengths = ShareGPTLengths(config.max_total_tokens)
-        else:
-            sampler = FixedLengths(config.prompt_tokens, config.output_tokens)
-        prompts, outputs = sampler.sample(streams["lengths"], n)
+        if instance.num_requests != config.num_requests:
+            raise ConfigError(
+                f"instance: holds {instance.num_requests} requests, the config's num_requests "
+                f"is {config.num_requests}"
+            )
+        self.episode = instance
         self.requests = [
-            Request(i, float(arrivals[i]), int(prompts[i]), int(outputs[i])) for i in range(n)
+            Request(i, float(arrival), int(prompt), int(output))
+            for i, (arrival, prompt, output) in enumerate(
+                zip(
+                    instance.arrival_s.tolist(),
+                    instance.prompt_tokens.tolist(),
+                    instance.output_tokens.tolist(),
+                    strict=True,
+                )
+            )
         ]
         deployment = config.resolved_deployment()
         self.cost_model = deployment.cost_model

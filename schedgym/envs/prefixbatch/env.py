@@ -9,12 +9,15 @@ from gymnasium import spaces
 
 from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import InvalidActionError
+from schedgym.core.generator import recorded_instance
 from schedgym.core.rng import spawn_streams
 from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.prefixbatch.config import PRESETS, PrefixBatchConfig
+from schedgym.envs.prefixbatch.generator import PrefixBatchGenerator
 from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator
+from schedgym.workloads.prefix_tree import PrefixBatch
 
-STREAMS = ("tree", "lengths")
+STREAMS = PrefixBatchGenerator.streams
 GROUP_FEATURES = 7
 NUM_GLOBAL_FEATURES = 8
 TOKEN_SCALE = 1024.0  # brings token counts in observations to order one
@@ -57,7 +60,13 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
     minus the batch's completion time, so maximising it maximises throughput.
 
     ## Starting State
-    The whole batch is pending at time 0, nothing is cached.
+    The whole batch is pending at time 0, nothing is cached. The batch (prefix forest, request
+    lengths, groups, submission order) is drawn at ``reset`` into a frozen
+    :class:`~schedgym.workloads.prefix_tree.PrefixBatch` by
+    :class:`~schedgym.envs.prefixbatch.generator.PrefixBatchGenerator`, so every policy serves
+    the same batch for a seed. ``reset(options={"instance": batch})`` serves a given batch
+    instead (e.g. ``PrefixBatchGenerator.generate(config, seed)`` or a recorded one, with at most
+    ``max_groups`` groups); ``env.unwrapped.simulator.episode`` is the one being served.
 
     ## Episode End
     Terminates when every request has finished. The final ``info`` holds the summary:
@@ -119,7 +128,12 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self.simulator = PrefixBatchSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        # Spawned even for a given instance, so the seed's generator advances the same way.
+        streams = spawn_streams(self.np_random, STREAMS)
+        instance = recorded_instance(options, PrefixBatch)
+        if instance is None:
+            instance = PrefixBatchGenerator.from_streams(self.config, streams)
+        self.simulator = PrefixBatchSimulator(self.config, instance)
         return self._observation(), self._info()
 
     def _substitute_fallback(self) -> int | None:

@@ -25,14 +25,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from schedgym.core.errors import InvalidActionError
+from schedgym.core.errors import ConfigError, InvalidActionError
 from schedgym.envs.prefixbatch.config import PrefixBatchConfig
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.kv_cache import KVCache, PrefixCache
 from schedgym.serving.request import Request
 from schedgym.serving.schedulers import SarathiScheduler
-from schedgym.workloads.prefix_tree import PrefixBatch, generate_prefix_batch
-from schedgym.workloads.request_lengths import ShareGPTLengths
+from schedgym.workloads.prefix_tree import PrefixBatch
 
 
 class _ChangeTrackingPrefixCache(PrefixCache):
@@ -67,15 +66,18 @@ class PrefixBatchSimulator:
 
     Args:
         config: the validated configuration.
-        streams: independent generators named ``tree`` and ``lengths``.
+        instance: the batch to serve (``PrefixBatchGenerator.generate(config, seed)`` or a
+            recorded one with at most ``config.max_groups`` prefix groups).
     """
 
-    def __init__(self, config: PrefixBatchConfig, streams: dict[str, np.random.Generator]) -> None:
+    def __init__(self, config: PrefixBatchConfig, instance: PrefixBatch) -> None:
         self.config = config
-        pairs = ShareGPTLengths(config.max_total_tokens).pairs()
-        self.batch: PrefixBatch = generate_prefix_batch(
-            config.tree_spec(), pairs, streams["tree"], streams["lengths"]
-        )
+        if instance.num_groups > config.max_groups:
+            raise ConfigError(
+                f"instance: has {instance.num_groups} prefix groups, the config's max_groups is "
+                f"{config.max_groups}"
+            )
+        self.batch: PrefixBatch = instance
         batch = self.batch
         n = batch.num_requests
         prompts = batch.request_prompt_tokens.tolist()
@@ -215,6 +217,12 @@ class PrefixBatchSimulator:
         return requests < len(self.requests), admission, own_evictable, resident
 
     # ----------------------------------------------------------------- read-only views
+    @property
+    def episode(self) -> PrefixBatch:
+        """The batch being served, every request's length included: for recording and replay
+        (a policy must not read output lengths from it)."""
+        return self.batch
+
     def next_request(self, group: int) -> int:
         """The earliest pending request of ``group`` (-1 if none)."""
         index = self.group_next[group]

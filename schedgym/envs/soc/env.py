@@ -9,10 +9,12 @@ from gymnasium import spaces
 
 from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import InvalidActionError
+from schedgym.core.generator import recorded_instance
 from schedgym.core.graph import GraphLimits, graph_spaces
 from schedgym.core.rng import spawn_streams
 from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.soc.config import PRESETS, SoCConfig
+from schedgym.envs.soc.generator import SoCGenerator, SoCInstance
 from schedgym.envs.soc.simulator import (
     DONE,
     EMPTY,
@@ -25,7 +27,7 @@ from schedgym.envs.soc.simulator import (
     platform_for,
 )
 
-STREAMS = ("arrivals", "jobs", "noise", "profile")
+STREAMS = SoCGenerator.streams
 NUM_GLOBAL_FEATURES = 6
 # The node states of the one-hot columns of the node features, in column order.
 _ONE_HOT_STATES = np.array([WAITING, READY, RUNNING, DONE], np.int8)
@@ -70,7 +72,14 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
     milliseconds (Decima's objective), so maximising it minimises mean job latency.
 
     ## Starting State
-    The first job arrives at time 0; the episode starts at the first decision point.
+    The first job arrives at time 0; the episode starts at the first decision point. Everything
+    random about the episode (arrival times, each job's application or random DAG, the profile's
+    systematic error, each task's random execution-time factor) is drawn at ``reset`` into a
+    frozen :class:`~schedgym.envs.soc.generator.SoCInstance` by
+    :class:`~schedgym.envs.soc.generator.SoCGenerator`, so every policy meets the same jobs for a
+    seed. ``reset(options={"instance": instance})`` plays a given instance instead (e.g.
+    ``SoCGenerator.generate(config, seed)``, a recorded or hand-built one; its ``num_jobs`` must
+    match the config's); ``env.unwrapped.simulator.episode`` is the one being played.
 
     ## Episode End
     Terminates when all ``num_jobs`` jobs have arrived and completed; truncates at ``horizon_us``
@@ -141,7 +150,12 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self.simulator = SoCSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        # Spawned even for a given instance, so the seed's generator advances the same way.
+        streams = spawn_streams(self.np_random, STREAMS)
+        instance = recorded_instance(options, SoCInstance)
+        if instance is None:
+            instance = SoCGenerator.from_streams(self.config, streams)
+        self.simulator = SoCSimulator(self.config, instance)
         self._edge_index = np.zeros((2, self.num_edge_slots), np.int64)
         self._edge_mask = np.zeros(self.num_edge_slots, np.int8)
         # The job each slot held at the last observation (-1: empty), and the static node

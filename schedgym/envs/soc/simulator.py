@@ -11,8 +11,10 @@ Semantics, following DS3:
   ``max(now, max_pred(finish_pred + bits / bandwidth(pe_pred, p)))``; a transfer on the same PE is
   free. Transfers do not contend for links (as in DS3's default model).
 - The actual execution time is the nominal (profiled) time times a per-episode systematic factor
-  per (task kind, PE type) times a per-instance random factor; both are lognormal with mean 1. The
-  random factors are drawn when a job arrives, so every policy faces the same draws for a seed.
+  per (task kind, PE type) times a per-instance random factor; both are lognormal with mean 1.
+  Arrivals, templates and both factors come from the episode's :class:`SoCInstance` (see
+  ``generator.py``), drawn before the first decision, so every policy faces the same draws for a
+  seed.
 - Jobs are admitted in arrival order into at most ``max_active_jobs`` slots; later arrivals wait
   in a FIFO backlog. A job's latency runs from its arrival to its last task's completion.
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,15 +35,8 @@ import numpy as np
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.events import EventQueue
 from schedgym.envs.soc.config import SoCConfig
-from schedgym.envs.soc.dag import (
-    DagTemplate,
-    Platform,
-    ds3_applications,
-    ds3_platform,
-    random_dag,
-    topcuoglu_dag,
-    topcuoglu_platform,
-)
+from schedgym.envs.soc.dag import DagTemplate, Platform
+from schedgym.envs.soc.generator import SoCInstance, fixed_templates, platform_for
 
 # Node states.
 EMPTY, WAITING, READY, RUNNING, DONE = 0, 1, 2, 3, 4
@@ -113,14 +108,20 @@ class TaskRecordWindow:
         return out
 
 
-def _lognormal_factors(
-    rng: np.random.Generator, rel_std: float, size: tuple[int, ...]
-) -> np.ndarray:
-    """Mean-one lognormal factors with the given relative standard deviation."""
-    if rel_std == 0.0:
-        return np.ones(size)
-    sigma = math.sqrt(math.log1p(rel_std * rel_std))
-    return np.exp(sigma * rng.standard_normal(size) - 0.5 * sigma * sigma)
+class ArrivedTemplates(Sequence[DagTemplate]):
+    """The DAG template of every job that has arrived so far, by job id (a read-only view of
+    the instance: one shared template per application, no per-job objects)."""
+
+    def __init__(self, simulator: SoCSimulator) -> None:
+        self._simulator = simulator
+
+    def __len__(self) -> int:
+        return self._simulator.jobs_arrived
+
+    def __getitem__(self, job_id: int) -> DagTemplate:  # type: ignore[override]
+        if not 0 <= job_id < self._simulator.jobs_arrived:
+            raise IndexError(f"job {job_id} has not arrived (jobs 0..{len(self) - 1} have)")
+        return self._simulator.instance_template(job_id)
 
 
 class SoCSimulator:
@@ -128,28 +129,24 @@ class SoCSimulator:
 
     Args:
         config: the validated configuration.
-        streams: independent generators named ``arrivals``, ``jobs``, ``noise``, ``profile``.
+        instance: the episode's jobs (``SoCGenerator.generate(config, seed)`` or a recorded
+            one); checked against ``config``.
     """
 
-    def __init__(self, config: SoCConfig, streams: dict[str, np.random.Generator]) -> None:
+    def __init__(self, config: SoCConfig, instance: SoCInstance) -> None:
         self.config = config
-        self._rng_arrivals = streams["arrivals"]
-        self._rng_jobs = streams["jobs"]
-        self._rng_noise = streams["noise"]
-        self._rng_profile = streams["profile"]
         self.platform: Platform = platform_for(config)
-        self._fixed_templates, mix = fixed_templates(config)
-        self._mix_names = list(mix)
-        self._mix_probs = np.array([mix[k] for k in self._mix_names])
+        self._fixed_templates, _ = fixed_templates(config)
         self.tasks_per_job = max_tasks_per_job(config)
+        instance.check_fits(config, self.platform, self.tasks_per_job)
+        self._instance = instance
         self.edges_per_job = max_edges_per_job(config)
         platform = self.platform
         self.num_pes = platform.num_pes
         self.pe_type = platform.pe_type
         # us per bit, 0 on the diagonal: transfer time = bits * inverse bandwidth.
         self.inverse_bandwidth = 1.0 / platform.bandwidth_bits_per_us
-        self._rank_cache: dict[str, np.ndarray] = {}
-        self._bias_cache: dict[str, np.ndarray] = {}
+        self._rank_cache: dict[int, np.ndarray] = {}  # by template index in the instance
         n = config.max_active_jobs * self.tasks_per_job
         self.num_node_slots = n
         # Per node slot (shape (num_node_slots,) unless stated).
@@ -167,20 +164,18 @@ class SoCSimulator:
         self._node_actual_us = np.zeros((n, platform.num_pe_types))
         # Per job slot (shape (max_active_jobs,)).
         self.slot_job_id = np.full(config.max_active_jobs, -1, np.int64)
+        self._slot_template: list[DagTemplate | None] = [None] * config.max_active_jobs
         self.slot_remaining = np.zeros(config.max_active_jobs, np.int64)
         self.slot_arrival_us = np.zeros(config.max_active_jobs)
         # Per PE (shape (num_pes,)).
         self.pe_node = np.full(self.num_pes, -1, np.int64)
         self.pe_busy_us = np.zeros(self.num_pes)  # accumulated actual execution time
         self.pe_expected_free_us = np.zeros(self.num_pes)
-        # Per job id (arrival order), grows as jobs arrive.
-        # Per job, by job id: its template (shared objects for the fixed applications) and
-        # arrival/finish times (compact float64 arrays, 16 bytes per job, for exact metrics).
-        self.job_template: list[DagTemplate] = []
+        # Per job, by job id: its template (a view of the instance) and arrival/finish times
+        # (compact float64 arrays, 16 bytes per job, for exact metrics).
+        self.job_template = ArrivedTemplates(self)
         self._job_arrival_us = np.full(config.num_jobs, math.nan)
         self._job_finish_us = np.full(config.num_jobs, math.nan)  # nan while in flight
-        # Random execution-time factors of the jobs in the system only (dropped on completion).
-        self._job_noise: dict[int, np.ndarray] = {}
         self.task_records = TaskRecordWindow(TASK_RECORD_WINDOW)
         self.backlog: deque[int] = deque()
         self.ready_nodes: set[int] = set()
@@ -193,7 +188,7 @@ class SoCSimulator:
         self.truncated = False
         self.done = False
         self._free_job_slots = list(range(config.max_active_jobs - 1, -1, -1))
-        self.events.push(0.0, _ARRIVAL)
+        self.events.push(float(instance.arrival_us[0]), _ARRIVAL)
         self._advance()
 
     # ----------------------------------------------------------------- read-only view helpers
@@ -213,8 +208,22 @@ class SoCSimulator:
         return view
 
     def job_noise(self, job_id: int) -> np.ndarray:
-        """A copy of the random execution-time factors of ``job_id`` (a job in the system)."""
-        return self._job_noise[job_id].copy()
+        """A copy of the random execution-time factors of ``job_id``'s tasks (a job that has
+        arrived; KeyError for one that has not)."""
+        if not 0 <= job_id < self.jobs_arrived:
+            raise KeyError(f"job {job_id} has not arrived")
+        return self._instance.job_noise(job_id).copy()
+
+    @property
+    def episode(self) -> SoCInstance:
+        """The whole episode, future jobs included: for recording and replay (a policy must
+        not read it; it is the future)."""
+        return self._instance
+
+    def instance_template(self, job_id: int) -> DagTemplate:
+        """The DAG template of job ``job_id``."""
+        instance = self._instance
+        return instance.templates[int(instance.job_template[job_id])]
 
     def idle_pes(self) -> np.ndarray:
         """``(num_pes,)`` bool: PEs neither running nor reserved."""
@@ -259,7 +268,10 @@ class SoCSimulator:
 
     def template_of(self, node: int) -> DagTemplate:
         """The DAG template of the job holding ``node``."""
-        return self.job_template[int(self.slot_job_id[self.node_job_slot[node]])]
+        template = self._slot_template[int(self.node_job_slot[node])]
+        if template is None:
+            raise IndexError(f"node slot {node} holds no job")
+        return template
 
     def node_of(self, job_id: int, task: int) -> int:
         """Node slot of task ``task`` of active job ``job_id`` (-1 if the job is not active)."""
@@ -279,13 +291,13 @@ class SoCSimulator:
         """Replace, in this simulator, what a policy cannot know yet by its expectation.
 
         For look-ahead policies that roll a copy forward: every task that has not started gets
-        its nominal execution time instead of its drawn one, jobs already drawn but not admitted
-        lose their noise, and later jobs draw neither noise nor profile bias. What has started or
-        finished stays as it happened. Call it on a copy, never on the simulator an env runs.
+        its nominal execution time instead of its drawn one, and the instance is replaced by its
+        :meth:`SoCInstance.redacted` copy (every noise and profile-bias factor 1), so jobs not
+        yet admitted run at their nominal times too. What has started or finished stays as it
+        happened. Call it on a copy, never on the simulator an env runs.
         """
         self.config = dataclasses.replace(self.config, noise_std=0.0, profile_bias_std=0.0)
-        self._bias_cache = {}
-        self._job_noise = {job: np.ones_like(noise) for job, noise in self._job_noise.items()}
+        self._instance = self._instance.redacted()
         unstarted = (self.node_state == READY) | (self.node_state == WAITING)
         self._node_actual_us[unstarted] = self.node_exec_us[unstarted]
 
@@ -358,64 +370,30 @@ class SoCSimulator:
         self.now_us = time_us
 
     def _arrive(self) -> None:
-        config = self.config
         job_id = self.jobs_arrived
         self.jobs_arrived += 1
         self.jobs_in_system += 1
-        template = self._draw_template()
-        self.job_template.append(template)
         self._job_arrival_us[job_id] = self.now_us
-        self._job_noise[job_id] = _lognormal_factors(
-            self._rng_noise, config.noise_std, (template.num_tasks,)
-        )
-        if self.jobs_arrived < config.num_jobs:
-            gap_us = self._rng_arrivals.exponential(1000.0 / config.job_rate_per_ms)
-            self.events.push(self.now_us + gap_us, _ARRIVAL)
+        if self.jobs_arrived < self.config.num_jobs:
+            # Pushed now, as each arrival schedules the next: ties with task completions at
+            # the same time then resolve in the same order as when the gap was drawn here.
+            self.events.push(float(self._instance.arrival_us[self.jobs_arrived]), _ARRIVAL)
         if self._free_job_slots:
             self._admit(job_id, self._free_job_slots.pop())
         else:
             self.backlog.append(job_id)
 
-    def _draw_template(self) -> DagTemplate:
-        config = self.config
-        if config.workload == "random_dag":
-            return random_dag(
-                self._rng_jobs,
-                self.platform,
-                config.dag_num_tasks,
-                config.dag_shape_alpha,
-                config.dag_out_degree,
-                config.dag_ccr,
-                config.dag_heterogeneity_beta,
-                config.dag_mean_exec_us,
-                name=f"random{self.jobs_arrived - 1}",
-            )
-        if len(self._mix_names) == 1:
-            return self._fixed_templates[self._mix_names[0]]
-        choice = int(self._rng_jobs.choice(len(self._mix_names), p=self._mix_probs))
-        return self._fixed_templates[self._mix_names[choice]]
-
-    def _template_rank(self, template: DagTemplate) -> np.ndarray:
-        key = template.name  # names are unique within an episode; ids are not stable
-        if key not in self._rank_cache:
-            self._rank_cache[key] = template.upward_rank_us(self.platform)
-        return self._rank_cache[key]
-
-    def _template_bias(self, template: DagTemplate) -> np.ndarray:
-        """Per-episode systematic factor per (task, PE type): one draw per (kind, PE type)."""
-        key = template.name
-        if key not in self._bias_cache:
-            kinds = len(template.kind_names)
-            factors = _lognormal_factors(
-                self._rng_profile,
-                self.config.profile_bias_std,
-                (kinds, self.platform.num_pe_types),
-            )
-            self._bias_cache[key] = factors[template.kind]
-        return self._bias_cache[key]
+    def _template_rank(self, template_index: int) -> np.ndarray:
+        if template_index not in self._rank_cache:
+            template = self._instance.templates[template_index]
+            self._rank_cache[template_index] = template.upward_rank_us(self.platform)
+        return self._rank_cache[template_index]
 
     def _admit(self, job_id: int, slot: int) -> None:
-        template = self.job_template[job_id]
+        instance = self._instance
+        template_index = int(instance.job_template[job_id])
+        template = instance.templates[template_index]
+        self._slot_template[slot] = template
         t = self.tasks_per_job
         base, n = slot * t, template.num_tasks
         nodes = slice(base, base + n)
@@ -424,9 +402,11 @@ class SoCSimulator:
         self.slot_arrival_us[slot] = self._job_arrival_us[job_id]
         self.node_exec_us[nodes] = template.exec_us
         self.node_capable_pe[nodes] = ~np.isnan(template.exec_us[:, self.pe_type])
-        self.node_rank_us[nodes] = self._template_rank(template)
+        self.node_rank_us[nodes] = self._template_rank(template_index)
         self._node_actual_us[nodes] = (
-            template.exec_us * self._template_bias(template) * self._job_noise[job_id][:, None]
+            template.exec_us
+            * instance.template_bias[template_index]
+            * instance.job_noise(job_id)[:, None]
         )
         self.node_pe[nodes] = -1
         pending = np.array([len(p) for p in template.pred_edges], dtype=np.int64)
@@ -444,7 +424,8 @@ class SoCSimulator:
         self.pe_busy_us[pe] += self.node_finish_us[node] - self.node_start_us[node]
         slot = int(self.node_job_slot[node])
         job_id = int(self.slot_job_id[slot])
-        template = self.job_template[job_id]
+        template = self._slot_template[slot]
+        assert template is not None  # the slot holds the job whose task finished
         base = slot * self.tasks_per_job
         task = node - base
         self.task_records.append(
@@ -470,7 +451,6 @@ class SoCSimulator:
 
     def _complete_job(self, job_id: int, slot: int) -> None:
         self._job_finish_us[job_id] = self.now_us
-        del self._job_noise[job_id]
         self.jobs_completed += 1
         self.jobs_in_system -= 1
         t = self.tasks_per_job
@@ -478,6 +458,7 @@ class SoCSimulator:
         self.node_capable_pe[slot * t : (slot + 1) * t] = False
         self.node_exec_us[slot * t : (slot + 1) * t] = np.nan
         self.slot_job_id[slot] = -1
+        self._slot_template[slot] = None
         if self.backlog:
             self._admit(self.backlog.popleft(), slot)
         else:
@@ -512,20 +493,6 @@ class SoCSimulator:
         if self.config.num_jobs == 1:
             out["makespan_us"] = float(finish[0] - arrival[0]) if done.all() else math.nan
         return out
-
-
-def platform_for(config: SoCConfig) -> Platform:
-    return topcuoglu_platform() if config.platform == "topcuoglu" else ds3_platform()
-
-
-def fixed_templates(config: SoCConfig) -> tuple[dict[str, DagTemplate], dict[str, float]]:
-    """The workload's fixed DAG templates and their mix (empty for random DAGs)."""
-    if config.workload == "topcuoglu":
-        return {"topcuoglu": topcuoglu_dag()}, {"topcuoglu": 1.0}
-    if config.workload == "ds3":
-        apps = ds3_applications()
-        return {k: apps[k] for k in config.job_mix}, dict(config.job_mix)
-    return {}, {}
 
 
 def max_tasks_per_job(config: SoCConfig) -> int:

@@ -1,4 +1,5 @@
-"""``schedgym train``: MaskablePPO with the per-candidate scoring agents (the agents extra)."""
+"""``schedgym train``: MaskablePPO with the per-candidate scoring agents (the agents extra), or
+Ray RLlib's PPO with action masking (``--backend rllib``, the agents and ray extras)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import shlex
 import sys
 from typing import Any
+
+BACKENDS = ("sb3", "rllib")
 
 
 def register(subparsers: Any) -> None:
@@ -32,6 +35,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sb3",
+        help="sb3: sb3-contrib MaskablePPO on this machine (default); rllib: Ray RLlib PPO with "
+        "action masking, --n-envs EnvRunner actors on a Ray cluster",
+    )
+    p.add_argument(
+        "--ray-address", default=None, help="--backend rllib: a Ray cluster (default: local Ray)"
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -52,6 +65,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from schedgym.training.train import set_torch_threads, train
 
     set_torch_threads(args.threads)
+    command = "schedgym train " + shlex.join(
+        sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]
+    )
+    if args.backend == "rllib":
+        return _train_rllib(args, command)
+    if args.ray_address is not None:
+        raise ConfigError("--ray-address: only with --backend rllib")
     meta = train(
         args.env_id,
         presets=args.preset,
@@ -65,8 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         progress=not args.no_progress,
-        command="schedgym train "
-        + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
+        command=command,
     )
     validation = meta.get("validation", {})
     best = meta.get("best_validation", {})
@@ -75,5 +94,46 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{meta['wall_time_s']:.0f} s; "
         f"validation {validation.get('metric')} = {validation.get('mean')}, best "
         f"{best.get('mean')} at {best.get('timesteps')} steps; checkpoints in {args.out}"
+    )
+    return 0
+
+
+def _train_rllib(args: argparse.Namespace, command: str) -> int:
+    import importlib.util
+
+    from schedgym.core.errors import ConfigError
+
+    # What the SB3 backend offers and this one does not is refused, never silently ignored.
+    unsupported = {
+        "--resume": args.resume is not None,
+        "--device (other than cpu)": args.device != "cpu",
+        "--wandb (other than disabled)": args.wandb not in (None, "disabled"),
+    }
+    for flag, given in unsupported.items():
+        if given:
+            raise ConfigError(f"{flag}: not supported with --backend rllib")
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.rllib") is None:
+        raise ConfigError(
+            "--backend rllib: Ray RLlib is not installed; pip install 'schedgym[ray]'"
+        )
+    from schedgym.training.rllib import train_rllib
+
+    meta = train_rllib(
+        args.env_id,
+        presets=args.preset,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        config_file=args.config,
+        out=args.out,
+        ray_address=args.ray_address,
+        progress=not args.no_progress,
+        command=command,
+    )
+    validation = meta["validation"]
+    print(
+        f"trained {meta['env_id']} with RLlib PPO for {meta['num_timesteps']} steps in "
+        f"{meta['wall_time_s']:.0f} s; validation {validation['metric']} = "
+        f"{validation['mean']}; checkpoint in {meta['checkpoint']}"
     )
     return 0

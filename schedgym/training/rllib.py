@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -48,7 +48,7 @@ from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import write_json_atomic
 from schedgym.core.policy import env_family
 from schedgym.training.config import eval_scenarios, load_hyperparams, scenarios_with_presets
-from schedgym.training.envs import ScenarioMixEnv
+from schedgym.training.envs import ScenarioMixEnv, num_actions
 from schedgym.training.evaluation import validate
 from schedgym.training.seeds import TRAINING_SEED_BASE, check_disjoint, training_seed
 from schedgym.training.train import library_versions, machine
@@ -72,13 +72,13 @@ class MaskedObservationEnv(gym.Env):
     """``{"observations": obs, "action_mask": mask}`` around an env with ``action_masks()``."""
 
     def __init__(self, env: gym.Env) -> None:
-        self.env = env
-        num_actions = int(env.action_space.n)
-        self.action_space = gym.spaces.Discrete(num_actions)
+        self.env: Any = env  # any env with action_masks() (a ScenarioMixEnv, a schedgym env)
+        actions = num_actions(env)
+        self.action_space = gym.spaces.Discrete(actions)
         self.observation_space = gym.spaces.Dict(
             {
                 "observations": env.observation_space,
-                "action_mask": gym.spaces.Box(0.0, 1.0, (num_actions,), np.float32),
+                "action_mask": gym.spaces.Box(0.0, 1.0, (actions,), np.float32),
             }
         )
 
@@ -126,17 +126,19 @@ class ScoringRLModule(TorchRLModule, ValueFunctionAPI):
     """
 
     def setup(self) -> None:
-        config = self.model_config
+        config = cast(dict[str, Any], self.model_config)
+        observation_space = cast(gym.spaces.Dict, self.observation_space)
+        actions = int(cast(gym.spaces.Discrete, self.action_space).n)
         self.encoder = build_encoder(
             config["encoder"],
-            self.observation_space["observations"],
+            cast(gym.spaces.Dict, observation_space["observations"]),
             config["layout"],
             **(config.get("encoder_kwargs") or {}),
         )
-        if self.encoder.num_actions != self.action_space.n:
+        if self.encoder.num_actions != actions:
             raise ConfigError(
                 f"layout: the encoder scores {self.encoder.num_actions} actions, the env has "
-                f"{self.action_space.n}"
+                f"{actions}"
             )
         dim = int(self.encoder.value_dim)
         self.value_head = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))

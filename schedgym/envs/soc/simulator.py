@@ -27,11 +27,13 @@ import math
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.events import EventQueue
+from schedgym.core.fork import Forkable, shared, shared_items
 from schedgym.envs.soc.config import SoCConfig
 from schedgym.envs.soc.dag import (
     DagTemplate,
@@ -123,7 +125,7 @@ def _lognormal_factors(
     return np.exp(sigma * rng.standard_normal(size) - 0.5 * sigma * sigma)
 
 
-class SoCSimulator:
+class SoCSimulator(Forkable):
     """Streaming DAG jobs on a heterogeneous SoC.
 
     Args:
@@ -512,6 +514,17 @@ class SoCSimulator:
         if self.config.num_jobs == 1:
             out["makespan_us"] = float(finish[0] - arrival[0]) if done.all() else math.nan
         return out
+
+    # ---------------------------------------------------------------------------- forking
+    def fork_memo(self) -> dict[int, Any]:
+        """What a :meth:`fork` shares: the config, the platform and the DAG templates (never
+        changed once built); the window of executed-task records is copied shallowly (its
+        records are frozen)."""
+        memo = shared(self.config, self.platform)
+        memo.update(shared_items(self.job_template))
+        memo.update(shared_items(self._fixed_templates.values()))
+        memo[id(self.task_records)] = self.task_records.copy()
+        return memo
 
 
 def platform_for(config: SoCConfig) -> Platform:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any, Self
+from typing import Any, TypeVar
+
+ForkableT = TypeVar("ForkableT", bound="Forkable")
 
 
 class Forkable:
@@ -31,7 +33,7 @@ class Forkable:
         objects mapped to themselves, append-only logs to shallow copies. Owners extend it."""
         return {}
 
-    def fork(self) -> Self:
+    def fork(self: ForkableT) -> ForkableT:
         """An independent copy at the same state (same random-generator states) that evolves
         identically; it shares the objects :meth:`fork_memo` names."""
         return copy.deepcopy(self, self.fork_memo())

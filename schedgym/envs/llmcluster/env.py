@@ -79,6 +79,9 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
 
     ## Starting State
     The first request arrives at time 0; the episode starts at its dispatch decision.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the cost
+    model and the finished requests' records.
 
     ## Episode End
     Steps are decisions; forced migration ticks (see Action Space) are not steps, and the time

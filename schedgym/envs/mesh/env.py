@@ -71,6 +71,9 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
 
     ## Starting State
     The first global batch is drawn and no sequence is placed.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the cost
+    model and the length mixture.
 
     ## Episode End
     Terminates after ``num_batches`` batches are placed. The final ``info`` holds the episode

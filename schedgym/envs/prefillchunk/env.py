@@ -74,6 +74,9 @@ class PrefillChunkEnv(SchedulingEnv[PrefillChunkConfig, PrefillChunkSimulator]):
 
     ## Starting State
     The first request arrives at time 0; the episode starts at the first decision point.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the cost
+    model and the finished requests.
 
     ## Episode End
     Terminates when all ``num_requests`` requests have arrived and finished; truncates at

@@ -58,6 +58,9 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
 
     ## Starting State
     The whole batch is pending at time 0, nothing is cached.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the
+    generated batch, the cost model and the finished requests.
 
     ## Episode End
     Terminates when every request has finished. The final ``info`` holds the summary:

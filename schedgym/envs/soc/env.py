@@ -71,6 +71,9 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
 
     ## Starting State
     The first job arrives at time 0; the episode starts at the first decision point.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the
+    platform and the DAG templates.
 
     ## Episode End
     Terminates when all ``num_jobs`` jobs have arrived and completed; truncates at ``horizon_us``

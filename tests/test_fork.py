@@ -22,7 +22,7 @@ import pytest
 import schedgym  # noqa: F401  (registers the ids)
 from schedgym.core.buffers import GrowingArray
 from schedgym.core.fork import Forkable, shallow_list, shared, shared_items
-from schedgym.core.policy import make_policy, policy_names, policy_spec
+from schedgym.core.policy import env_family, make_policy, policy_names, policy_spec
 from schedgym.registration import ENVS, EnvEntry
 
 SEED = 3
@@ -45,10 +45,6 @@ OWN = {
     "PrefixBatch": ("instance", "requests", "finished", "group_pending"),
     "OnlineDataGen": ("surrogate", "history", "region_samples", "worker_busy"),
 }
-
-
-def _family(entry: EnvEntry) -> str:
-    return entry.env_id.split("/")[-1].rsplit("-v", 1)[0]
 
 
 def _module(factory: Any) -> str:
@@ -192,9 +188,9 @@ def test_fork_shares_the_immutable_tables_only(entry: EnvEntry) -> None:
     sim, forked = env.simulator, fork.simulator
     assert isinstance(sim, Forkable) and forked is not sim
     assert fork.config is env.config
-    for name in SHARED[_family(entry)]:
-        assert getattr(forked, name) is getattr(sim, name), name
-    for name in OWN[_family(entry)]:
+    for name in SHARED[env_family(entry.env_id)]:
+        assert getattr(sim, name) is not None and getattr(forked, name) is getattr(sim, name), name
+    for name in OWN[env_family(entry.env_id)]:
         assert getattr(forked, name) is not getattr(sim, name), name
     # Every object the memo shares (mapped to itself) is the very object in the fork, and
     # nothing the memo copies is the original.

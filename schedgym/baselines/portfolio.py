@@ -42,7 +42,9 @@ class PortfolioAdapter(Protocol):
         """A key that changes when a new decision epoch starts."""
 
     def share(self, env: Any) -> dict[int, Any]:
-        """``copy.deepcopy`` memo entries: immutable objects clones may share."""
+        """``copy.deepcopy`` memo entries of what a snapshot of the unwrapped ``env`` may share:
+        ``env.fork_memo()`` (:class:`PortfolioAdapterBase`); an adapter extends it only with
+        what is its own."""
 
     def redact(self, clone: Any, reality: Any) -> None:
         """Replace what the policy may not know yet in a snapshot with its expectation.
@@ -135,7 +137,15 @@ class TimeWindowEpochs:
         return (id(sim), self.start)
 
 
-class TimeWindowAdapter(SimulatorReader[SimT]):
+class PortfolioAdapterBase(SimulatorReader[SimT]):
+    """Base of the adapters: typed simulator access, and snapshots that share what the
+    environment says a fork may share (:meth:`~schedgym.core.env.SchedulingEnv.fork_memo`)."""
+
+    def share(self, env: Any) -> dict[int, Any]:
+        return env.fork_memo()
+
+
+class TimeWindowAdapter(PortfolioAdapterBase[SimT]):
     """Shared part of the adapters whose epochs are windows of simulated time and whose losses
     come from rollouts ``horizon_s`` long. Subclasses set ``expert_factories``."""
 
@@ -176,19 +186,19 @@ class GroupwisePortfolioPolicy(SimulatorPolicy[Any]):
     (e.g. a planner) sees the decisions the others made when it is next consulted.
 
     How losses are measured (full information, by counterfactual rollout): when an epoch starts,
-    the unwrapped env and every heuristic's state are deep-copied (a snapshot; the copy shares the
-    simulator's immutable tables). Feedback for that epoch is computed only once reality has
-    passed the epoch's window (delayed feedback: nothing about the window is learnt before it is
-    past). Then, on the snapshot, whatever the policy could not have known when the feedback is
-    computed is replaced by its expectation (``adapter.redact``, given the live env as the
-    knowledge cutoff: e.g. actual execution times of tasks that have not run are set to their
-    nominal values, output lengths of requests that have not finished to their conditional
-    mean, arrivals not yet seen dropped), and each heuristic, from its own copied state,
-    runs the snapshot until the window is covered; its loss is the window's cost
-    (``adapter.window_loss``: e.g. the time-averaged number of jobs in the system). Losses are
-    shifted by the round's best and divided by the largest spread seen so far in the episode, so
-    they lie in [0, 1]; neither changes which expert is best, and the first divides every regret by
-    the same constant.
+    the unwrapped env and every heuristic's state are deep-copied (a snapshot; the copy shares what
+    ``env.fork_memo()`` names: the config and the simulator's immutable tables). Feedback for
+    that epoch is computed only once reality has passed the epoch's window (delayed feedback:
+    nothing about the window is learnt before it is past). Then, on the snapshot, whatever the
+    policy could not have known when the feedback is computed is replaced by its expectation
+    (``adapter.redact``, given the live env as the knowledge cutoff: e.g. actual execution times
+    of tasks that have not run are set to their nominal values, output lengths of requests that
+    have not finished to their conditional mean, arrivals not yet seen dropped), and each
+    heuristic, from its own copied state, runs the snapshot until the window is covered; its
+    loss is the window's cost (``adapter.window_loss``: e.g. the time-averaged number of jobs in
+    the system). Losses are shifted by the round's best and divided by the largest spread seen
+    so far in the episode, so they lie in [0, 1]; neither changes which expert is best, and the
+    first divides every regret by the same constant.
 
     Whole-policy feedback (an adapter with ``feedback = "whole-policy"``, see
     :class:`WholePolicyAdapter`): for metrics that do not add up over windows, an expert's loss

@@ -35,7 +35,7 @@ import numpy as np
 
 from schedgym.baselines import datagen
 from schedgym.baselines.online_learning import Group, GroupFamily
-from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, PortfolioAdapterBase
 from schedgym.core.policy import Policy, SimulatorReader, register_policy
 from schedgym.envs.datagen.buffers import BUFFER_KINDS
 from schedgym.envs.datagen.simulator import DataGenSimulator
@@ -78,7 +78,7 @@ class FixedBufferExpert(SimulatorReader[DataGenSimulator]):
         return int(unwrapped.encode_action(acquisition, split, BUFFER_KINDS.index(kind)))
 
 
-class DataGenPortfolioAdapter(SimulatorReader[DataGenSimulator]):
+class DataGenPortfolioAdapter(PortfolioAdapterBase[DataGenSimulator]):
     """Experts, contexts, groups and epochs of the OnlineDataGen portfolio (see the module
     doc)."""
 
@@ -130,15 +130,6 @@ class DataGenPortfolioAdapter(SimulatorReader[DataGenSimulator]):
     def epoch_key(self, env: Any) -> Any:
         sim = self.simulator(env)
         return (id(sim), sim.interval)
-
-    def share(self, env: Any) -> dict[int, Any]:
-        sim = env.simulator
-        memo: dict[int, Any] = {
-            id(obj): obj
-            for obj in (sim.config, sim.grid, sim.space, sim.validation, sim.initial_scores)
-        }
-        memo[id(sim.history)] = list(sim.history)  # rows are never changed
-        return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
         return self.simulator(env).interval, None

@@ -36,8 +36,6 @@ from schedgym.baselines.regret_serving import (
     prompt_band,
     rebuild_finish_heap,
     redact_requests,
-    share_engine_logs,
-    share_memo,
     sjf_key,
 )
 from schedgym.core.policy import register_policy
@@ -119,14 +117,6 @@ class LLMPortfolioAdapter(TimeWindowAdapter[LLMClusterSimulator]):
     def epoch_key(self, env: Any) -> Any:
         sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_s)
-
-    def share(self, env: Any) -> dict[int, Any]:
-        sim = env.simulator
-        memo = share_memo(sim.config, sim.cost_model)
-        for instance in sim.instances:
-            memo.update(share_engine_logs(instance))
-        memo.update(sim.cluster.completed.copy_memo())
-        return memo
 
     def redact(self, clone: Any, reality: Any) -> None:
         """Keep what is known when feedback is computed (``reality``'s present), nothing else."""

@@ -20,8 +20,8 @@ from typing import Any
 
 from schedgym.baselines import mesh
 from schedgym.baselines.online_learning import Group, GroupFamily
-from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
-from schedgym.core.policy import Policy, SimulatorReader, register_policy
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, PortfolioAdapterBase
+from schedgym.core.policy import Policy, register_policy
 from schedgym.envs.mesh.simulator import MeshSimulator
 
 FAMILY = mesh.FAMILY
@@ -36,7 +36,7 @@ PORTFOLIO_EXPERTS: dict[str, type] = {
 SKEW_THRESHOLD = 8.0
 
 
-class MeshPortfolioAdapter(SimulatorReader[MeshSimulator]):
+class MeshPortfolioAdapter(PortfolioAdapterBase[MeshSimulator]):
     """Experts, contexts, groups and epochs of the MeshAssign portfolio (see the module doc)."""
 
     def __init__(self, chunks_per_batch: int = 8) -> None:
@@ -73,15 +73,6 @@ class MeshPortfolioAdapter(SimulatorReader[MeshSimulator]):
     def epoch_key(self, env: Any) -> Any:
         sim = self.simulator(env)
         return (id(sim), sim.batch_index, self._chunk(sim))
-
-    def share(self, env: Any) -> dict[int, Any]:
-        sim = env.simulator
-        return {
-            id(sim.config): sim.config,
-            id(sim.cost): sim.cost,
-            id(sim.mixture): sim.mixture,
-            id(sim.results): list(sim.results),  # BatchResult is frozen
-        }
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
         sim = self.simulator(env)

@@ -44,9 +44,6 @@ from schedgym.baselines.regret_serving import (
     decoding_generated,
     rebuild_finish_heap,
     redact_requests,
-    share_engine_logs,
-    share_finished,
-    share_memo,
     sjf_key,
 )
 from schedgym.core.metrics import percentile
@@ -196,13 +193,6 @@ class PrefillPortfolioAdapter(TimeWindowAdapter[PrefillChunkSimulator]):
     def epoch_key(self, env: Any) -> Any:
         sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_s)
-
-    def share(self, env: Any) -> dict[int, Any]:
-        sim = env.simulator
-        memo = share_memo(sim.config, sim.cost_model)
-        memo.update(share_engine_logs(sim.instance))
-        share_finished(memo, sim.finished)
-        return memo
 
     def redact(self, clone: Any, reality: Any) -> None:
         """Keep what is known when feedback is computed (``reality``'s present), nothing else."""

@@ -24,9 +24,8 @@ from typing import Any
 
 from schedgym.baselines import prefix
 from schedgym.baselines.online_learning import Group, GroupFamily
-from schedgym.baselines.portfolio import GroupwisePortfolioPolicy
-from schedgym.baselines.regret_serving import share_engine_logs, share_memo
-from schedgym.core.policy import Policy, SimulatorReader, register_policy
+from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, PortfolioAdapterBase
+from schedgym.core.policy import Policy, register_policy
 from schedgym.envs.prefixbatch.simulator import PrefixBatchSimulator
 
 FAMILY = prefix.FAMILY
@@ -40,7 +39,7 @@ SHARING_HIGH = 0.3
 MEMORY_TIGHT = 0.2
 
 
-class PrefixPortfolioAdapter(SimulatorReader[PrefixBatchSimulator]):
+class PrefixPortfolioAdapter(PortfolioAdapterBase[PrefixBatchSimulator]):
     """Experts, contexts, groups and epochs of the PrefixBatch portfolio (see the module doc)."""
 
     def __init__(self, chunks: int = 8) -> None:
@@ -82,15 +81,6 @@ class PrefixPortfolioAdapter(SimulatorReader[PrefixBatchSimulator]):
     def epoch_key(self, env: Any) -> Any:
         sim = self.simulator(env)
         return (id(sim), self._chunk(sim))
-
-    def share(self, env: Any) -> dict[int, Any]:
-        sim = env.simulator
-        memo = share_memo(sim.config, sim.batch, sim.instance.cost_model)
-        memo.update(share_engine_logs(sim.instance))
-        memo[id(sim.finished)] = list(sim.finished)
-        for request in sim.finished:  # a finished request never changes again
-            memo[id(request)] = request
-        return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
         return self._chunk(self.simulator(env)), None

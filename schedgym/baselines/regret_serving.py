@@ -208,22 +208,3 @@ def decoding_generated(instance: ServingInstance, request: Request) -> int:
 def band(value: float, edges: Sequence[float]) -> int:
     """Index of the band of ``value`` for increasing ``edges`` (``value < edges[0]`` -> 0)."""
     return bisect_right(edges, value)
-
-
-def share_engine_logs(instance: ServingInstance) -> dict[int, Any]:
-    """Memo entries that copy an engine's append-only logs shallowly (their items never change:
-    decode end-time arrays, per-segment tuples, gaps) and share its immutable timer."""
-    return instance.log_copy_memo()
-
-
-def share_finished(memo: dict[int, Any], finished: list[Any]) -> None:
-    """Memo entries that copy the list of finished requests shallowly and share the requests
-    themselves: a finished request never changes again."""
-    memo[id(finished)] = list(finished)
-    for request in finished:
-        memo[id(request)] = request
-
-
-def share_memo(*objects: Any) -> dict[int, Any]:
-    """``copy.deepcopy`` memo entries that make clones share immutable objects."""
-    return {id(obj): obj for obj in objects if obj is not None}

@@ -25,8 +25,12 @@ import numpy as np
 
 from schedgym.baselines import soc
 from schedgym.baselines.online_learning import Group, GroupFamily, GroupwiseOnlineRegressor
-from schedgym.baselines.portfolio import GroupwisePortfolioPolicy, TimeWindowEpochs
-from schedgym.core.policy import Policy, SimulatorReader, register_policy
+from schedgym.baselines.portfolio import (
+    GroupwisePortfolioPolicy,
+    PortfolioAdapterBase,
+    TimeWindowEpochs,
+)
+from schedgym.core.policy import Policy, register_policy
 from schedgym.envs.soc.dag import DagTemplate
 from schedgym.envs.soc.simulator import DONE, READY, RUNNING, WAITING, SoCSimulator
 
@@ -163,7 +167,7 @@ def _runs_application(name: str, context: Mapping[str, Any]) -> bool:
     return name in context["apps"]
 
 
-class SoCPortfolioAdapter(SimulatorReader[SoCSimulator]):
+class SoCPortfolioAdapter(PortfolioAdapterBase[SoCSimulator]):
     """Experts, contexts, groups and windows of the SoCDAG portfolio.
 
     Decision epochs: consecutive windows of ``window_us`` simulated microseconds (an epoch starts
@@ -223,16 +227,6 @@ class SoCPortfolioAdapter(SimulatorReader[SoCSimulator]):
     def epoch_key(self, env: Any) -> Any:
         sim = self.simulator(env)
         return self._epochs.key(sim, sim.now_us)
-
-    def share(self, env: Any) -> dict[int, Any]:
-        sim = env.simulator
-        memo: dict[int, Any] = {id(sim.config): sim.config, id(sim.platform): sim.platform}
-        for template in sim.job_template:
-            memo[id(template)] = template
-        for template in sim.application_templates.values():
-            memo[id(template)] = template
-        memo[id(sim.task_records)] = sim.task_records.copy()  # records are frozen
-        return memo
 
     def start_marker(self, env: Any) -> tuple[Any, Any]:
         sim = self.simulator(env)

@@ -4,8 +4,15 @@ An environment subclasses :class:`SchedulingEnv`, names its config class, preset
 module, and implements the problem-specific parts: ``reset`` (build the simulator),
 ``action_masks``, ``_apply`` (execute one valid action, return the reward), ``_observation`` and
 ``_info``. Config resolution, render-mode checks, action validation (``invalid_action`` raise or
-substitute), ``step`` = ``advance`` + observation, the episode summary in the final ``info`` and
-rendering live here once.
+substitute), ``step`` = ``advance`` + observation, the episode summary in the final ``info``,
+rendering, and :meth:`SchedulingEnv.fork` live here once.
+
+Forking (:mod:`schedgym.core.fork`): ``env.fork()`` is an independent copy of the environment at
+the same state, random generators included (``np_random`` and the simulator's streams), that
+evolves identically under the same actions; stepping it never changes ``env``. It shares what
+never changes: the config and the simulator's immutable tables, as ``env.fork_memo()`` (the
+simulator's :meth:`fork_memo` plus the env's own) says, the ``copy.deepcopy`` memo that a copy
+of a larger object holding the env (a policy's look-ahead snapshot) can use as well.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 from schedgym.core.config import resolve_config
 from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.fork import Forkable
 from schedgym.core.spaces import as_action_index, check_action
 
 
@@ -44,16 +52,23 @@ class EpisodeSimulator(Protocol):
         """The episode's summary metrics."""
         ...
 
+    def fork_memo(self) -> dict[int, Any]:
+        """``copy.deepcopy`` memo entries of what a copy may share (see
+        :class:`~schedgym.core.fork.Forkable`)."""
+        ...
+
 
 ConfigT = TypeVar("ConfigT", bound=EnvConfig)
 SimT = TypeVar("SimT", bound=EpisodeSimulator)
 
 
-class SchedulingEnv(gym.Env, ABC, Generic[ConfigT, SimT]):
+class SchedulingEnv(gym.Env, Forkable, ABC, Generic[ConfigT, SimT]):
     """Base of the schedgym environments (see the module docstring).
 
     Generic in the config and simulator types (``SchedulingEnv[SoCConfig, SoCSimulator]``):
     ``config`` is a ``ConfigT``, ``simulator`` a ``SimT`` (None before the first reset).
+    ``fork()`` gives an independent copy at the same state that evolves identically (same
+    random-generator states), sharing the config and the simulator's immutable tables.
 
     Class attributes to set:
         config_class: the frozen config dataclass (with an ``invalid_action`` field).
@@ -157,6 +172,13 @@ class SchedulingEnv(gym.Env, ABC, Generic[ConfigT, SimT]):
         ``end_reason()`` where it has one)."""
         reason = getattr(self.simulator, "end_reason", None)
         return reason() if callable(reason) else None
+
+    def fork_memo(self) -> dict[int, Any]:
+        """The simulator's :meth:`fork_memo` plus the env's own immutable part (its frozen
+        config). The spaces are copied, not shared: each holds a random generator."""
+        memo = self.simulator.fork_memo() if self.simulator is not None else {}
+        memo[id(self.config)] = self.config
+        return memo
 
     def render(self) -> Any:
         if self.render_mode is None:

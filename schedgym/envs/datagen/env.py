@@ -73,6 +73,9 @@ class OnlineDataGenEnv(SchedulingEnv[DataGenConfig, DataGenSimulator]):
     ## Starting State
     The surrogate is freshly initialised (seeded), the buffer empty, no simulation running; the
     first decision is at time 0.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the
+    grid, the parameter space and the validation set.
 
     ## Episode End
     Terminates when ``compute_budget_core_s`` core-seconds have been allocated (never truncated

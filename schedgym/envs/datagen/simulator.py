@@ -38,6 +38,7 @@ import numpy as np
 
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.events import EventQueue
+from schedgym.core.fork import Forkable, shallow_list, shared
 from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.buffers import BUFFER_KINDS, SampleBuffer
 from schedgym.envs.datagen.config import DataGenConfig
@@ -160,7 +161,7 @@ def score(model: MLPSurrogate, validation: ValidationSet, num_regions: int) -> S
     )
 
 
-class DataGenSimulator:
+class DataGenSimulator(Forkable):
     """Online data generation for a deep surrogate of the 2D heat equation.
 
     Args:
@@ -534,3 +535,12 @@ class DataGenSimulator:
             "trainer_busy_fraction": min(self.trainer_busy_s / elapsed, 1.0),
             "solver_core_s": float(self.solver_busy_s),
         }
+
+    # ---------------------------------------------------------------------------- forking
+    def fork_memo(self) -> dict[int, Any]:
+        """What a :meth:`fork` shares: the config, the grid, the parameter space, the
+        validation set and the initial scores (never changed once built); the history is
+        copied shallowly (its rows are never changed)."""
+        memo = shared(self.config, self.grid, self.space, self.validation, self.initial_scores)
+        memo.update(shallow_list(self.history))
+        return memo

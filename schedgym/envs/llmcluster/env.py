@@ -90,6 +90,9 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
     same requests for a seed. ``reset(options={"instance": stream})`` serves a given stream
     instead (e.g. ``LLMClusterGenerator.generate(config, seed)``, or a recorded or hand-built
     ``RequestStream``); ``env.unwrapped.simulator.episode`` is the one being served.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the cost
+    model and the finished requests' records.
 
     ## Episode End
     Steps are decisions; forced migration ticks (see Action Space) are not steps, and the time

@@ -21,10 +21,12 @@ from __future__ import annotations
 import heapq
 import math
 from functools import partial
+from typing import Any
 
 import numpy as np
 
 from schedgym.core.errors import InvalidActionError
+from schedgym.core.fork import Forkable, shared
 from schedgym.costmodels.deployment import ResolvedDeployment
 from schedgym.envs.llmcluster.config import LLMClusterConfig
 from schedgym.serving.cluster import ServingCluster
@@ -56,7 +58,7 @@ def _request_weight(high_priority_weight: float, request: Request) -> float:
     return high_priority_weight if request.priority else 1.0
 
 
-class LLMClusterSimulator:
+class LLMClusterSimulator(Forkable):
     """Dispatch and migration across serving instances.
 
     Args:
@@ -334,3 +336,14 @@ class LLMClusterSimulator:
         """Every request decoding anywhere (for inspection and tests)."""
         return [r for instance in self.instances for r in instance.decoding.values()
                 if r.state == DECODE]  # fmt: skip
+
+    # ---------------------------------------------------------------------------- forking
+    def fork_memo(self) -> dict[int, Any]:
+        """What a :meth:`fork` shares: the config and the cost model; each engine's append-only
+        logs and the finished requests' records are copied shallowly (their items never
+        change)."""
+        memo = shared(self.config, self.cost_model)
+        for instance in self.instances:
+            memo.update(instance.log_copy_memo())
+        memo.update(self.cluster.completed.copy_memo())
+        return memo

@@ -80,6 +80,9 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
     ``MeshGenerator.generate(config, seed)``, the seed's batches materialised, or
     ``MeshInstance.from_batches([...])`` with ``num_batches`` recorded batches);
     ``env.unwrapped.simulator.batches`` is what is being placed.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the cost
+    model and the length mixture.
 
     ## Episode End
     Terminates after ``num_batches`` batches are placed. The final ``info`` holds the episode

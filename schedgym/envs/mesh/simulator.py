@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.fork import Forkable, shallow_list, shared
 from schedgym.costmodels.training import TrainingCostModel, get_training_cost_model
 from schedgym.envs.mesh.config import MeshConfig
 from schedgym.envs.mesh.generator import MeshBatchStream, MeshInstance
@@ -57,7 +59,7 @@ class BatchResult:
     mean_degree: float  # token-weighted context-parallel degree
 
 
-class MeshSimulator:
+class MeshSimulator(Forkable):
     """Sequences of global batches placed on a mesh.
 
     Args:
@@ -386,3 +388,11 @@ class MeshSimulator:
             "tokens": tokens,
             "batches": len(results),
         }
+
+    # ---------------------------------------------------------------------------- forking
+    def fork_memo(self) -> dict[int, Any]:
+        """What a :meth:`fork` shares: the config, the cost model and the length mixture; the
+        list of finished batches is copied shallowly (a :class:`BatchResult` is frozen)."""
+        memo = shared(self.config, self.cost, self.mixture)
+        memo.update(shallow_list(self.results))
+        return memo

@@ -83,6 +83,9 @@ class PrefillChunkEnv(SchedulingEnv[PrefillChunkConfig, PrefillChunkSimulator]):
     the same requests for a seed. ``reset(options={"instance": stream})`` serves a given stream
     of ``num_requests`` requests instead (e.g. ``PrefillChunkGenerator.generate(config, seed)``
     or a recorded one); ``env.unwrapped.simulator.episode`` is the one being served.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the cost
+    model and the finished requests.
 
     ## Episode End
     Terminates when all ``num_requests`` requests have arrived and finished; truncates at

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import math
 from itertools import islice
+from typing import Any
 
 import numpy as np
 
 from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.fork import Forkable, shallow_list, shared, shared_items
 from schedgym.core.metrics import percentile
 from schedgym.envs.prefillchunk.config import PrefillChunkConfig
 from schedgym.serving.engine import ServingInstance
@@ -100,7 +102,7 @@ class BudgetComposer:
         return BatchPlan(decode, prefills)
 
 
-class PrefillChunkSimulator:
+class PrefillChunkSimulator(Forkable):
     """One replica serving a Poisson (or Gamma) stream; the caller composes each iteration.
 
     Args:
@@ -357,3 +359,14 @@ class PrefillChunkSimulator:
             "preemptions": self.instance.preemptions,
             "iterations": self.iterations,
         }
+
+    # ---------------------------------------------------------------------------- forking
+    def fork_memo(self) -> dict[int, Any]:
+        """What a :meth:`fork` shares: the config, the cost model and the finished requests
+        (a finished request never changes again); the engine's append-only logs and the list
+        of finished requests are copied shallowly."""
+        memo = shared(self.config, self.cost_model)
+        memo.update(self.instance.log_copy_memo())
+        memo.update(shallow_list(self.finished))
+        memo.update(shared_items(self.finished))
+        return memo

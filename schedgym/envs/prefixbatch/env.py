@@ -67,6 +67,9 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
     the same batch for a seed. ``reset(options={"instance": batch})`` serves a given batch
     instead (e.g. ``PrefixBatchGenerator.generate(config, seed)`` or a recorded one, with at most
     ``max_groups`` groups); ``env.unwrapped.simulator.episode`` is the one being served.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the
+    generated batch, the cost model and the finished requests.
 
     ## Episode End
     Terminates when every request has finished. The final ``info`` holds the summary:

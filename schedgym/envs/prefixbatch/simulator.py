@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from schedgym.core.errors import ConfigError, InvalidActionError
+from schedgym.core.fork import Forkable, shallow_list, shared, shared_items
 from schedgym.envs.prefixbatch.config import PrefixBatchConfig
 from schedgym.serving.engine import ServingInstance
 from schedgym.serving.kv_cache import KVCache, PrefixCache
@@ -61,7 +63,7 @@ class _ChangeTrackingPrefixCache(PrefixCache):
         return freed
 
 
-class PrefixBatchSimulator:
+class PrefixBatchSimulator(Forkable):
     """An offline shared-prefix batch served by one engine; the caller orders admissions.
 
     Args:
@@ -430,3 +432,15 @@ class PrefixBatchSimulator:
             "preemptions": inst.preemptions,
             "prefill_tokens_computed": inst.prefill_tokens_computed,
         }
+
+    # ---------------------------------------------------------------------------- forking
+    def fork_memo(self) -> dict[int, Any]:
+        """What a :meth:`fork` shares: the config, the generated batch (prefix tree and
+        lengths), the cost model and the finished requests (a finished request never changes
+        again); the engine's append-only logs and the list of finished requests are copied
+        shallowly."""
+        memo = shared(self.config, self.batch, self.instance.cost_model)
+        memo.update(self.instance.log_copy_memo())
+        memo.update(shallow_list(self.finished))
+        memo.update(shared_items(self.finished))
+        return memo

@@ -80,6 +80,9 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
     seed. ``reset(options={"instance": instance})`` plays a given instance instead (e.g.
     ``SoCGenerator.generate(config, seed)``, a recorded or hand-built one; its ``num_jobs`` must
     match the config's); ``env.unwrapped.simulator.episode`` is the one being played.
+    ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
+    included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the
+    platform and the DAG templates.
 
     ## Episode End
     Terminates when all ``num_jobs`` jobs have arrived and completed; truncates at ``horizon_us``

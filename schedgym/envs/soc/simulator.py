@@ -29,11 +29,13 @@ import math
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from schedgym.core.errors import InvalidActionError
 from schedgym.core.events import EventQueue
+from schedgym.core.fork import Forkable, shared, shared_items
 from schedgym.envs.soc.config import SoCConfig
 from schedgym.envs.soc.dag import DagTemplate, Platform
 from schedgym.envs.soc.generator import SoCInstance, fixed_templates, platform_for
@@ -124,7 +126,7 @@ class ArrivedTemplates(Sequence[DagTemplate]):
         return self._simulator.instance_template(job_id)
 
 
-class SoCSimulator:
+class SoCSimulator(Forkable):
     """Streaming DAG jobs on a heterogeneous SoC.
 
     Args:
@@ -493,6 +495,18 @@ class SoCSimulator:
         if self.config.num_jobs == 1:
             out["makespan_us"] = float(finish[0] - arrival[0]) if done.all() else math.nan
         return out
+
+    # ---------------------------------------------------------------------------- forking
+    def fork_memo(self) -> dict[int, Any]:
+        """What a :meth:`fork` shares: the config, the platform and the DAG templates (never
+        changed once built); the window of executed-task records is copied shallowly (its
+        records are frozen)."""
+        # The episode instance (every job's template, arrival and noise) is frozen and copies
+        # of it are itself; only the fixed templates are listed here.
+        memo = shared(self.config, self.platform)
+        memo.update(shared_items(self._fixed_templates.values()))
+        memo[id(self.task_records)] = self.task_records.copy()
+        return memo
 
 
 def max_tasks_per_job(config: SoCConfig) -> int:

@@ -229,8 +229,10 @@ def test_recorded_request_stream_is_served_as_given():
     )
     assert result.metrics["requests_completed"] == 3
     assert env.simulator.episode is stream
-    assert [r.arrival_s for r in env.simulator.requests] == [0.5, 0.6, 0.6]
-    assert [r.output_tokens for r in env.simulator.requests] == [5, 6, 7]
+    completed = env.simulator.cluster.completed
+    order = np.argsort(completed.request_ids)
+    assert completed.arrival_s[order].tolist() == [0.5, 0.6, 0.6]
+    assert completed.output_tokens[order].tolist() == [5, 6, 7]
 
 
 @pytest.mark.parametrize(

@@ -138,8 +138,12 @@ class AdaptivePolicy(OnlinePolicy):
 
     Uses the environment's loss-weighted acquisition: each simulation's region is drawn with
     probability ``floor / K + (1 - floor) * loss_k / sum(loss)`` (``adaptive_uniform_floor`` of
-    the config), from each region's recent training loss; uniform until a loss exists. Fixed split
-    and buffer, as the online baselines.
+    the config), from each region's recent training loss; uniform until a loss exists. The
+    config's ``adaptive_proposal`` chooses Breed's variant: ``region`` (that rule),
+    ``region-mass`` (``loss_k`` times the region's samples in the buffer: Breed's parents drawn
+    from the training population in proportion to their loss; the ``hard-region`` preset's) or
+    ``gaussian`` (a Gaussian step around a loss-weighted parent sample). Fixed split and buffer,
+    as the online baselines.
 
     Args:
         buffer: ``fifo``, ``firo`` or ``reservoir``.

@@ -39,6 +39,7 @@ DEFAULT_TRAINING_POINTS = (
     (16, 16, 1, 8),
     (32, 32, 2, 12),
     (32, 64, 2, 16),
+    (32, 128, 2, 16),  # the hard-region preset's (priced by the fit until recalibrated)
     (64, 64, 2, 24),
     (64, 128, 2, 32),
     (128, 128, 2, 32),

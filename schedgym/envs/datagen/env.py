@@ -40,9 +40,10 @@ class OnlineDataGenEnv(SchedulingEnv[DataGenConfig, DataGenSimulator]):
     ``Discrete((K + 2) * S * 3)`` with K regions and S split choices: action
     ``(acquisition * S + split) * 3 + buffer`` where ``acquisition`` is a region ``0..K-1`` (all
     new simulations drawn uniformly inside it), ``K`` (uniform over the whole space) or ``K + 1``
-    (loss-weighted: a region per simulation with probability proportional to its recent training
-    loss, with a uniform floor, as Breed); ``split`` indexes ``solver_fractions`` (the share of
-    ``total_cores`` running solver workers, the trainer gets the rest); ``buffer`` indexes
+    (loss-weighted, as Breed, with a uniform floor: per simulation, a region with probability
+    proportional to its recent training loss, or to its loss mass, or a Gaussian step around a
+    loss-weighted parent, by ``adaptive_proposal``); ``split`` indexes ``solver_fractions`` (the
+    share of ``total_cores`` running solver workers, the trainer gets the rest); ``buffer`` indexes
     ``(fifo, firo, reservoir)``. ``action_masks()``: the buffer is chosen by the first action and
     fixed thereafter (or fixed by ``buffer_choice``); the loss-weighted rule is valid once a
     training loss exists. An invalid action raises

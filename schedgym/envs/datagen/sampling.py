@@ -38,6 +38,13 @@ def contrast_quantile(probability: float) -> float:
     return 0.5 * (low + high)
 
 
+def reflect_into_unit(values: np.ndarray) -> np.ndarray:
+    """``values`` folded into [0, 1] by reflection at 0 and 1 (``-0.1 -> 0.1``, ``1.2 -> 0.8``):
+    a Gaussian step reflected this way keeps its density's shape near the range's ends."""
+    folded = np.mod(values, 2.0)
+    return np.where(folded > 1.0, 2.0 - folded, folded)
+
+
 class ParameterSpace:
     """Draws parameters uniformly within a contrast band and scales them for the surrogate.
 
@@ -70,12 +77,23 @@ class ParameterSpace:
 
     def scaled(self, params: np.ndarray) -> np.ndarray:
         """``(B, 5)`` parameters scaled to [0, 1], each over its own range."""
+        low, span = self._low_and_span()
+        return (params - low) / span
+
+    def _low_and_span(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(5,)`` lower ends and widths of the five parameters' ranges, kelvin."""
         low = np.array([self.initial_range_k[0]] + [self.boundary_range_k[0]] * 4)
         span = np.array(
             [self.initial_range_k[1] - self.initial_range_k[0]]
             + [self.boundary_range_k[1] - self.boundary_range_k[0]] * 4
         )
-        return (params - low) / span
+        return low, span
+
+    def unscaled(self, scaled: np.ndarray) -> np.ndarray:
+        """``(B, 5)`` parameters in kelvin from their [0, 1]-scaled values (inverse of
+        :meth:`scaled`)."""
+        low, span = self._low_and_span()
+        return low + np.asarray(scaled, dtype=np.float64) * span
 
     def scaled_contrast(self, params: np.ndarray) -> np.ndarray:
         """``(B,)`` temperature contrast of ``(B, 5)`` parameters, scaled to [0, 1]."""

@@ -43,7 +43,12 @@ from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.buffers import BUFFER_KINDS, SampleBuffer
 from schedgym.envs.datagen.config import DataGenConfig
 from schedgym.envs.datagen.costs import amdahl_speedup, load_cost_table
-from schedgym.envs.datagen.sampling import INPUT_DIM, NUM_PARAMETERS, ParameterSpace
+from schedgym.envs.datagen.sampling import (
+    INPUT_DIM,
+    NUM_PARAMETERS,
+    ParameterSpace,
+    reflect_into_unit,
+)
 from schedgym.envs.datagen.solver import Conductivity, HeatGrid, solve
 from schedgym.envs.datagen.surrogate import MLPSurrogate, training_flops
 
@@ -233,6 +238,14 @@ class DataGenSimulator(Forkable):
         self.region_last_sample_s = np.full(self.num_regions, -math.inf)
         self.region_loss = np.zeros(self.num_regions)  # EMA of the per-sample training loss
         self.region_has_loss = np.zeros(self.num_regions, bool)
+        # Breed's parent pool (``adaptive_proposal="gaussian"``): a ring of the most recent
+        # training samples' [0, 1]-scaled parameters and training losses.
+        self.breeds = config.adaptive_proposal == "gaussian"
+        pool = config.breed_pool_samples if self.breeds else 0
+        self.pool_params = np.zeros((pool, NUM_PARAMETERS))
+        self.pool_loss = np.zeros(pool)
+        self.pool_size = 0
+        self._pool_next = 0
         self.now_s = 0.0
         self.interval = 0
         self.unique_simulations = 0
@@ -274,14 +287,29 @@ class DataGenSimulator(Forkable):
 
         Breed-like: a share ``adaptive_uniform_floor`` of the draws stays uniform; the rest is
         proportional to each region's recent training loss (a region not trained on yet counts
-        as the worst seen, so it gets explored).
+        as the worst seen, so it gets explored); with ``region-mass``, proportional to that loss
+        times the region's samples held in the buffer. With the Gaussian proposal, the rest is each
+        region's share of the parent pool's loss (the parents' regions; a child lands within
+        ``breed_sigma`` of its parent, so near, not always inside, its parent's region).
         """
         floor = self.config.adaptive_uniform_floor
         uniform = np.full(self.num_regions, 1.0 / self.num_regions)
         if not self.region_has_loss.any():
             return uniform
+        if self.breeds:
+            parents = self.space.region_of(self.space.unscaled(self.pool_params[: self.pool_size]))
+            mass = np.bincount(
+                parents, weights=self.pool_loss[: self.pool_size], minlength=self.num_regions
+            )
+            total = float(mass.sum())
+            return floor * uniform + (1.0 - floor) * mass / total if total > 0.0 else uniform
         worst = float(self.region_loss[self.region_has_loss].max())
         loss = np.where(self.region_has_loss, self.region_loss, worst)
+        if self.config.adaptive_proposal == "region-mass" and self.buffer is not None:
+            # Breed picks parents among the samples in training, in proportion to their loss:
+            # a region's chance is its held samples times their mean loss. The population
+            # feedback concentrates draws where the loss stays high, until it comes down.
+            loss = loss * self.buffer.region_counts()
         total = float(loss.sum())
         if not total > 0.0:
             return uniform
@@ -386,9 +414,27 @@ class DataGenSimulator(Forkable):
             return int(self._rng_acquisition.integers(self.num_regions))
         return int(self._rng_acquisition.choice(self.num_regions, p=self._probabilities))
 
+    def breed_parameters(self) -> np.ndarray:
+        """``(5,)`` parameters from Breed's proposal: a uniform draw with probability
+        ``adaptive_uniform_floor``, else a Gaussian step around a parent picked from the pool
+        with probability proportional to its training loss."""
+        total = float(self.pool_loss[: self.pool_size].sum())
+        if self._rng_acquisition.random() < self.config.adaptive_uniform_floor or not total > 0:
+            region = int(self._rng_acquisition.integers(self.num_regions))
+            return self.space.draw_region(self._rng_params, region)[0]
+        weights = self.pool_loss[: self.pool_size] / total
+        parent = self.pool_params[int(self._rng_acquisition.choice(self.pool_size, p=weights))]
+        step = self.config.breed_sigma * self._rng_params.standard_normal(NUM_PARAMETERS)
+        return self.space.unscaled(reflect_into_unit(parent + step)[None, :])[0]
+
     def _start(self, worker: int, now_s: float, queue: EventQueue) -> None:
-        region = self._draw_region()
-        self.worker_params[worker] = self.space.draw_region(self._rng_params, region)[0]
+        if self.breeds and self.acquisition == LOSS_WEIGHTED:
+            params = self.breed_parameters()
+            region = int(self.space.region_of(params[None, :])[0])
+        else:
+            region = self._draw_region()
+            params = self.space.draw_region(self._rng_params, region)[0]
+        self.worker_params[worker] = params
         self.worker_region[worker] = region
         self.worker_busy[worker] = True
         self.worker_start_s[worker] = now_s
@@ -470,6 +516,8 @@ class DataGenSimulator(Forkable):
                 inputs, targets, regions = buffer.draw(batch_size)
                 losses = self.surrogate.train_step(inputs, targets)
                 self._update_region_loss(losses, regions)
+                if self.breeds:
+                    self._remember_parents(inputs, losses)
                 self.training_steps += 1
                 self.samples_trained += batch_size
                 if span_start is None:
@@ -499,6 +547,17 @@ class DataGenSimulator(Forkable):
             sums[again] / counts[again]
         )
         self.region_has_loss |= present
+
+    def _remember_parents(self, inputs: np.ndarray, losses: np.ndarray) -> None:
+        """Put a training batch's parameters (recovered from the inputs' [-1, 1] scaling) and
+        losses in the parent pool, overwriting the oldest."""
+        capacity = self.pool_params.shape[0]
+        scaled = (inputs[:, :NUM_PARAMETERS].astype(np.float64) + 1.0) * 0.5
+        slots = (self._pool_next + np.arange(len(losses))) % capacity
+        self.pool_params[slots] = np.clip(scaled, 0.0, 1.0)
+        self.pool_loss[slots] = losses
+        self._pool_next = int((self._pool_next + len(losses)) % capacity)
+        self.pool_size = min(self.pool_size + len(losses), capacity)
 
     def _history_row(self) -> dict[str, float]:
         return {

@@ -249,6 +249,11 @@ def test_the_runtime_cost_model_does_not_import_its_calibration() -> None:
         "model = get_cost_model('Llama-2-7B', 'A100', 2, 'sarathi')\n"
         "assert model.time_from_summary_s(4, 4000) > 0\n"
         "assert kv_blocks_capacity('Llama-2-7B', 'A100', 1) > 0\n"
+        "from schedgym.costmodels.training import get_training_cost_model\n"
+        "training = get_training_cost_model('Llama-2-7B', 'H100')\n"
+        "assert training.sequence(32768.0, 8, True).total_s > 0\n"
+        "assert training.microbatch_totals_s([4096.0], [4096.0**2], 4, False)[0] > 0\n"
+        "assert training.allreduce_s(16) > 0 and training.peak_mfu > 0\n"
         "print(sorted(m for m in sys.modules if m.startswith('schedgym.costmodels.calibration')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from schedgym.commands.common import add_config_arguments, env_class, make_kwargs
 from schedgym.core.jsonio import dumps_strict
 
 
@@ -20,14 +21,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("env_id", help="an environment with a rate and a TBT SLO, e.g. PrefillChunk-v0")
     p.add_argument("--policy", required=True, help="a registered policy name (see `list`)")
     p.add_argument("--slo-tbt-p99", type=float, required=True, metavar="S", help="seconds")
-    p.add_argument("--preset", default=None, help="a named config preset of the environment")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a config field (JSON value, else string); repeatable",
-    )
+    add_config_arguments(p)
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 at every rate (default 1)")
     p.add_argument("--start-qps", type=float, default=1.0, help="first rate probed (default 1)")
     p.add_argument("--max-qps", type=float, default=1000.0, help="upper end of the search")
@@ -56,14 +50,11 @@ def supported_env_ids() -> list[str]:
 def _searchable(env_id: str) -> bool:
     from dataclasses import fields
 
-    from schedgym.commands.common import env_class
-
     names = {f.name for f in fields(env_class(env_id).config_class)}
     return all(name in names for name in CAPACITY_FIELDS)
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
-    from schedgym.commands.common import make_kwargs
     from schedgym.core.config import require_number
     from schedgym.core.errors import ConfigError
     from schedgym.core.policy import policy_spec

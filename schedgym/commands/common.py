@@ -9,6 +9,7 @@ error from deep inside Gymnasium.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,18 @@ from schedgym.core.errors import ConfigError
 # ordinary machine integer.
 MAX_EPISODE_STEPS = 10**9
 MAKE_ARGUMENTS = ("render_mode", "max_episode_steps", "disable_env_checker")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--preset`` and the repeatable ``--set FIELD=VALUE`` (read by :func:`make_kwargs`)."""
+    parser.add_argument("--preset", default=None, help="a named config preset of the environment")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field (JSON value, else string); repeatable",
+    )
 
 
 def env_class(env_id: str) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from schedgym.commands.common import check_seeds, make_kwargs
+from schedgym.commands.common import add_config_arguments, check_seeds, make_kwargs
 from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import dumps_strict
 from schedgym.core.policy import make_policy, policy_names, policy_spec
@@ -28,14 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--policy", required=True, help="a registered policy name (see `list`)")
     p.add_argument("--episodes", type=int, default=1, help="episodes, seeds SEED..SEED+N-1")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    p.add_argument("--preset", default=None, help="a named config preset of the environment")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a config field (JSON value, else string); repeatable",
-    )
+    add_config_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 

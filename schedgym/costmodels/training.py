@@ -6,7 +6,8 @@ Public API (times in seconds, lengths in tokens):
 - :class:`TrainingCostModel`: compute time of a micro-batch shard at a token-dependent MFU, the
   exposed part of the ring-attention exchange, activation offload over PCIe, the data-parallel
   gradient all-reduce, and the ideal (perfectly balanced) step.
-- :func:`calibrate` / :class:`TrainingCalibration`: the efficiency curves and how they were fitted.
+- :func:`shipped_training_calibration` / :class:`TrainingCalibration`: the fitted efficiency
+  curves, read from the shipped ``data/training_efficiency.json``.
 
 FLOPs (:func:`training_flops`): a sequence of ``s`` tokens costs ``6 N s + 6 l h s^2`` forward plus
 backward, with ``N`` the non-embedding parameters, ``l`` layers and ``h`` the hidden size. Counted:
@@ -17,7 +18,9 @@ and LM head, norms, activations, softmax, rotary embeddings, the optimizer, and 
 activation checkpointing; their time is part of the calibrated efficiency, not of the FLOPs, so
 MFU here is *model* FLOPs utilisation as in the Llama 3 and ByteScale papers.
 
-Calibration (done by :func:`calibrate` from the shipped data; nothing here is a free guess):
+Calibration (fitted by :mod:`schedgym.costmodels.calibration.training_fit` from the shipped data
+into ``data/training_efficiency.json``, which is all this module reads; nothing here is a free
+guess):
 
 1. GEMM efficiency against tokens per rank: Vidur's measured forward time of every token-level
    operator of one layer (4 GEMMs and 5 elementwise ops; Llama-2-7B and -70B, tp=1) gives an
@@ -44,14 +47,20 @@ Calibration (done by :func:`calibrate` from the shipped data; nothing here is a 
 
 The GEMM datasheet efficiencies of hardware.json (``gemm_large`` 0.95, ``gemm_1MB`` 0.6) are a
 roofline upper bound; the measured Vidur curves land below them (about 0.65-0.75 of peak at 4096
-tokens) and are what the model uses. :func:`calibration_report` prints the fit errors.
+tokens) and are what the model uses.
+:func:`schedgym.costmodels.calibration.training_fit.calibration_report` prints the fit errors.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -61,21 +70,6 @@ from schedgym.costmodels.hardware import BYTES_PER_PARAM_BF16, GpuSpec, ModelSpe
 from schedgym.costmodels.network import collective_times_s
 
 BYTES_BF16 = 2.0
-# Llama 3's reported pre-training MFU on H100 (Llama 3 paper, Table 4; hardware.json).
-LLAMA3_MFU_8K = 0.43
-LLAMA3_MFU_131K_CP16 = 0.38
-LLAMA3_GPU = "H100-SXM-80GB"
-# Llama 3 405B architecture (Llama 3 paper, Table 3), the model those MFU figures were measured on.
-LLAMA3_405B = ModelSpec(
-    name="Llama-3-405B",
-    layers=126,
-    hidden=16384,
-    heads=128,
-    kv_heads=8,
-    ffn=53248,
-    vocab=128256,
-    params_b=405.0,
-)
 # The GPU whose fitted curve stands in for GPUs without operator profiles.
 _FALLBACK_GPU = "A100-SXM-80GB"
 
@@ -97,27 +91,7 @@ def training_flops(
 
 
 # ------------------------------------------------------------------------------------ calibration
-def _hill(tokens: NDArray[np.float64], half: float, power: float) -> NDArray[np.float64]:
-    scaled = (tokens / half) ** power
-    return np.asarray(scaled / (1.0 + scaled))
-
-
-def _fit_hill(
-    tokens: NDArray[np.float64], eff: NDArray[np.float64]
-) -> tuple[float, float, float, float]:
-    """Relative-least-squares Hill fit by grid search; returns (eta_inf, half, power, mape_pct)."""
-    best = (math.inf, 0.0, 1.0, 1.0)
-    for power in np.linspace(0.5, 3.0, 26):
-        for half in np.geomspace(8.0, 4096.0, 120):
-            shape = _hill(tokens, half, power)
-            # Minimise sum((eta_inf * shape / eff - 1)^2): closed form in eta_inf.
-            ratio = shape / eff
-            eta_inf = float(ratio.sum() / (ratio * ratio).sum())
-            err = float(np.mean(np.abs(eta_inf * ratio - 1.0)))
-            if err < best[0]:
-                best = (err, eta_inf, float(half), float(power))
-    err, eta_inf, half, power = best
-    return eta_inf, half, power, 100.0 * err
+TRAINING_TABLE_FILE = "training_efficiency.json"
 
 
 @dataclass(frozen=True)
@@ -141,7 +115,8 @@ class GemmCurve:
 
 @dataclass(frozen=True)
 class TrainingCalibration:
-    """Everything :func:`calibrate` derived, with the fit errors."""
+    """The fitted efficiency curves, with the fit errors (see the module docstring; fitted by
+    :func:`schedgym.costmodels.calibration.training_fit.fit_training_calibration`)."""
 
     gemm: dict[str, GemmCurve]  # by calibrated GPU name
     kappa: float  # training-step efficiency relative to the forward operator profile
@@ -152,124 +127,26 @@ class TrainingCalibration:
     llama3_mfu_8k_pred: float  # the model's MFU at Llama 3's operating points (fitted to them)
     llama3_mfu_131k_pred: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (JSON floats are Python's shortest round-trip repr, so exact)."""
+        out = dataclasses.asdict(self)
+        out["gemm"] = {name: dataclasses.asdict(curve) for name, curve in self.gemm.items()}
+        return out
 
-def _gemm_points() -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
-    """Measured forward efficiency of all token ops per GPU, pooled over models (tp=1)."""
-    from schedgym.costmodels.calibration.profiles import load_profiles
-    from schedgym.costmodels.roofline import LINEAR_OPS, TOKEN_OPS, op_work
-
-    profiles = load_profiles()
-    pooled: dict[str, tuple[list[float], list[float]]] = {}
-    for curve in profiles.operators:
-        if curve.tp != 1:
-            continue
-        gpu = profiles.gpu(curve.gpu)
-        tokens = curve.num_tokens
-        flops = sum(op_work(curve.model, 1, op, tokens)[0] for op in LINEAR_OPS)
-        times = sum(np.nan_to_num(curve.times_s[op]) for op in TOKEN_OPS)
-        eff = flops / (np.asarray(times) * gpu.peak_flops)
-        keep = np.isfinite(eff) & (eff > 0)
-        xs, ys = pooled.setdefault(gpu.calibrated_as, ([], []))
-        xs.extend(tokens[keep].tolist())
-        ys.extend(eff[keep].tolist())
-    return {k: (np.array(v[0]), np.array(v[1])) for k, v in pooled.items()}
-
-
-def _attention_points() -> tuple[NDArray[np.float64], NDArray[np.float64], str]:
-    """Forward FLOPs per call and achieved efficiency of measured FlashAttention prefills."""
-    from schedgym.costmodels.calibration.profiles import load_profiles
-
-    profiles = load_profiles()
-    flops_all: list[float] = []
-    eff_all: list[float] = []
-    gpu_name = LLAMA3_GPU
-    for curve in profiles.attention:
-        if curve.phase != "prefill":
-            continue
-        gpu = profiles.gpu(curve.gpu)
-        gpu_name = gpu.calibrated_as
-        heads = curve.model.heads / curve.tp
-        q = curve.chunk_tokens
-        # Causal prefill of q new tokens after kv cached ones: q (kv + q/2) score pairs.
-        flops = 4.0 * q * (curve.kv_tokens + q / 2.0) * heads * curve.model.head_dim
-        eff = flops / (curve.times_s * gpu.peak_flops)
-        flops_all.extend(flops.tolist())
-        eff_all.extend(eff.tolist())
-    return np.array(flops_all), np.array(eff_all), gpu_name
-
-
-def _step_mfu(
-    model: ModelSpec,
-    gpu: GpuSpec,
-    curve: GemmCurve,
-    kappa: float,
-    attn_inf: float,
-    attn_half: float,
-    seq_tokens: float,
-    degree: int,
-) -> float:
-    """MFU of one sequence sharded over ``degree`` ranks, communication ignored."""
-    tokens = seq_tokens / degree
-    shard_sq = degree * tokens * tokens
-    linear_s = (
-        6.0
-        * non_embedding_params(model)
-        * tokens
-        / (gpu.peak_flops * kappa * curve.efficiency(tokens))
-    )
-    call = 2.0 * model.hidden * tokens * tokens
-    attn_eff = attn_inf * call / (call + attn_half)
-    attn_s = 6.0 * model.layers * model.hidden * shard_sq / (gpu.peak_flops * kappa * attn_eff)
-    flops = float(training_flops(model, seq_tokens)) / degree
-    return flops / ((linear_s + attn_s) * gpu.peak_flops)
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TrainingCalibration:
+        """Inverse of :meth:`to_dict`."""
+        values = {f.name: raw[f.name] for f in dataclasses.fields(cls)}
+        values["gemm"] = {name: GemmCurve(**curve) for name, curve in raw["gemm"].items()}
+        return cls(**values)
 
 
 @lru_cache(maxsize=1)
-def calibrate() -> TrainingCalibration:
-    """Fit the efficiency curves from the shipped Vidur, LLMServingSim and Llama 3 figures."""
-    gemm = {}
-    for gpu_name, (tokens, eff) in sorted(_gemm_points().items()):
-        eta_inf, half, power, mape = _fit_hill(tokens, eff)
-        gemm[gpu_name] = GemmCurve(gpu_name, eta_inf, half, power, mape, int(tokens.size))
-    gpu = get_gpu(LLAMA3_GPU)
-    curve = gemm[gpu.calibrated_as]
-    flops, eff, _ = _attention_points()
-
-    def fit_attention(attn_inf: float) -> tuple[float, float]:
-        # W_half from each point is W (eta_inf / eta - 1); the median is robust to launch noise.
-        halves = flops * np.maximum(attn_inf / eff - 1.0, 1e-9)
-        half = float(np.median(halves))
-        pred = attn_inf * flops / (flops + half)
-        return half, 100.0 * float(np.mean(np.abs(pred / eff - 1.0)))
-
-    # kappa and rho are coupled only weakly (attention is 4% of the FLOPs at 8K for 405B), so a
-    # few rounds of alternating one-dimensional solves converge.
-    kappa, rho = LLAMA3_MFU_8K / curve.eta_inf, 0.7
-    for _ in range(30):
-        attn_inf = rho * curve.eta_inf
-        half, _ = fit_attention(attn_inf)
-        mfu_8k = _step_mfu(LLAMA3_405B, gpu, curve, 1.0, attn_inf, half, 8192.0, 1)
-        kappa = LLAMA3_MFU_8K / mfu_8k
-        low, high = 0.05, 2.0
-        for _ in range(60):  # bisection: MFU at 131K rises with rho
-            mid = 0.5 * (low + high)
-            mfu = _step_mfu(LLAMA3_405B, gpu, curve, kappa, mid * curve.eta_inf, half, 131072.0, 16)
-            low, high = (mid, high) if mfu < LLAMA3_MFU_131K_CP16 else (low, mid)
-        rho = 0.5 * (low + high)
-    attn_inf = rho * curve.eta_inf
-    half, attn_mape = fit_attention(attn_inf)
-    return TrainingCalibration(
-        gemm=gemm,
-        kappa=kappa,
-        rho=rho,
-        attn_half_flops=half,
-        attn_mape_pct=attn_mape,
-        attn_points=int(flops.size),
-        llama3_mfu_8k_pred=_step_mfu(LLAMA3_405B, gpu, curve, kappa, attn_inf, half, 8192.0, 1),
-        llama3_mfu_131k_pred=_step_mfu(
-            LLAMA3_405B, gpu, curve, kappa, attn_inf, half, 131072.0, 16
-        ),
-    )
+def shipped_training_calibration() -> TrainingCalibration:
+    """The fitted curves shipped with the package (``data/training_efficiency.json``)."""
+    path = f"data/{TRAINING_TABLE_FILE}"
+    text = resources.files("schedgym.costmodels").joinpath(path).read_text()
+    return TrainingCalibration.from_dict(json.loads(text)["calibration"])
 
 
 # ------------------------------------------------------------------------------------ links
@@ -369,7 +246,7 @@ class TrainingCostModel:
             raise ConfigError(f"gpus_per_node: must be an integer, got {gpus_per_node!r}")
         if gpus_per_node < 1:
             raise ConfigError(f"gpus_per_node: must be in [1, inf], got {gpus_per_node}")
-        calibration = calibrate()
+        calibration = shipped_training_calibration()
         self.model = model
         self.gpu = gpu
         self.gpus_per_node = gpus_per_node
@@ -528,31 +405,3 @@ def get_training_cost_model(model: str, gpu: str, gpus_per_node: int = 8) -> Tra
     from schedgym.costmodels.hardware import get_model
 
     return TrainingCostModel(get_model(model), get_gpu(gpu), gpus_per_node)
-
-
-def calibration_report() -> str:
-    """The fitted constants and their errors, as text."""
-    cal = calibrate()
-    lines = ["GEMM efficiency (forward, all token ops) vs tokens per rank, Hill fit:"]
-    for curve in cal.gemm.values():
-        lines.append(
-            f"  {curve.gpu}: eta_inf={curve.eta_inf:.3f} half={curve.half_tokens:.0f} tokens "
-            f"power={curve.power:.2f}  MAPE {curve.mape_pct:.1f}% on {curve.points} Vidur points"
-        )
-    lines.append(
-        f"training overhead kappa={cal.kappa:.3f}; attention/GEMM asymptote rho={cal.rho:.3f}; "
-        f"attention W_half={cal.attn_half_flops:.3g} FLOPs (MAPE {cal.attn_mape_pct:.1f}% on "
-        f"{cal.attn_points} LLMServingSim prefill points)"
-    )
-    lines.append(
-        f"Llama 3 405B on H100: MFU at 8K {cal.llama3_mfu_8k_pred:.3f} (reported "
-        f"{LLAMA3_MFU_8K}); at 131K CP16 {cal.llama3_mfu_131k_pred:.3f} (reported "
-        f"{LLAMA3_MFU_131K_CP16})"
-    )
-    for name in ("A100-SXM-80GB", "H100-SXM-80GB"):
-        gpu = get_gpu(name)
-        for same in (True, False):
-            err = LinkTable(gpu, same).max_grid_error()
-            where = "NVLink" if same else "network"
-            lines.append(f"  send/recv grid vs network module, {name} {where}: max error {err:.2%}")
-    return "\n".join(lines)

@@ -27,8 +27,9 @@ conversation; single-turn: itself): the requests of a group share their whole sh
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,11 +42,11 @@ MAX_SHARING_DEPTH = 6
 
 
 @dataclass(frozen=True)
-class PrefixTreeSpec:
-    """Shape of a shared-prefix batch.
+class PrefixTreeShape:
+    """The prefix tree's shape, for :class:`PrefixTreeSpec` and environment configs to inherit
+    (one set of names, defaults and checks).
 
     Attributes:
-        num_requests: requests in the batch.
         sharing_depth: shared levels above the requests' own segments; 0 = no shared prefix.
         num_roots: distinct level-1 segments (system prompts); needs ``sharing_depth >= 1``.
         fanout: children of every shared node above the last shared level.
@@ -57,16 +58,8 @@ class PrefixTreeSpec:
             classification, retrieval prompts), as in BatchLLM's prefix-heavy sets.
         output_tokens_scale: the same for the sampled answer lengths (offline batch tasks such
             as extraction or labelling answer briefly).
-        max_prompt_tokens: a prompt (prefix included) is cut to this many tokens by shortening
-            its own segment (the model's context window); at least one own token remains.
-        max_output_tokens: output lengths are capped here.
-        max_total_tokens: if set, outputs are also cut so that prompt + output fits (the
-            context window); must exceed ``max_prompt_tokens``.
-        align_tokens: shared segments and conversation turns are rounded up to a multiple of
-            this (the KV block size), so that they are whole blocks.
     """
 
-    num_requests: int
     sharing_depth: int = 0
     num_roots: int = 1
     fanout: int = 1
@@ -75,16 +68,20 @@ class PrefixTreeSpec:
     turns_per_conversation: int = 1
     user_tokens_scale: float = 1.0
     output_tokens_scale: float = 1.0
-    max_prompt_tokens: int = 8192
-    max_output_tokens: int = 4096
-    max_total_tokens: int | None = None
-    align_tokens: int = 16
 
-    def __post_init__(self) -> None:
-        require_number("num_requests", self.num_requests, 1, 10_000_000, integer=True)
+    def check_tree_shape(self) -> None:
+        """Validate the shape fields (``shared_tokens`` becomes a tuple).
+
+        Raises:
+            ConfigError: naming the field and its allowed range.
+        """
         require_number("sharing_depth", self.sharing_depth, 0, MAX_SHARING_DEPTH, integer=True)
         require_number("num_roots", self.num_roots, 1, 1_000_000, integer=True)
         require_number("fanout", self.fanout, 1, 10_000, integer=True)
+        if not isinstance(self.shared_tokens, list | tuple):
+            raise ConfigError(
+                f"shared_tokens: must be a list of mean token counts, got {self.shared_tokens!r}"
+            )
         shared = tuple(self.shared_tokens)
         if len(shared) != self.sharing_depth:
             raise ConfigError(
@@ -100,6 +97,37 @@ class PrefixTreeSpec:
         require_number(
             "output_tokens_scale", self.output_tokens_scale, 0.0, 1.0, low_inclusive=False
         )
+
+    def tree_shape(self) -> dict[str, Any]:
+        """The shape fields by name (to build a :class:`PrefixTreeSpec` from a config)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(PrefixTreeShape)}
+
+
+@dataclass(frozen=True)
+class PrefixTreeSpec(PrefixTreeShape):
+    """Shape of a shared-prefix batch: the tree (:class:`PrefixTreeShape`'s fields) and the
+    requests.
+
+    Attributes:
+        num_requests: requests in the batch (keyword only).
+        max_prompt_tokens: a prompt (prefix included) is cut to this many tokens by shortening
+            its own segment (the model's context window); at least one own token remains.
+        max_output_tokens: output lengths are capped here.
+        max_total_tokens: if set, outputs are also cut so that prompt + output fits (the
+            context window); must exceed ``max_prompt_tokens``.
+        align_tokens: shared segments and conversation turns are rounded up to a multiple of
+            this (the KV block size), so that they are whole blocks.
+    """
+
+    num_requests: int = field(kw_only=True)
+    max_prompt_tokens: int = 8192
+    max_output_tokens: int = 4096
+    max_total_tokens: int | None = None
+    align_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        require_number("num_requests", self.num_requests, 1, 10_000_000, integer=True)
+        self.check_tree_shape()
         require_number("max_prompt_tokens", self.max_prompt_tokens, 2, 1_000_000, integer=True)
         require_number("max_output_tokens", self.max_output_tokens, 1, 1_000_000, integer=True)
         if self.max_total_tokens is not None:

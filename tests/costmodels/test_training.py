@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from schedgym.costmodels.hardware import get_gpu, get_model, model_names
-from schedgym.costmodels.training import (
+from schedgym.costmodels.calibration.training_fit import (
     LLAMA3_MFU_8K,
     LLAMA3_MFU_131K_CP16,
-    LinkTable,
-    calibrate,
+    TABLE_PATH,
     calibration_report,
+    derive_training_table,
+    fit_training_calibration,
+    training_table_json,
+)
+from schedgym.costmodels.hardware import get_gpu, get_model, model_names
+from schedgym.costmodels.training import (
+    LinkTable,
+    TrainingCalibration,
     get_training_cost_model,
     non_embedding_params,
+    shipped_training_calibration,
     training_flops,
 )
 
@@ -84,7 +92,7 @@ def test_mfu_grows_with_tokens_per_rank_and_saturates(model_7b):
 
 
 def test_calibration_reproduces_llama3_and_fits_vidur():
-    cal = calibrate()
+    cal = shipped_training_calibration()
     assert cal.llama3_mfu_8k_pred == pytest.approx(LLAMA3_MFU_8K, rel=0.01)
     assert cal.llama3_mfu_131k_pred == pytest.approx(LLAMA3_MFU_131K_CP16, rel=0.01)
     for curve in cal.gemm.values():
@@ -92,6 +100,36 @@ def test_calibration_reproduces_llama3_and_fits_vidur():
         assert 0.5 < curve.eta_inf < 0.95  # below hardware.json's gemm_large roofline bound
     assert 0.3 < cal.rho < 1.0
     assert "MAPE" in calibration_report()
+
+
+def _assert_same_numbers(shipped, refit, where="calibration"):
+    """Keys, strings and integers equal; floats to 1e-12 (a refit on another CPU may differ in
+    the last bits of a libm power; the runtime reads the shipped values, so it never varies)."""
+    if isinstance(shipped, dict):
+        assert shipped.keys() == refit.keys(), where
+        for key in shipped:
+            _assert_same_numbers(shipped[key], refit[key], f"{where}.{key}")
+    elif isinstance(shipped, float):
+        assert shipped == pytest.approx(refit, rel=1e-12), where
+    else:
+        assert shipped == refit, where
+
+
+def test_shipped_table_is_a_refit_of_the_shipped_data():
+    shipped = json.loads(TABLE_PATH.read_text())
+    refit = fit_training_calibration()
+    _assert_same_numbers(shipped, json.loads(training_table_json(refit)))
+    # The runtime reads the table's floats exactly (repr round trip).
+    assert TrainingCalibration.from_dict(shipped["calibration"]) == shipped_training_calibration()
+
+
+def test_derive_writes_the_table(tmp_path):
+    path = tmp_path / "training_efficiency.json"
+    calibration = derive_training_table(path)
+    assert path.read_text() == training_table_json(calibration)
+    assert TrainingCalibration.from_dict(json.loads(path.read_text())["calibration"]) == (
+        calibration
+    )
 
 
 @pytest.mark.parametrize("same_node", [True, False])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from schedgym.envs.datagen.calibration import calibrate_env, measure_cost_table
 from schedgym.envs.datagen.config import PRESETS, DataGenConfig
 from schedgym.envs.datagen.costs import amdahl_speedup, load_cost_table
 from schedgym.envs.datagen.env import OnlineDataGenEnv
+from schedgym.envs.datagen.generator import DataGenGenerator, ValidationSet
 from schedgym.envs.datagen.sampling import (
     ParameterSpace,
     contrast_cdf,
@@ -324,7 +326,7 @@ def test_surrogate_fits_a_batch_and_is_deterministic():
     targets = rng.uniform(0, 1, (16, 9)).astype(np.float32)
 
     def trained() -> tuple[MLPSurrogate, list[float]]:
-        model = MLPSurrogate(6, 9, 32, 2, 3e-3, np.random.default_rng(5))
+        model = MLPSurrogate.initialised(6, 9, 32, 2, 3e-3, np.random.default_rng(5))
         losses = [float(model.train_step(inputs, targets).mean()) for _ in range(400)]
         return model, losses
 
@@ -342,7 +344,7 @@ def test_surrogate_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     inputs = rng.uniform(-1, 1, (5, 6)).astype(np.float32)
     targets = rng.uniform(0, 1, (5, 3)).astype(np.float32)
-    model = MLPSurrogate(6, 3, 4, 1, 1e-3, np.random.default_rng(3))
+    model = MLPSurrogate.initialised(6, 3, 4, 1, 1e-3, np.random.default_rng(3))
     model.weights[-1] *= 10  # away from the small-init regime so gradients are not tiny
 
     def loss(m: MLPSurrogate) -> float:
@@ -532,6 +534,50 @@ def test_last_interval_is_cut_at_the_budget_and_its_reward_scaled():
     history = sim.history
     last = math.log(history[-2]["val_mse"] / history[-1]["val_mse"])
     assert rewards[-1] == pytest.approx(last * 0.008 / 0.004)
+
+
+def test_instance_is_the_validation_set_and_the_initial_weights():
+    env = OnlineDataGenEnv(preset="tiny")
+    instance = DataGenGenerator.generate(env.config, 3)
+    # The validation set is the config's (validation_seed), the weights the seed's.
+    assert DataGenGenerator.generate(env.config, 4).validation is instance.validation
+    env.reset(seed=3)
+    seeded = env.simulator
+    env.reset(seed=4, options={"instance": instance})
+    sim = env.simulator
+    assert seeded is not None and sim is not None and sim.episode is instance
+    assert sim.initial_scores.mse == seeded.initial_scores.mse
+    for weight, initial in zip(sim.surrogate.weights, instance.initial_weights, strict=True):
+        np.testing.assert_array_equal(weight, initial)
+    env.step(env.encode_action(env.num_regions, 1, 0))
+    assert sim.training_steps > 0  # trained a copy: the instance's arrays are read-only
+    assert not instance.initial_weights[0].flags.writeable
+    # Another validation set (here: another validation_seed's) replaces the config's.
+    other = DataGenGenerator.generate(replace(env.config, validation_seed=99), 3)
+    env.reset(seed=3, options={"instance": other})
+    assert env.simulator is not None and env.simulator.validation is other.validation
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ({"grid_size": 9}, r"instance\.validation\.targets: 64 values per sample"),
+        ({"num_regions": 2}, r"instance\.validation\.region: must be in \[0, 1\]"),
+        ({"hidden_width": 8}, r"instance\.initial_weights: shapes"),
+    ],
+)
+def test_instance_must_fit_the_config(override, match):
+    instance = DataGenGenerator.generate(OnlineDataGenEnv(preset="tiny").config, 0)
+    env = OnlineDataGenEnv(preset="tiny", **override)
+    with pytest.raises(ConfigError, match=match):
+        env.reset(seed=0, options={"instance": instance})
+
+
+def test_validation_set_rejects_mismatched_arrays():
+    with pytest.raises(ConfigError, match=r"instance\.validation\.targets: must have shape"):
+        ValidationSet(np.zeros((4, 6)), np.zeros((3, 9)), np.zeros(4), np.zeros(4, bool))
+    with pytest.raises(ConfigError, match=r"instance\.validation: must hold at least one"):
+        ValidationSet(np.zeros((0, 6)), np.zeros((0, 9)), np.zeros(0), np.zeros(0, bool))
 
 
 def test_masks_lock_the_buffer_and_gate_the_loss_weighted_rule():

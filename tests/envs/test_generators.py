@@ -15,6 +15,7 @@ import schedgym  # noqa: F401
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
+from schedgym.envs.datagen.generator import DataGenGenerator
 from schedgym.envs.llmcluster.generator import LLMClusterGenerator
 from schedgym.envs.mesh.generator import MeshGenerator
 from schedgym.envs.prefillchunk.generator import PrefillChunkGenerator
@@ -54,6 +55,14 @@ CASES = {
         {"preset": "tiny", "length_mixture": (("lognormal", 0.7, 2048.0, 1.0),)},
         ("static", "bytescale"),
         True,
+    ),
+    # The instance is the validation set and the initial weights; which simulations run depends
+    # on the policy, so their parameters stay with the seed's streams.
+    "schedgym/OnlineDataGen-v0": (
+        DataGenGenerator,
+        {"preset": "tiny"},
+        ("online-fifo", "adaptive"),
+        False,
     ),
 }
 # Environments that play the seed's workload lazily (drawn as the episode goes, the same numbers

@@ -2,9 +2,7 @@
 
 The runtime models (:mod:`schedgym.costmodels.inference`, :mod:`~schedgym.costmodels.network`,
 :mod:`~schedgym.costmodels.training`) read the shipped derived tables in ``costmodels/data/`` and
-never import this package's fitters (the training model reads the shipped operator profiles
-through :mod:`~schedgym.costmodels.calibration.profiles` on first use, to fit its efficiency
-curves).
+never import this package.
 
 - :mod:`~schedgym.costmodels.calibration.profiles`: reading operator and attention profiles.
 - :mod:`~schedgym.costmodels.calibration.fitting`: the roofline coefficient fit and its errors.
@@ -13,6 +11,7 @@ curves).
 - :mod:`~schedgym.costmodels.calibration.whole_forward`: the per-GPU whole-forward compute scale.
 - :mod:`~schedgym.costmodels.calibration.nccl_fit`: the NCCL latency-bandwidth laws.
 - :mod:`~schedgym.costmodels.calibration.shared_prefix_fit`: the cascade attention kernel.
+- :mod:`~schedgym.costmodels.calibration.training_fit`: the training model's efficiency curves.
 - :mod:`~schedgym.costmodels.calibration.profiler`: measuring the local device with torch.
 - :mod:`~schedgym.costmodels.calibration.cpu_timing`: timing code on the local CPU (the
   OnlineDataGen cost table).

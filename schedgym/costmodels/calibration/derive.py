@@ -18,8 +18,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from schedgym.costmodels.calibration.profiles import ATTENTION_COLUMNS, PROFILE_KEY_COLUMNS
+
 DATA_DIR = Path(__file__).parent.parent / "data"
-PROFILE_KEYS = ("source", "gpu", "model", "n_embd", "n_head", "n_kv_head")
 
 # Vidur operator names, in the order the profiler and the shipped table use.
 VIDUR_OPS = (
@@ -204,12 +205,14 @@ def derive_all(src: Path) -> None:
     """Writes every derived table into ``data/``."""
     _write(
         DATA_DIR / "operator_profiles.csv",
-        [*PROFILE_KEYS, "n_expanded_embd", "tp", "num_tokens", *(f"{op}_ms" for op in VIDUR_OPS)],
+        # The shipped file keeps Vidur's operator order (the reader goes by column name).
+        [*PROFILE_KEY_COLUMNS, "n_expanded_embd", "tp", "num_tokens"]
+        + [f"{op}_ms" for op in VIDUR_OPS],
         derive_operator_profiles(src),
     )
     _write(
         DATA_DIR / "attention_profiles.csv",
-        [*PROFILE_KEYS, "tp", "phase", "batch_size", "chunk_tokens", "kv_tokens", "time_ms"],
+        list(ATTENTION_COLUMNS),
         derive_attention_profiles(src),
     )
     _write(

@@ -32,25 +32,17 @@ OPERATOR_FILE = "operator_profiles.csv"
 ATTENTION_FILE = "attention_profiles.csv"
 DEVICE_FILE = "device.json"
 ALL_TOKEN_OPS = ("emb", *TOKEN_OPS)
+# The columns that say whose measurement a row is (both tables start with them).
+PROFILE_KEY_COLUMNS = ("source", "gpu", "model", "n_embd", "n_head", "n_kv_head")
 OPERATOR_COLUMNS = (
-    "source",
-    "gpu",
-    "model",
-    "n_embd",
-    "n_head",
-    "n_kv_head",
+    *PROFILE_KEY_COLUMNS,
     "n_expanded_embd",
     "tp",
     "num_tokens",
     *(f"{op}_ms" for op in ALL_TOKEN_OPS),
 )
 ATTENTION_COLUMNS = (
-    "source",
-    "gpu",
-    "model",
-    "n_embd",
-    "n_head",
-    "n_kv_head",
+    *PROFILE_KEY_COLUMNS,
     "tp",
     "phase",
     "batch_size",

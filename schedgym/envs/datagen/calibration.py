@@ -109,7 +109,9 @@ def measure_training(
     rows = []
     for batch_size, hidden_width, num_hidden_layers, grid_size in points:
         output_dim = grid_size * grid_size
-        model = MLPSurrogate(INPUT_DIM, output_dim, hidden_width, num_hidden_layers, 1e-3, rng)
+        model = MLPSurrogate.initialised(
+            INPUT_DIM, output_dim, hidden_width, num_hidden_layers, 1e-3, rng
+        )
         inputs = rng.uniform(-1, 1, (batch_size, INPUT_DIM)).astype(np.float32)
         targets = rng.uniform(0, 1, (batch_size, output_dim)).astype(np.float32)
 

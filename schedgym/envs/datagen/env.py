@@ -9,13 +9,15 @@ import numpy as np
 from gymnasium import spaces
 
 from schedgym.core.env import SchedulingEnv
+from schedgym.core.generator import recorded_instance
 from schedgym.core.rng import spawn_streams
 from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.datagen.buffers import BUFFER_KINDS
 from schedgym.envs.datagen.config import PRESETS, DataGenConfig
+from schedgym.envs.datagen.generator import DataGenGenerator, DataGenInstance
 from schedgym.envs.datagen.simulator import LOSS_WEIGHTED, UNIFORM, DataGenSimulator
 
-STREAMS = ("params", "acquisition", "buffer", "surrogate")
+STREAMS = DataGenGenerator.streams
 NUM_REGION_FEATURES = 7
 NUM_GLOBAL_FEATURES = 17
 # Floor of errors and losses before the log10 of the observation (a perfect fit stays finite).
@@ -73,7 +75,15 @@ class OnlineDataGenEnv(SchedulingEnv[DataGenConfig, DataGenSimulator]):
 
     ## Starting State
     The surrogate is freshly initialised (seeded), the buffer empty, no simulation running; the
-    first decision is at time 0.
+    first decision is at time 0. The held-out validation set (the same for every episode of a
+    config, from ``validation_seed``) and the surrogate's initial weights form the episode's
+    instance, drawn by :class:`~schedgym.envs.datagen.generator.DataGenGenerator` before any
+    decision; ``reset(options={"instance": instance})`` starts from a given
+    :class:`~schedgym.envs.datagen.generator.DataGenInstance` instead (e.g.
+    ``DataGenGenerator.generate(config, seed)``, or a recorded one), and
+    ``env.unwrapped.simulator.episode`` is the one in use. The simulations' parameters, the
+    acquisition's region draws and the buffer's draws depend on the policy's choices and are drawn
+    as the episode goes, from the seed's streams.
     ``fork()`` (for look-ahead policies) copies the env at its present state, random generators
     included, so that the copy evolves identically; it shares (``fork_memo()``) the config, the
     grid, the parameter space and the validation set.
@@ -146,7 +156,12 @@ class OnlineDataGenEnv(SchedulingEnv[DataGenConfig, DataGenSimulator]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self.simulator = DataGenSimulator(self.config, spawn_streams(self.np_random, STREAMS))
+        # Spawned even for a given instance, so the simulator's streams are the seed's.
+        streams = spawn_streams(self.np_random, STREAMS)
+        instance = recorded_instance(options, DataGenInstance)
+        if instance is None:
+            instance = DataGenGenerator.from_streams(self.config, streams)
+        self.simulator = DataGenSimulator(self.config, instance, streams)
         return self._observation(), self._info()
 
     def _apply(self, action: int) -> tuple[float, bool, bool]:

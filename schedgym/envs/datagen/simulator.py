@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,97 +44,21 @@ from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.buffers import BUFFER_KINDS, SampleBuffer
 from schedgym.envs.datagen.config import DataGenConfig
 from schedgym.envs.datagen.costs import amdahl_speedup, load_cost_table
-from schedgym.envs.datagen.sampling import (
-    INPUT_DIM,
-    NUM_PARAMETERS,
-    ParameterSpace,
-    reflect_into_unit,
+from schedgym.envs.datagen.generator import (
+    DataGenInstance,
+    ValidationSet,
+    conductivity_of,
+    heat_grid,
+    parameter_space,
 )
-from schedgym.envs.datagen.solver import Conductivity, HeatGrid, solve
+from schedgym.envs.datagen.sampling import INPUT_DIM, NUM_PARAMETERS, reflect_into_unit
+from schedgym.envs.datagen.solver import solve
 from schedgym.envs.datagen.surrogate import MLPSurrogate, training_flops
 
 # Acquisition rules after the K regions (action index K and K + 1).
 UNIFORM, LOSS_WEIGHTED = "uniform", "loss-weighted"
 # How many timeline spans render keeps.
 TIMELINE_SPANS = 400
-
-
-@dataclass(frozen=True)
-class ValidationSet:
-    """The fixed held-out set, as surrogate samples.
-
-    Attributes:
-        inputs: ``(S, 6)`` float32 scaled inputs.
-        targets: ``(S, n * n)`` float32 scaled fields.
-        region: ``(S,)`` region of each sample.
-        hard: ``(S,)`` bool, sample of a hard-region simulation.
-    """
-
-    inputs: np.ndarray
-    targets: np.ndarray
-    region: np.ndarray
-    hard: np.ndarray
-
-
-_VALIDATION_CACHE: dict[tuple[Any, ...], ValidationSet] = {}
-
-
-def conductivity_of(config: DataGenConfig, space: ParameterSpace) -> Conductivity | None:
-    """The solver's conductivity law (``None``: constant, the linear heat equation)."""
-    if config.conductivity_exponent == 0.0:
-        return None
-    return Conductivity(
-        config.conductivity_exponent,
-        config.conductivity_floor,
-        space.field_low_k,
-        space.field_span_k,
-    )
-
-
-def validation_set(config: DataGenConfig, space: ParameterSpace, grid: HeatGrid) -> ValidationSet:
-    """The held-out set of ``config`` (built once per process and configuration).
-
-    ``validation_simulations`` uniform simulations plus ``validation_hard_simulations`` whose
-    scaled boundary contrast is above the ``hard_contrast_quantile`` quantile, all from a generator
-    seeded with ``validation_seed``: the same set for every episode.
-    """
-    key = (
-        grid,
-        config.initial_temp_range_k,
-        config.boundary_temp_range_k,
-        config.num_regions,
-        config.hard_contrast_quantile,
-        config.validation_simulations,
-        config.validation_hard_simulations,
-        config.validation_seed,
-        config.conductivity_exponent,
-        config.conductivity_floor,
-    )
-    cached = _VALIDATION_CACHE.get(key)
-    if cached is not None:
-        return cached
-    from schedgym.envs.datagen.sampling import contrast_quantile
-
-    rng = np.random.default_rng(config.validation_seed)
-    uniform = space.draw(rng, config.validation_simulations, 0.0, 1.0 + 1e-12)
-    hard_low = contrast_quantile(config.hard_contrast_quantile)
-    hard = space.draw(rng, config.validation_hard_simulations, hard_low, 1.0 + 1e-12)
-    params = np.concatenate([uniform, hard])
-    fields = solve(grid, params[:, 0], params[:, 1:], conductivity_of(config, space))
-    steps = grid.num_time_steps
-    is_hard = space.scaled_contrast(params) >= hard_low
-    result = ValidationSet(
-        space.scale_inputs(params, grid.snapshot_times, grid.final_time),
-        space.scale_fields(fields),
-        np.repeat(space.region_of(params), steps),
-        np.repeat(is_hard, steps),
-    )
-    for array in (result.inputs, result.targets, result.region, result.hard):
-        array.flags.writeable = False
-    if len(_VALIDATION_CACHE) > 8:
-        _VALIDATION_CACHE.clear()
-    _VALIDATION_CACHE[key] = result
-    return result
 
 
 @dataclass(frozen=True)
@@ -171,38 +96,31 @@ class DataGenSimulator(Forkable):
 
     Args:
         config: the validated configuration.
-        streams: independent generators named ``params`` (simulation parameters),
-            ``acquisition`` (region draws), ``buffer`` (minibatch draws, reservoir) and
-            ``surrogate`` (weight initialisation).
+        instance: what the episode starts from: the validation set and the surrogate's initial
+            weights (``DataGenGenerator.generate(config, seed)`` or a recorded one).
+        streams: independent generators for the policy-dependent draws, named ``params``
+            (simulation parameters), ``acquisition`` (region draws) and ``buffer`` (minibatch
+            draws, reservoir); see :mod:`schedgym.envs.datagen.generator`.
     """
 
-    def __init__(self, config: DataGenConfig, streams: dict[str, np.random.Generator]) -> None:
+    def __init__(
+        self,
+        config: DataGenConfig,
+        instance: DataGenInstance,
+        streams: Mapping[str, np.random.Generator],
+    ) -> None:
+        instance.check_fits(config)
         self.config = config
+        self._instance = instance
         self._rng_params = streams["params"]
         self._rng_acquisition = streams["acquisition"]
         self._rng_buffer = streams["buffer"]
-        self.grid = HeatGrid(
-            config.grid_size,
-            config.diffusivity,
-            config.final_time,
-            config.num_time_steps,
-            config.cfl_safety,
-        )
-        self.space = ParameterSpace(
-            config.initial_temp_range_k, config.boundary_temp_range_k, config.num_regions
-        )
-        with one_blas_thread():
-            self.validation = validation_set(config, self.space, self.grid)
+        self.grid = heat_grid(config)
+        self.space = parameter_space(config)
+        self.validation = instance.validation
         self.num_regions = config.num_regions
         self.output_dim = config.grid_size**2
-        self.surrogate = MLPSurrogate(
-            INPUT_DIM,
-            self.output_dim,
-            config.hidden_width,
-            config.num_hidden_layers,
-            config.learning_rate,
-            streams["surrogate"],
-        )
+        self.surrogate = MLPSurrogate(instance.initial_weights, config.learning_rate)
         costs = load_cost_table(config.cost_table)
         self.cost_table_cpu = costs.cpu
         # Seconds of one simulation on one core, and of one training step on one core.
@@ -268,6 +186,11 @@ class DataGenSimulator(Forkable):
         self.timeline: deque[tuple[int, float, float, int]] = deque(maxlen=TIMELINE_SPANS)
 
     # ----------------------------------------------------------------- read-only view helpers
+    @property
+    def episode(self) -> DataGenInstance:
+        """What the episode started from: for recording and replay."""
+        return self._instance
+
     @property
     def compute_used_core_s(self) -> float:
         """Core-seconds allocated so far."""
@@ -597,9 +520,10 @@ class DataGenSimulator(Forkable):
 
     # ---------------------------------------------------------------------------- forking
     def fork_memo(self) -> dict[int, Any]:
-        """What a :meth:`fork` shares: the config, the grid, the parameter space, the
-        validation set and the initial scores (never changed once built); the history is
-        copied shallowly (its rows are never changed)."""
-        memo = shared(self.config, self.grid, self.space, self.validation, self.initial_scores)
+        """What a :meth:`fork` shares: the config, the grid, the parameter space and the
+        initial scores (never changed once built; the instance, validation set included, is
+        immutable and shares itself); the history is copied shallowly (its rows are never
+        changed)."""
+        memo = shared(self.config, self.grid, self.space, self.initial_scores)
         memo.update(shallow_list(self.history))
         return memo

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,40 +23,69 @@ BETA2 = 0.999
 EPSILON = 1e-8
 
 
-class MLPSurrogate:
-    """ReLU MLP with a linear output layer, trained on mean squared error by Adam.
+def layer_widths(
+    input_dim: int, output_dim: int, hidden_width: int, num_hidden_layers: int
+) -> list[int]:
+    """Units per layer, input and output included.
 
     Args:
         input_dim: inputs per sample (6: five parameters and t, each scaled to [-1, 1]).
         output_dim: outputs per sample (the flattened field).
         hidden_width: units per hidden layer.
         num_hidden_layers: hidden layers.
+    """
+    return [input_dim] + [hidden_width] * num_hidden_layers + [output_dim]
+
+
+def initial_weights(widths: Sequence[int], rng: np.random.Generator) -> list[np.ndarray]:
+    """He-uniform ``(fan_in, fan_out)`` float32 weights, layer by layer, drawn from ``rng``.
+
+    The output layer's are scaled by 0.1, so the first predictions sit near the output's mean.
+    """
+    weights = []
+    for fan_in, fan_out in itertools.pairwise(widths):
+        bound = math.sqrt(6.0 / fan_in)
+        weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
+    weights[-1] *= np.float32(0.1)
+    return weights
+
+
+class MLPSurrogate:
+    """ReLU MLP with a linear output layer, trained on mean squared error by Adam.
+
+    Args:
+        weights: the initial ``(fan_in, fan_out)`` weights per layer (copied; biases start at
+            zero). :meth:`initialised` draws them.
         learning_rate: Adam's step size.
-        rng: generator for the He-uniform initialisation.
     """
 
-    def __init__(
-        self,
+    def __init__(self, weights: Sequence[np.ndarray], learning_rate: float) -> None:
+        # Copied: Adam updates the weights in place, and the given ones may be shared (an
+        # episode instance's, read-only).
+        self.weights: list[np.ndarray] = [  # (fan_in, fan_out) float32 each
+            np.array(weight, np.float32, copy=True) for weight in weights
+        ]
+        self.biases: list[np.ndarray] = [  # (fan_out,) float32 each
+            np.zeros(weight.shape[1], np.float32) for weight in self.weights
+        ]
+        self.learning_rate = learning_rate
+        self._first = [np.zeros_like(p) for p in self._params()]
+        self._second = [np.zeros_like(p) for p in self._params()]
+        self.steps = 0
+
+    @classmethod
+    def initialised(
+        cls,
         input_dim: int,
         output_dim: int,
         hidden_width: int,
         num_hidden_layers: int,
         learning_rate: float,
         rng: np.random.Generator,
-    ) -> None:
-        widths = [input_dim] + [hidden_width] * num_hidden_layers + [output_dim]
-        self.weights: list[np.ndarray] = []  # (fan_in, fan_out) float32 each
-        self.biases: list[np.ndarray] = []  # (fan_out,) float32 each
-        for fan_in, fan_out in itertools.pairwise(widths):
-            bound = math.sqrt(6.0 / fan_in)
-            self.weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
-            self.biases.append(np.zeros(fan_out, np.float32))
-        # The output layer starts small so the first predictions sit near the output's mean.
-        self.weights[-1] *= np.float32(0.1)
-        self.learning_rate = learning_rate
-        self._first = [np.zeros_like(p) for p in self._params()]
-        self._second = [np.zeros_like(p) for p in self._params()]
-        self.steps = 0
+    ) -> MLPSurrogate:
+        """A fresh surrogate with weights drawn by :func:`initial_weights` from ``rng``."""
+        widths = layer_widths(input_dim, output_dim, hidden_width, num_hidden_layers)
+        return cls(initial_weights(widths, rng), learning_rate)
 
     def _params(self) -> list[np.ndarray]:
         return [*self.weights, *self.biases]
@@ -130,5 +160,5 @@ def mlp_num_params(
     input_dim: int, output_dim: int, hidden_width: int, num_hidden_layers: int
 ) -> int:
     """Trainable scalars of :class:`MLPSurrogate` with these sizes."""
-    widths = [input_dim] + [hidden_width] * num_hidden_layers + [output_dim]
+    widths = layer_widths(input_dim, output_dim, hidden_width, num_hidden_layers)
     return sum(a * b + b for a, b in itertools.pairwise(widths))

@@ -10,11 +10,11 @@ from schedgym.core.config import require_choice, require_number
 from schedgym.core.errors import ConfigError
 from schedgym.core.spaces import INVALID_ACTION_MODES
 from schedgym.costmodels.deployment import DeploymentFields, ResolvedDeployment
-from schedgym.workloads.prefix_tree import PrefixTreeSpec
+from schedgym.workloads.prefix_tree import PrefixTreeShape, PrefixTreeSpec
 
 
 @dataclass(frozen=True)
-class PrefixBatchConfig(DeploymentFields):
+class PrefixBatchConfig(DeploymentFields, PrefixTreeShape):
     """Every knob of PrefixBatch-v0. Times in seconds, lengths in tokens.
 
     Attributes:
@@ -26,7 +26,7 @@ class PrefixBatchConfig(DeploymentFields):
         num_requests: requests in the batch (all submitted at time 0).
         sharing_depth / num_roots / fanout / shared_tokens / shared_tokens_cv /
         turns_per_conversation / user_tokens_scale / output_tokens_scale: the prefix tree (see
-            :class:`~schedgym.workloads.prefix_tree.PrefixTreeSpec`): shared levels (system
+            :class:`~schedgym.workloads.prefix_tree.PrefixTreeShape`): shared levels (system
             prompts, few-shot templates, contexts), distinct roots, children per shared node,
             mean tokens per level, their spread, multi-turn chains, and the scales of the user
             messages and answers drawn from ShareGPT.
@@ -51,14 +51,6 @@ class PrefixBatchConfig(DeploymentFields):
     }
 
     num_requests: int = 2000
-    sharing_depth: int = 0
-    num_roots: int = 1
-    fanout: int = 1
-    shared_tokens: tuple[int, ...] = ()
-    shared_tokens_cv: float = 0.0
-    turns_per_conversation: int = 1
-    user_tokens_scale: float = 1.0
-    output_tokens_scale: float = 1.0
     max_total_tokens: int = 8192
     token_budget: int = 2048
     max_batch_requests: int = 1024
@@ -73,12 +65,8 @@ class PrefixBatchConfig(DeploymentFields):
             need = -(-self.max_total_tokens // 16) + 2
             require_number("kv_capacity_blocks", self.kv_capacity_blocks, need, 10**9, integer=True)
         require_number("max_total_tokens", self.max_total_tokens, 64, 1_000_000, integer=True)
-        if not isinstance(self.shared_tokens, list | tuple):
-            raise ConfigError(
-                f"shared_tokens: must be a list of mean token counts, got {self.shared_tokens!r}"
-            )
-        object.__setattr__(self, "shared_tokens", tuple(self.shared_tokens))
-        self.tree_spec()  # validates the tree fields, naming each
+        self.check_tree_shape()  # names each field; shared_tokens becomes a tuple
+        self.tree_spec()  # num_requests, and the shared prefix against the context window
         require_number("token_budget", self.token_budget, 16, 65_536, integer=True)
         require_number("max_batch_requests", self.max_batch_requests, 1, 65_536, integer=True)
         if not isinstance(self.prefix_sharing_attention, bool):
@@ -98,14 +86,7 @@ class PrefixBatchConfig(DeploymentFields):
         """The generator's spec of this batch."""
         return PrefixTreeSpec(
             num_requests=self.num_requests,
-            sharing_depth=self.sharing_depth,
-            num_roots=self.num_roots,
-            fanout=self.fanout,
-            shared_tokens=self.shared_tokens,
-            shared_tokens_cv=self.shared_tokens_cv,
-            turns_per_conversation=self.turns_per_conversation,
-            user_tokens_scale=self.user_tokens_scale,
-            output_tokens_scale=self.output_tokens_scale,
+            **self.tree_shape(),
             max_prompt_tokens=self.max_total_tokens - 1,
             max_output_tokens=self.max_total_tokens,
             max_total_tokens=self.max_total_tokens,

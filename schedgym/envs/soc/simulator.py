@@ -163,6 +163,11 @@ class SoCSimulator(Forkable):
         self.node_capable_pe = np.zeros((n, self.num_pes), bool)
         self.node_rank_us = np.zeros(n)
         self.node_job_slot = np.repeat(np.arange(config.max_active_jobs), self.tasks_per_job)
+        # The capable-PE rows of the READY nodes (False elsewhere) and, per PE, how many READY
+        # nodes it can run: kept up to date as nodes become ready and start, so that the
+        # decision mask and has_decision (asked after every event) need not scan every node.
+        self._ready_capable = np.zeros((n, self.num_pes), bool)
+        self._ready_per_pe = np.zeros(self.num_pes, np.int64)
         self._node_actual_us = np.zeros((n, platform.num_pe_types))
         # Per job slot (shape (max_active_jobs,)).
         self.slot_job_id = np.full(config.max_active_jobs, -1, np.int64)
@@ -231,20 +236,16 @@ class SoCSimulator(Forkable):
         """``(num_pes,)`` bool: PEs neither running nor reserved."""
         return self.pe_node < 0
 
-    def decision_mask(self) -> np.ndarray:
-        """``(num_node_slots, num_pes)`` bool: ready node x idle PE that can run it."""
-        ready = self.node_state == READY
-        return ready[:, None] & self.idle_pes()[None, :] & self.node_capable_pe
+    def decision_mask(self, out: np.ndarray | None = None) -> np.ndarray:
+        """``(num_node_slots, num_pes)`` bool: ready node x idle PE that can run it (written
+        into ``out`` when given, e.g. a view of a larger action mask)."""
+        return np.logical_and(self._ready_capable, (self.pe_node < 0)[None, :], out=out)
 
     def has_decision(self) -> bool:
         """Whether some ready task can start on some idle PE now."""
         if not self.ready_nodes:
             return False
-        idle = self.pe_node < 0
-        if not idle.any():
-            return False
-        rows = self.node_capable_pe[list(self.ready_nodes)]
-        return bool(rows[:, idle].any())
+        return bool(((self._ready_per_pe > 0) & (self.pe_node < 0)).any())
 
     def can_wait(self) -> bool:
         """Waiting is possible when some event is still to come."""
@@ -322,6 +323,8 @@ class SoCSimulator(Forkable):
         finish_us = start_us + float(self._node_actual_us[node, pe_type])
         self.node_state[node] = RUNNING
         self.ready_nodes.discard(node)
+        self._ready_capable[node] = False
+        self._ready_per_pe -= self.node_capable_pe[node]
         self.node_pe[node] = pe
         self.node_dispatch_us[node] = self.now_us
         self.node_start_us[node] = start_us
@@ -414,8 +417,11 @@ class SoCSimulator(Forkable):
         pending = np.array([len(p) for p in template.pred_edges], dtype=np.int64)
         self.node_pending_preds[nodes] = pending
         self.node_state[nodes] = np.where(pending == 0, READY, WAITING)
-        for task in np.flatnonzero(pending == 0):
-            self.ready_nodes.add(base + int(task))
+        ready = base + np.flatnonzero(pending == 0)
+        self.ready_nodes.update(ready.tolist())
+        capable = self.node_capable_pe[ready]
+        self._ready_capable[ready] = capable
+        self._ready_per_pe += capable.sum(axis=0)
 
     def _finish(self, node: int) -> None:
         pe = int(self.node_pe[node])
@@ -447,6 +453,9 @@ class SoCSimulator(Forkable):
             if self.node_pending_preds[succ] == 0:
                 self.node_state[succ] = READY
                 self.ready_nodes.add(succ)
+                capable = self.node_capable_pe[succ]
+                self._ready_capable[succ] = capable
+                self._ready_per_pe += capable
         self.slot_remaining[slot] -= 1
         if self.slot_remaining[slot] == 0:
             self._complete_job(job_id, slot)

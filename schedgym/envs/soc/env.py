@@ -175,6 +175,7 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
         self._node_mask = np.zeros(self.num_node_slots, np.int8)
         # The node states the one-hot columns show, and the nodes whose time-left column is set.
         self._shown_state = np.zeros(self.num_node_slots, np.int8)
+        self._state_changed = np.zeros(self.num_node_slots, bool)
         self._shown_running = np.zeros(0, np.int64)
         self._pe_features = np.zeros((self.num_pes, self.num_pe_types + 3), np.float32)
         self._pe_features[:, : self.num_pe_types] = self._pe_type_onehot
@@ -271,7 +272,7 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
         features = self._node_features
         # One-hot state columns: only the nodes whose state changed since the last observation.
         state = sim.node_state
-        changed = np.flatnonzero(state != self._shown_state)
+        changed = np.not_equal(state, self._shown_state, out=self._state_changed).nonzero()[0]
         if changed.size:
             changed_state = state[changed]
             features[changed, 2 * k : 2 * k + 4] = _ONE_HOT_BY_STATE[changed_state]
@@ -294,7 +295,9 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
         elapsed = max(sim.now_us, 1e-9)
         pe_features = self._pe_features
         pe_features[:, k] = busy
-        pe_features[:, k + 1] = np.where(busy, left, 0.0)
+        # An idle PE's expected free time is when it went idle (or 0), never after now, so
+        # its ``left`` is already +0.0: no np.where(busy, left, 0.0) needed.
+        pe_features[:, k + 1] = left
         pe_features[:, k + 2] = sim.pe_busy_us / elapsed
         max_active = self.config.max_active_jobs
         global_features = np.array(

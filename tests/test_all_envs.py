@@ -122,6 +122,27 @@ def test_random_masked_smoke_run(entry):
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
+def test_kept_observations_never_change(entry):
+    # Environments update their observation buffers in place from step to step; what they
+    # return must be copies, since a learner keeps old observations (replay, rollout buffers).
+    env = make(entry)
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    kept = [(obs, {key: value.copy() for key, value in obs.items()})]
+    for _ in range(150):
+        obs, _, terminated, truncated, _ = env.step(
+            int(rng.choice(np.flatnonzero(env.action_masks())))
+        )
+        kept.append((obs, {key: value.copy() for key, value in obs.items()}))
+        if terminated or truncated:
+            obs, _ = env.reset(seed=1)
+            kept.append((obs, {key: value.copy() for key, value in obs.items()}))
+    for index, (returned, snapshot) in enumerate(kept):
+        for key, value in snapshot.items():
+            assert np.array_equal(returned[key], value, equal_nan=True), (index, key)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
 def test_episode_summary_in_final_info(entry):
     env = make(entry)
     env.reset(seed=0)

@@ -239,6 +239,11 @@ class ServingCluster:
         for d, target in enumerate(self.instances):
             target.sync(self.now_s)
             free_blocks[d] = target.uncommitted_free_blocks()
+        # The rows that may migrate, each one's blocks and source, then one comparison for
+        # all of them (a numpy call per row cost more than the test itself).
+        rows: list[int] = []
+        needed: list[int] = []
+        sources: list[int] = []
         for row, request in enumerate(requests):
             if request.state != DECODE or request.migration is not None or request.prefix_path:
                 continue
@@ -246,8 +251,12 @@ class ServingCluster:
             if source.generated(request) >= request.output_tokens - 1:
                 continue  # it finishes before a copy could help
             held = source.held_blocks(request) if held_blocks is None else held_blocks[row]
-            out[row] = free_blocks >= held + 1
-            out[row, request.instance] = False
+            rows.append(row)
+            needed.append(held + 1)
+            sources.append(request.instance)
+        if rows:
+            out[rows] = free_blocks >= np.array(needed, np.int64)[:, None]
+            out[rows, sources] = False
         return out
 
     def migrate(self, request: Request, destination: int) -> bool:

@@ -276,6 +276,14 @@ class ServingInstance:
             return request.gen_offset + self.decode_index
         return request.generated
 
+    def decoding_generated(self) -> list[tuple[Request, int]]:
+        """Every request in the decode batch, in join order, with ``generated(request)`` (state
+        materialised at ``now_s``): one pass for callers that scan the whole batch. A request
+        in the batch is DECODE on this instance, so it has produced gen_offset + decode_index
+        tokens."""
+        index = self.decode_index
+        return [(r, r.gen_offset + index) for r in self.decoding.values()]
+
     def kv_tokens(self, request: Request) -> int:
         """Tokens of KV ``request`` holds (0 while waiting)."""
         if request.state == DECODE or request.state == DETACHED:

@@ -254,3 +254,21 @@ def test_request_stream_names_the_bad_field(field, value, message):
     fields[field] = value
     with pytest.raises(ConfigError, match=f"instance.{field}: .*{message}"):
         RequestStream(**{k: np.array(v) for k, v in fields.items()})
+
+
+def test_decoding_generated_matches_generated_along_an_episode():
+    # migration_candidates reads the batch's progress in one engine pass; it must be what
+    # generated() says of each request, in join order, at every decision point.
+    env = LLMClusterEnv(preset="high-load", num_requests=80)
+    env.reset(seed=2)
+    rng = np.random.default_rng(2)
+    checked = 0
+    while not env.simulator.done:
+        env.simulator.sync()
+        for instance in env.simulator.instances:
+            pairs = instance.decoding_generated()
+            assert [r for r, _ in pairs] == list(instance.decoding.values())
+            assert [g for _, g in pairs] == [instance.generated(r) for r, _ in pairs]
+            checked += len(pairs)
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    assert checked > 1000

@@ -20,6 +20,7 @@ from schedgym.envs.soc.config import PRESETS, SoCConfig
 from schedgym.envs.soc.dag import topcuoglu_dag
 from schedgym.envs.soc.env import SoCDAGEnv
 from schedgym.envs.soc.generator import SoCGenerator, SoCInstance
+from schedgym.envs.soc.simulator import READY
 
 
 def rollout_random(env: SoCDAGEnv, seed: int, max_steps: int = 100_000):
@@ -354,3 +355,30 @@ def test_redacted_instance_has_unit_factors_and_is_made_once():
     assert not (instance.noise == 1.0).all()
     np.testing.assert_array_equal(redacted.arrival_us, instance.arrival_us)
     np.testing.assert_array_equal(redacted.job_template, instance.job_template)
+
+
+@pytest.mark.parametrize("preset", ["heavy", "random-dag", "noisy"])
+def test_incremental_decision_bookkeeping_matches_a_full_scan(preset):
+    # The simulator keeps the decision mask and has_decision up to date event by event; they
+    # must equal what a scan of every node slot and PE gives, at every decision point.
+    env = gym.make("schedgym/SoCDAG-v0", preset=preset, num_jobs=40, disable_env_checker=True)
+    sim_env = env.unwrapped
+    steps = 0
+    rng = np.random.default_rng(3)
+    sim_env.reset(seed=3)
+    for _ in range(1500):
+        sim = sim_env.simulator
+        scanned = (sim.node_state == READY)[:, None] & sim.idle_pes()[None, :] & sim.node_capable_pe
+        assert np.array_equal(sim.decision_mask(), scanned)
+        assert sim.has_decision() == bool(scanned.any())
+        ready = np.flatnonzero(scanned.any(axis=1))
+        for node in ready[:3].tolist():
+            pes = np.flatnonzero(scanned[node])
+            expected = sim.data_ready_us(node)[pes]
+            assert [sim.data_ready_on_us(node, int(pe)) for pe in pes] == expected.tolist()
+        action = int(rng.choice(np.flatnonzero(sim_env.action_masks())))
+        _, _, terminated, truncated, _ = sim_env.step(action)
+        steps += 1
+        if terminated or truncated:
+            break
+    assert steps > 300  # decision points enough to see jobs admitted, finished and backlogged

@@ -141,21 +141,18 @@ class LLMClusterSimulator(Forkable):
         the fewest KV blocks (the cheapest copy) first. ``limit``: only the first ``limit``
         of that order (the same list as slicing the full one; the keys are unique)."""
         instance.sync(self.now_s)
-        out = [
-            r
-            for r in instance.decoding.values()
-            if r.migration is None
-            and instance.generated(r) < r.output_tokens - 1
-            and not r.prefix_path
-        ]
-
-        def order(r: Request) -> tuple[int, int, int]:
-            return (r.priority, instance.kv_tokens(r), r.request_id)
-
-        if limit is not None and limit < len(out):
-            return heapq.nsmallest(limit, out, key=order)
-        out.sort(key=order)
-        return out
+        # Asked for every instance at every migration tick over every decoding request, so
+        # the progress comes from one engine pass instead of generated()/kv_tokens() calls.
+        keyed: list[tuple[tuple[int, int, int], Request]] = []
+        for r, generated in instance.decoding_generated():
+            if r.migration is None and generated < r.output_tokens - 1 and not r.prefix_path:
+                # kv_tokens() of a decoding request: its prompt and all but its last token.
+                keyed.append(((r.priority, r.prompt_tokens + generated - 1, r.request_id), r))
+        # The keys are unique (request ids), so the requests never get compared.
+        if limit is not None and limit < len(keyed):
+            return [r for _, r in heapq.nsmallest(limit, keyed)]
+        keyed.sort()
+        return [r for _, r in keyed]
 
     # ----------------------------------------------------------------- actions
     def dispatch(self, instance_id: int) -> None:

@@ -31,6 +31,8 @@ STREAMS = SoCGenerator.streams
 NUM_GLOBAL_FEATURES = 6
 # The node states of the one-hot columns of the node features, in column order.
 _ONE_HOT_STATES = np.array([WAITING, READY, RUNNING, DONE], np.int8)
+# Row ``s`` holds the one-hot columns of a node in state ``s`` (EMPTY: all zero).
+_ONE_HOT_BY_STATE = (np.arange(DONE + 1)[:, None] == _ONE_HOT_STATES).astype(np.float32)
 
 
 class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
@@ -161,10 +163,22 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
         self.simulator = SoCSimulator(self.config, instance)
         self._edge_index = np.zeros((2, self.num_edge_slots), np.int64)
         self._edge_mask = np.zeros(self.num_edge_slots, np.int8)
-        # The job each slot held at the last observation (-1: empty), and the static node
-        # feature columns of those jobs.
+        # The observation is kept up to date in these buffers from step to step, touching only
+        # what changed (each numpy call costs microseconds, the step budget is ~200 us); every
+        # observation returned is a copy, so one a caller keeps never changes.
+        # The job each slot held at the last observation (-1: empty) and (jobs completed, jobs
+        # admitted) then: slots change only when one of the two counts does.
         self._slot_job = np.full(self.config.max_active_jobs, -1, np.int64)
-        self._static_features = np.zeros((self.num_node_slots, self.node_feature_dim), np.float32)
+        self._slot_counts = (-1, -1)
+        self._node_features = np.zeros((self.num_node_slots, self.node_feature_dim), np.float32)
+        self._node_occupied = np.zeros(self.num_node_slots, bool)
+        self._node_mask = np.zeros(self.num_node_slots, np.int8)
+        # The node states the one-hot columns show, and the nodes whose time-left column is set.
+        self._shown_state = np.zeros(self.num_node_slots, np.int8)
+        self._state_changed = np.zeros(self.num_node_slots, bool)
+        self._shown_running = np.zeros(0, np.int64)
+        self._pe_features = np.zeros((self.num_pes, self.num_pe_types + 3), np.float32)
+        self._pe_features[:, : self.num_pe_types] = self._pe_type_onehot
         self._last_area_us = self.simulator.jobs_in_system_area_us
         return self._observation(), self._info()
 
@@ -194,7 +208,7 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
         if sim.done:
             mask[:] = False
             return mask
-        mask[:-1] = sim.decision_mask().ravel()
+        sim.decision_mask(out=mask[:-1].reshape(self.num_node_slots, self.num_pes))
         mask[-1] = sim.can_wait()
         return mask
 
@@ -209,12 +223,15 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
         }
 
     def _sync_slots(self, sim: SoCSimulator) -> None:
-        """Rewrite the edge block and the static node features of every job slot whose job
-        changed since the last observation (a job's nominal times, rank, capability and
+        """Rewrite the edge block and the static node feature columns of every job slot whose
+        job changed since the last observation (a job's nominal times, rank, capability and
         occupancy do not change while it is active)."""
-        changed = np.flatnonzero(sim.slot_job_id != self._slot_job)
-        if changed.size == 0:
+        # A slot changes only when a job completes or is admitted (arrived, not backlogged).
+        counts = (sim.jobs_completed, sim.jobs_arrived - len(sim.backlog))
+        if counts == self._slot_counts:
             return
+        self._slot_counts = counts
+        changed = np.flatnonzero(sim.slot_job_id != self._slot_job)
         scale = self.config.time_scale_us
         k = self.num_pe_types
         t = self.tasks_per_job
@@ -235,38 +252,52 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
             exec_us = sim.node_exec_us[nodes]
             cannot = np.isnan(exec_us)
             occupied = sim.node_state[nodes] != EMPTY
-            static = self._static_features[nodes]
-            static[:, :k] = np.where(cannot, 0.0, exec_us) / scale
-            static[:, k : 2 * k] = cannot & occupied[:, None]
-            static[:, 2 * k + 4] = np.where(occupied, sim.node_rank_us[nodes] / scale, 0.0)
+            features = self._node_features[nodes]
+            features[:, :k] = np.where(cannot, 0.0, exec_us) / scale
+            features[:, k : 2 * k] = cannot & occupied[:, None]
+            features[:, 2 * k + 4] = np.where(occupied, sim.node_rank_us[nodes] / scale, 0.0)
+            # Unoccupied nodes keep age 0; occupied ones get theirs at every observation.
+            features[:, 2 * k + 5] = 0.0
+            self._node_occupied[nodes] = occupied
+            self._node_mask[nodes] = occupied
             self._slot_job[slot] = job_id
 
     def _observation(self) -> dict[str, np.ndarray]:
-        # Static columns come from the per-slot cache (rewritten when a slot's job changes);
-        # only the state, age and remaining-time columns are computed per step. Same values,
-        # same float64 -> float32 rounding as computing every column each step.
+        # Same values, with the same float64 -> float32 rounding, as computing every column
+        # from the simulator each step; see reset() for the buffers.
         sim = self._sim()
         self._sync_slots(sim)
         scale = self.config.time_scale_us
         k = self.num_pe_types
+        features = self._node_features
+        # One-hot state columns: only the nodes whose state changed since the last observation.
         state = sim.node_state
-        occupied = state != EMPTY
-        features = self._static_features.copy()
-        features[:, 2 * k : 2 * k + 4] = state[:, None] == _ONE_HOT_STATES
+        changed = np.not_equal(state, self._shown_state, out=self._state_changed).nonzero()[0]
+        if changed.size:
+            changed_state = state[changed]
+            features[changed, 2 * k : 2 * k + 4] = _ONE_HOT_BY_STATE[changed_state]
+            self._shown_state[changed] = changed_state
+        # Job age: every occupied node of a slot shows its job's age.
         slot_age = (sim.now_us - sim.slot_arrival_us) / scale
-        features[:, 2 * k + 5] = np.where(occupied, np.repeat(slot_age, self.tasks_per_job), 0.0)
-        running = np.flatnonzero(state == RUNNING)
-        if running.size:
-            left = np.maximum(sim.node_expected_finish_us[running] - sim.now_us, 0.0)
-            features[running, 2 * k + 6] = left / scale
-        busy = sim.pe_node >= 0
-        elapsed = max(sim.now_us, 1e-9)
-        pe_features = np.empty((self.num_pes, k + 3), np.float32)
-        pe_features[:, :k] = self._pe_type_onehot
-        pe_features[:, k] = busy
-        pe_features[:, k + 1] = np.where(
-            busy, np.maximum(sim.pe_expected_free_us - sim.now_us, 0.0) / scale, 0.0
+        np.copyto(
+            features[:, 2 * k + 5].reshape(-1, self.tasks_per_job),
+            slot_age[:, None],
+            where=self._node_occupied.reshape(-1, self.tasks_per_job),
         )
+        # Expected time left: the running nodes are those on busy PEs, and a busy PE's
+        # expected free time is its running node's expected finish time.
+        busy = sim.pe_node >= 0
+        left = np.maximum(sim.pe_expected_free_us - sim.now_us, 0.0) / scale
+        features[self._shown_running, 2 * k + 6] = 0.0
+        running = sim.pe_node[busy]
+        features[running, 2 * k + 6] = left[busy]
+        self._shown_running = running
+        elapsed = max(sim.now_us, 1e-9)
+        pe_features = self._pe_features
+        pe_features[:, k] = busy
+        # An idle PE's expected free time is when it went idle (or 0), never after now, so
+        # its ``left`` is already +0.0: no np.where(busy, left, 0.0) needed.
+        pe_features[:, k + 1] = left
         pe_features[:, k + 2] = sim.pe_busy_us / elapsed
         max_active = self.config.max_active_jobs
         global_features = np.array(
@@ -281,10 +312,10 @@ class SoCDAGEnv(SchedulingEnv[SoCConfig, SoCSimulator]):
             np.float32,
         )
         return {
-            "node_features": features,
+            "node_features": features.copy(),
             "edge_index": self._edge_index.copy(),
-            "node_mask": occupied.astype(np.int8),
+            "node_mask": self._node_mask.copy(),
             "edge_mask": self._edge_mask.copy(),
-            "pe_features": pe_features,
+            "pe_features": pe_features.copy(),
             "global_features": global_features,
         }

@@ -163,6 +163,22 @@ class SoCSimulator(Forkable):
         self.node_capable_pe = np.zeros((n, self.num_pes), bool)
         self.node_rank_us = np.zeros(n)
         self.node_job_slot = np.repeat(np.arange(config.max_active_jobs), self.tasks_per_job)
+        # Decision bookkeeping, kept up to date as nodes become ready or start and PEs free up,
+        # so that the decision mask and has_decision (asked after every event) cost O(1)
+        # instead of a scan of every node slot:
+        # - the capable-PE rows of the READY nodes (False elsewhere), and those rows restricted
+        #   to the idle PEs (= decision_mask());
+        # - per PE, how many READY nodes it can run; bit p of _ready_pe_bits is set when that
+        #   count is positive, bit p of _idle_pe_bits when PE p is idle;
+        # - per node slot, the PEs that can run its task (set at admission).
+        self._ready_capable = np.zeros((n, self.num_pes), bool)
+        self._decision = np.zeros((n, self.num_pes), bool)
+        self._idle = np.ones(self.num_pes, bool)
+        self._ready_per_pe = [0] * self.num_pes
+        self._ready_pe_bits = 0
+        self._idle_pe_bits = (1 << self.num_pes) - 1
+        self._node_capable_pes: list[tuple[int, ...]] = [()] * n
+        self._capable_pes_cache: dict[int, list[tuple[int, ...]]] = {}  # by template index
         self._node_actual_us = np.zeros((n, platform.num_pe_types))
         # Per job slot (shape (max_active_jobs,)).
         self.slot_job_id = np.full(config.max_active_jobs, -1, np.int64)
@@ -231,20 +247,17 @@ class SoCSimulator(Forkable):
         """``(num_pes,)`` bool: PEs neither running nor reserved."""
         return self.pe_node < 0
 
-    def decision_mask(self) -> np.ndarray:
-        """``(num_node_slots, num_pes)`` bool: ready node x idle PE that can run it."""
-        ready = self.node_state == READY
-        return ready[:, None] & self.idle_pes()[None, :] & self.node_capable_pe
+    def decision_mask(self, out: np.ndarray | None = None) -> np.ndarray:
+        """``(num_node_slots, num_pes)`` bool: ready node x idle PE that can run it (a copy,
+        or written into ``out`` when given, e.g. a view of a larger action mask)."""
+        if out is None:
+            return self._decision.copy()
+        out[...] = self._decision
+        return out
 
     def has_decision(self) -> bool:
         """Whether some ready task can start on some idle PE now."""
-        if not self.ready_nodes:
-            return False
-        idle = self.pe_node < 0
-        if not idle.any():
-            return False
-        rows = self.node_capable_pe[list(self.ready_nodes)]
-        return bool(rows[:, idle].any())
+        return bool(self._ready_pe_bits & self._idle_pe_bits)
 
     def can_wait(self) -> bool:
         """Waiting is possible when some event is still to come."""
@@ -266,6 +279,23 @@ class SoCSimulator(Forkable):
                 + template.edge_bits[e] * self.inverse_bandwidth[self.node_pe[src]]
             )
             np.maximum(ready, arrival, out=ready)
+        return ready
+
+    def data_ready_on_us(self, node: int, pe: int) -> float:
+        """``data_ready_us(node)[pe]``, computed for the one PE (the same float operations,
+        NaN propagating as in ``np.maximum``)."""
+        template = self.template_of(node)
+        base = node - node % self.tasks_per_job
+        task = node - base
+        ready = float(self.slot_arrival_us[self.node_job_slot[node]])
+        for e in template.pred_edges[task]:
+            src = base + int(template.edges[e, 0])
+            arrival = float(
+                self.node_finish_us[src]
+                + template.edge_bits[e] * self.inverse_bandwidth[self.node_pe[src], pe]
+            )
+            if arrival > ready or arrival != arrival:
+                ready = arrival
         return ready
 
     def template_of(self, node: int) -> DagTemplate:
@@ -318,10 +348,20 @@ class SoCSimulator(Forkable):
         if not self.node_capable_pe[node, pe]:
             raise InvalidActionError(f"action: PE {pe} cannot run the task in node slot {node}")
         pe_type = int(self.pe_type[pe])
-        start_us = max(self.now_us, float(self.data_ready_us(node)[pe]))
+        start_us = max(self.now_us, self.data_ready_on_us(node, pe))
         finish_us = start_us + float(self._node_actual_us[node, pe_type])
         self.node_state[node] = RUNNING
         self.ready_nodes.discard(node)
+        self._ready_capable[node] = False
+        self._decision[node] = False
+        self._decision[:, pe] = False
+        self._idle[pe] = False
+        self._idle_pe_bits &= ~(1 << pe)
+        counts = self._ready_per_pe
+        for capable_pe in self._node_capable_pes[node]:
+            counts[capable_pe] -= 1
+            if counts[capable_pe] == 0:
+                self._ready_pe_bits &= ~(1 << capable_pe)
         self.node_pe[node] = pe
         self.node_dispatch_us[node] = self.now_us
         self.node_start_us[node] = start_us
@@ -391,6 +431,22 @@ class SoCSimulator(Forkable):
             self._rank_cache[template_index] = template.upward_rank_us(self.platform)
         return self._rank_cache[template_index]
 
+    def _template_capable_pes(self, template_index: int) -> list[tuple[int, ...]]:
+        """Per task of the template, the PEs that can run it."""
+        if template_index not in self._capable_pes_cache:
+            exec_us = self._instance.templates[template_index].exec_us[:, self.pe_type]
+            self._capable_pes_cache[template_index] = [
+                tuple(np.flatnonzero(~np.isnan(row)).tolist()) for row in exec_us
+            ]
+        return self._capable_pes_cache[template_index]
+
+    def _count_ready(self, node: int) -> None:
+        """Count a node that became READY in the per-PE ready counts."""
+        counts = self._ready_per_pe
+        for pe in self._node_capable_pes[node]:
+            counts[pe] += 1
+            self._ready_pe_bits |= 1 << pe
+
     def _admit(self, job_id: int, slot: int) -> None:
         instance = self._instance
         template_index = int(instance.job_template[job_id])
@@ -414,14 +470,23 @@ class SoCSimulator(Forkable):
         pending = np.array([len(p) for p in template.pred_edges], dtype=np.int64)
         self.node_pending_preds[nodes] = pending
         self.node_state[nodes] = np.where(pending == 0, READY, WAITING)
-        for task in np.flatnonzero(pending == 0):
-            self.ready_nodes.add(base + int(task))
+        self._node_capable_pes[nodes] = self._template_capable_pes(template_index)
+        ready = base + np.flatnonzero(pending == 0)
+        capable = self.node_capable_pe[ready]
+        self._ready_capable[ready] = capable
+        self._decision[ready] = capable & self._idle
+        for node in ready.tolist():
+            self.ready_nodes.add(node)
+            self._count_ready(node)
 
     def _finish(self, node: int) -> None:
         pe = int(self.node_pe[node])
         self.node_state[node] = DONE
         self.pe_node[pe] = -1
         self.pe_expected_free_us[pe] = self.now_us
+        self._idle[pe] = True
+        self._idle_pe_bits |= 1 << pe
+        self._decision[:, pe] = self._ready_capable[:, pe]
         pe_type = int(self.pe_type[pe])
         self.pe_busy_us[pe] += self.node_finish_us[node] - self.node_start_us[node]
         slot = int(self.node_job_slot[node])
@@ -447,6 +512,10 @@ class SoCSimulator(Forkable):
             if self.node_pending_preds[succ] == 0:
                 self.node_state[succ] = READY
                 self.ready_nodes.add(succ)
+                capable = self.node_capable_pe[succ]
+                self._ready_capable[succ] = capable
+                np.logical_and(capable, self._idle, out=self._decision[succ])
+                self._count_ready(succ)
         self.slot_remaining[slot] -= 1
         if self.slot_remaining[slot] == 0:
             self._complete_job(job_id, slot)

@@ -20,6 +20,7 @@ bit for bit.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -35,7 +36,7 @@ InstanceT = TypeVar("InstanceT")
 INSTANCE_OPTION = "instance"
 
 
-class EpisodeGenerator(Generic[ConfigT, InstanceT]):
+class EpisodeGenerator(ABC, Generic[ConfigT, InstanceT]):
     """Draws an environment's episode instances. Stateless: every method is a classmethod.
 
     Class attributes to set:
@@ -61,9 +62,9 @@ class EpisodeGenerator(Generic[ConfigT, InstanceT]):
         return cls.from_streams(config, spawn_streams(parent, cls.streams))
 
     @classmethod
+    @abstractmethod
     def from_streams(cls, config: ConfigT, streams: Mapping[str, np.random.Generator]) -> InstanceT:
         """The instance drawn from already spawned streams (what ``reset`` does)."""
-        raise NotImplementedError(f"{cls.__name__} must implement from_streams")
 
 
 def recorded_instance(options: Mapping[str, Any] | None, instance_class: type) -> Any:

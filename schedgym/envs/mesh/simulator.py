@@ -40,6 +40,21 @@ from schedgym.envs.mesh.config import MeshConfig
 from schedgym.envs.mesh.generator import MeshBatchStream, MeshInstance
 from schedgym.workloads.lengths import LengthMixture
 
+# Rows of MeshSimulator.rank_values (float64, one column per rank). The order groups what
+# ``place`` updates together: rows [_ADDED, _SET) are added to when a sequence is placed (its
+# cost components and its shard), rows [_SET, _IDLE) are overwritten (the rank's finish time and
+# its open micro-batch), and the idle time is added to separately (it differs per rank).
+_COMPUTE, _EXPOSED_COMM, _EXPOSED_OFFLOAD, _TOKENS_HELD = 0, 1, 2, 3
+_FINISH, _OPEN_COMPUTE, _OPEN_COMM, _OPEN_OFFLOAD = 4, 5, 6, 7
+_OPEN_TOKENS, _OPEN_SHARD_SQ, _OPEN_START = 8, 9, 10
+_IDLE = 11
+_NUM_VALUE_ROWS = 12
+_ADDED, _SET = _COMPUTE, _FINISH
+# Rows of MeshSimulator.rank_counters (int64): the open micro-batch's group key and record index
+# (overwritten together), and the rank's micro-batch count.
+_OPEN_KEY, _OPEN_RECORD, _MICROBATCHES = 0, 1, 2
+_NUM_COUNTER_ROWS = 3
+
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -110,6 +125,7 @@ class MeshSimulator(Forkable):
         self.done = False
         self.results: list[BatchResult] = []
         self.last_microbatches: list[tuple[int, int, float, float, int]] = []
+        self._masks_by_degree_range: dict[tuple[int, int], np.ndarray] = {}
         self._start_batch()
 
     # ------------------------------------------------------------------------------ batches
@@ -132,23 +148,17 @@ class MeshSimulator(Forkable):
         self.ideal_step_s = self.ideal_compute_s + self.allreduce_s
         self.cursor = 0
         d = self.num_ranks
-        # Per rank (shape (num_ranks,)): the timeline so far.
-        self.finish_s = np.zeros(d)
-        self.compute_s = np.zeros(d)
-        self.exposed_comm_s = np.zeros(d)
-        self.exposed_offload_s = np.zeros(d)
-        self.idle_s = np.zeros(d)
-        self.tokens_held = np.zeros(d)  # tokens of this batch assigned, over all micro-batches
-        self.num_microbatches = np.zeros(d, np.int64)
-        # The rank's last micro-batch, open to more sequences of the same group: its group key
-        # (degree index * padded_ranks + slot, -1 for none), tokens per rank, sum of squared shard
-        # lengths, start time, cost components and record index.
-        self.open_key = np.full(d, -1, np.int64)
-        self.open_tokens = np.zeros(d)
-        self.open_shard_sq = np.zeros(d)
-        self.open_start_s = np.zeros(d)
-        self.open_cost = np.zeros((d, 3))  # compute, exposed comm, exposed offload
-        self.open_record = np.full(d, -1, np.int64)
+        # Per rank, the timeline so far and the rank's last micro-batch (open to more sequences
+        # of the same group), stored as rows of two (rows, num_ranks) tables rather than as
+        # separate arrays: ``place`` updates a rank group's fields in one numpy call per kind of
+        # update (added to, set), where one call per field made it the env's hottest path. The
+        # fields are readable by name (``finish_s``, ``open_key``, ...: row views).
+        self.rank_values = np.zeros((_NUM_VALUE_ROWS, d))
+        # Group key (degree index * padded_ranks + slot, -1 for none), record index of the open
+        # micro-batch (-1 for none), micro-batches so far.
+        self.rank_counters = np.zeros((_NUM_COUNTER_ROWS, d), np.int64)
+        self.rank_counters[_OPEN_KEY] = -1
+        self.rank_counters[_OPEN_RECORD] = -1
         # Per micro-batch of this batch: first rank, degree, start, end, sequences, tokens/rank.
         self.mb_first_rank: list[int] = []
         self.mb_degree: list[int] = []
@@ -189,6 +199,61 @@ class MeshSimulator(Forkable):
 
     # ------------------------------------------------------------------------------ queries
     @property
+    def finish_s(self) -> np.ndarray:
+        """``(num_ranks,)``: when each rank finishes what it has been given (a view)."""
+        return self.rank_values[_FINISH]
+
+    @property
+    def compute_s(self) -> np.ndarray:
+        """``(num_ranks,)``: compute time per rank so far (a view)."""
+        return self.rank_values[_COMPUTE]
+
+    @property
+    def exposed_comm_s(self) -> np.ndarray:
+        """``(num_ranks,)``: ring-attention exchange not hidden, per rank (a view)."""
+        return self.rank_values[_EXPOSED_COMM]
+
+    @property
+    def exposed_offload_s(self) -> np.ndarray:
+        """``(num_ranks,)``: activation offload not hidden, per rank (a view)."""
+        return self.rank_values[_EXPOSED_OFFLOAD]
+
+    @property
+    def idle_s(self) -> np.ndarray:
+        """``(num_ranks,)``: time each rank waited for its group members (a view)."""
+        return self.rank_values[_IDLE]
+
+    @property
+    def tokens_held(self) -> np.ndarray:
+        """``(num_ranks,)``: tokens of this batch per rank, over all micro-batches (a view)."""
+        return self.rank_values[_TOKENS_HELD]
+
+    @property
+    def open_tokens(self) -> np.ndarray:
+        """``(num_ranks,)``: tokens per rank of the rank's last micro-batch (a view)."""
+        return self.rank_values[_OPEN_TOKENS]
+
+    @property
+    def open_shard_sq(self) -> np.ndarray:
+        """``(num_ranks,)``: sum of squared shard lengths of the last micro-batch (a view)."""
+        return self.rank_values[_OPEN_SHARD_SQ]
+
+    @property
+    def open_start_s(self) -> np.ndarray:
+        """``(num_ranks,)``: start time of the rank's last micro-batch (a view)."""
+        return self.rank_values[_OPEN_START]
+
+    @property
+    def open_key(self) -> np.ndarray:
+        """``(num_ranks,)`` int64: group key of the rank's last micro-batch, -1 for none."""
+        return self.rank_counters[_OPEN_KEY]
+
+    @property
+    def num_microbatches(self) -> np.ndarray:
+        """``(num_ranks,)`` int64: micro-batches per rank so far (a view)."""
+        return self.rank_counters[_MICROBATCHES]
+
+    @property
     def current_tokens(self) -> int:
         """Length of the sequence to place now."""
         return int(self.batch_lengths[self.cursor])
@@ -206,16 +271,28 @@ class MeshSimulator(Forkable):
         return k_min, k_max
 
     def decision_mask(self) -> np.ndarray:
-        """``(num_actions,)`` bool: (degree, slot) pairs valid for the current sequence."""
+        """``(num_actions,)`` bool, read-only: (degree, slot) pairs valid for the current
+        sequence."""
         if self._mask_cache is None:
-            mask = np.zeros(self.num_actions, bool)
-            if not self.done:
-                k_min, k_max = self.degree_range()
-                for k in range(k_min, k_max + 1):
-                    start = self.degree_offsets[k]
-                    mask[start : start + self.num_ranks // self.degrees[k]] = True
-            self._mask_cache = mask
+            if self.done:
+                self._mask_cache = np.zeros(self.num_actions, bool)
+            else:
+                self._mask_cache = self._degree_range_mask(*self.degree_range())
         return self._mask_cache
+
+    def _degree_range_mask(self, k_min: int, k_max: int) -> np.ndarray:
+        """The (read-only) mask of every group of degrees ``2^k_min .. 2^k_max``: the mask only
+        depends on the valid degree range, and a batch's sequences share a few ranges, so each
+        is built once per episode rather than once per decision."""
+        mask = self._masks_by_degree_range.get((k_min, k_max))
+        if mask is None:
+            mask = np.zeros(self.num_actions, bool)
+            for k in range(k_min, k_max + 1):
+                start = self.degree_offsets[k]
+                mask[start : start + self.num_ranks // self.degrees[k]] = True
+            mask.flags.writeable = False  # shared by every decision with this range
+            self._masks_by_degree_range[(k_min, k_max)] = mask
+        return mask
 
     def decode(self, action: int) -> tuple[int, int]:
         """Action index -> (degree index k, slot)."""
@@ -275,7 +352,11 @@ class MeshSimulator(Forkable):
         """
         if self.done:
             raise InvalidActionError("action: the episode is over; call reset()")
-        if not (0 <= action < self.num_actions) or not self.decision_mask()[action]:
+        if not 0 <= action < self.num_actions:
+            raise InvalidActionError(
+                f"action: must be in [0, {self.num_actions - 1}], got {action}"
+            )
+        if not self.decision_mask()[action]:
             raise InvalidActionError(f"action: {action} is masked out (see action_masks())")
         k, slot = self.decode(action)
         c = self.degrees[k]
@@ -284,54 +365,71 @@ class MeshSimulator(Forkable):
         s = float(self.batch_lengths[self.cursor])
         shard = s / c
         spans = self.spans_nodes(c)
-        open_key = self.open_key[r0:r1]
+        values = self.rank_values
+        counters = self.rank_counters
+        open_key = counters[_OPEN_KEY, r0:r1]
         joinable = (
             open_key[0] == key
-            and self.open_tokens[r0] + shard <= self.rank_capacity_tokens
+            and values[_OPEN_TOKENS, r0] + shard <= self.rank_capacity_tokens
             and (c == 1 or bool((open_key == key).all()))
         )
         if joinable:
-            tokens = self.open_tokens[r0] + shard
-            shard_sq = self.open_shard_sq[r0] + shard * shard
+            tokens = values[_OPEN_TOKENS, r0] + shard
+            shard_sq = values[_OPEN_SHARD_SQ, r0] + shard * shard
             cost = self.cost.microbatch(tokens, shard_sq, c, spans, self.capacity_tokens)
-            new = np.array([cost.compute_s, cost.exposed_comm_s, cost.exposed_offload_s])
-            delta = new - self.open_cost[r0]
-            self.compute_s[r0:r1] += delta[0]
-            self.exposed_comm_s[r0:r1] += delta[1]
-            self.exposed_offload_s[r0:r1] += delta[2]
-            end = self.open_start_s[r0] + cost.total_s
-            self.finish_s[r0:r1] = end
-            self.open_tokens[r0:r1] = tokens
-            self.open_shard_sq[r0:r1] = shard_sq
-            self.open_cost[r0:r1] = new
-            record = int(self.open_record[r0])
+            end = values[_OPEN_START, r0] + cost.total_s
+            # The micro-batch's cost replaces its previous cost on every member: add the change.
+            old_compute, old_comm, old_offload = values[_OPEN_COMPUTE : _OPEN_OFFLOAD + 1, r0]
+            values[_ADDED:_SET, r0:r1] += np.array(
+                [
+                    [cost.compute_s - old_compute],
+                    [cost.exposed_comm_s - old_comm],
+                    [cost.exposed_offload_s - old_offload],
+                    [shard],
+                ]
+            )
+            values[_FINISH : _OPEN_SHARD_SQ + 1, r0:r1] = np.array(
+                [
+                    [end],
+                    [cost.compute_s],
+                    [cost.exposed_comm_s],
+                    [cost.exposed_offload_s],
+                    [tokens],
+                    [shard_sq],
+                ]
+            )
+            record = int(counters[_OPEN_RECORD, r0])
             self.mb_end_s[record] = end
             self.mb_num_seqs[record] += 1
             self.mb_tokens_per_rank[record] = tokens
         else:
             cost = self.cost.microbatch(shard, shard * shard, c, spans, self.capacity_tokens)
-            finish = self.finish_s[r0:r1]
+            finish = values[_FINISH, r0:r1]
             start = float(finish.max())
-            self.idle_s[r0:r1] += start - finish
+            values[_IDLE, r0:r1] += start - finish  # before finish is overwritten
             end = start + cost.total_s
-            self.finish_s[r0:r1] = end
-            self.compute_s[r0:r1] += cost.compute_s
-            self.exposed_comm_s[r0:r1] += cost.exposed_comm_s
-            self.exposed_offload_s[r0:r1] += cost.exposed_offload_s
-            self.open_key[r0:r1] = key
-            self.open_tokens[r0:r1] = shard
-            self.open_shard_sq[r0:r1] = shard * shard
-            self.open_start_s[r0:r1] = start
-            self.open_cost[r0:r1] = (cost.compute_s, cost.exposed_comm_s, cost.exposed_offload_s)
-            self.open_record[r0:r1] = len(self.mb_start_s)
-            self.num_microbatches[r0:r1] += 1
+            values[_ADDED:_SET, r0:r1] += np.array(
+                [[cost.compute_s], [cost.exposed_comm_s], [cost.exposed_offload_s], [shard]]
+            )
+            values[_SET:_IDLE, r0:r1] = np.array(
+                [
+                    [end],
+                    [cost.compute_s],
+                    [cost.exposed_comm_s],
+                    [cost.exposed_offload_s],
+                    [shard],
+                    [shard * shard],
+                    [start],
+                ]
+            )
+            counters[_OPEN_KEY : _OPEN_RECORD + 1, r0:r1] = [[key], [len(self.mb_start_s)]]
+            counters[_MICROBATCHES, r0:r1] += 1
             self.mb_first_rank.append(r0)
             self.mb_degree.append(c)
             self.mb_start_s.append(start)
             self.mb_end_s.append(end)
             self.mb_num_seqs.append(1)
             self.mb_tokens_per_rank.append(shard)
-        self.tokens_held[r0:r1] += shard
         self.seq_degree[self.cursor] = c
         self.seq_first_rank[self.cursor] = r0
         self.cursor += 1

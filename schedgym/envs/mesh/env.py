@@ -112,6 +112,8 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
     config_class = MeshConfig
     presets = PRESETS
     render_module = "schedgym.envs.mesh.render"
+    # MeshSimulator.place raises InvalidActionError for every masked-out action.
+    simulator_validates_actions = True
 
     def __init__(
         self,
@@ -188,15 +190,23 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
         d = self.num_ranks
         scale = 1.0 / sim.ideal_compute_s
         cap = sim.capacity_tokens
+        finish_s = sim.finish_s
+        # The features are computed in float64 into contiguous rows (ufuncs with ``out``, no
+        # temporaries), then rounded to float32 in one transposing copy: per-column float32
+        # writes cost a strided, casting numpy call each, and this runs at every step.
+        features = np.empty((NUM_RANK_FEATURES, d))
+        np.multiply(finish_s, scale, out=features[0])
+        np.divide(sim.tokens_held, cap, out=features[1])
+        # Free room in the open micro-batch; 0 for ranks without one.
+        room = features[2]
+        np.subtract(sim.rank_capacity_tokens, sim.open_tokens, out=room)
+        np.divide(room, cap, out=room)
+        room[sim.open_key < 0] = 0.0
+        features[3] = self._node_feature
+        np.divide(sim.num_microbatches, _MICROBATCH_SCALE, out=features[4])
+        np.multiply(sim.idle_s, scale, out=features[5])
         ranks = np.zeros((self.padded_ranks, NUM_RANK_FEATURES), np.float32)
-        ranks[:d, 0] = sim.finish_s * scale
-        ranks[:d, 1] = sim.tokens_held / cap
-        ranks[:d, 2] = np.where(
-            sim.open_key >= 0, (sim.rank_capacity_tokens - sim.open_tokens) / cap, 0.0
-        )
-        ranks[:d, 3] = self._node_feature
-        ranks[:d, 4] = sim.num_microbatches / _MICROBATCH_SCALE
-        ranks[:d, 5] = sim.idle_s * scale
+        ranks[:d] = features.T
         current = np.zeros(NUM_CURRENT_FEATURES, np.float32)
         remaining = np.zeros(NUM_REMAINING_FEATURES, np.float32)
         n = sim.batch_size
@@ -232,8 +242,10 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
         progress = np.array(
             [
                 sim.batch_index / self.config.num_batches,
-                float(sim.finish_s.max()) * scale,
-                float(sim.finish_s.mean()) * scale,
+                float(np.maximum.reduce(finish_s)) * scale,
+                # The mean as ndarray.mean computes it (pairwise sum / count), without its
+                # per-call overhead.
+                float(np.add.reduce(finish_s)) / d * scale,
             ],
             np.float32,
         )

@@ -367,36 +367,37 @@ class MeshSimulator(Forkable):
         spans = self.spans_nodes(c)
         values = self.rank_values
         counters = self.rank_counters
+        # The group's first rank as Python floats (one numpy call; members share the open
+        # micro-batch's fields).
+        first = values[:, r0].tolist()
         open_key = counters[_OPEN_KEY, r0:r1]
         joinable = (
             open_key[0] == key
-            and values[_OPEN_TOKENS, r0] + shard <= self.rank_capacity_tokens
+            and first[_OPEN_TOKENS] + shard <= self.rank_capacity_tokens
             and (c == 1 or bool((open_key == key).all()))
         )
+        # Transposed (group ranks, rows) views of the group's columns: a tuple with one value
+        # per row broadcasts over the ranks, one numpy call per kind of update.
+        added = values[_ADDED:_SET, r0:r1].T
         if joinable:
-            tokens = values[_OPEN_TOKENS, r0] + shard
-            shard_sq = values[_OPEN_SHARD_SQ, r0] + shard * shard
+            tokens = first[_OPEN_TOKENS] + shard
+            shard_sq = first[_OPEN_SHARD_SQ] + shard * shard
             cost = self.cost.microbatch(tokens, shard_sq, c, spans, self.capacity_tokens)
-            end = values[_OPEN_START, r0] + cost.total_s
+            end = first[_OPEN_START] + cost.total_s
             # The micro-batch's cost replaces its previous cost on every member: add the change.
-            old_compute, old_comm, old_offload = values[_OPEN_COMPUTE : _OPEN_OFFLOAD + 1, r0]
-            values[_ADDED:_SET, r0:r1] += np.array(
-                [
-                    [cost.compute_s - old_compute],
-                    [cost.exposed_comm_s - old_comm],
-                    [cost.exposed_offload_s - old_offload],
-                    [shard],
-                ]
+            added += (
+                cost.compute_s - first[_OPEN_COMPUTE],
+                cost.exposed_comm_s - first[_OPEN_COMM],
+                cost.exposed_offload_s - first[_OPEN_OFFLOAD],
+                shard,
             )
-            values[_FINISH : _OPEN_SHARD_SQ + 1, r0:r1] = np.array(
-                [
-                    [end],
-                    [cost.compute_s],
-                    [cost.exposed_comm_s],
-                    [cost.exposed_offload_s],
-                    [tokens],
-                    [shard_sq],
-                ]
+            values[_FINISH : _OPEN_SHARD_SQ + 1, r0:r1].T[:] = (
+                end,
+                cost.compute_s,
+                cost.exposed_comm_s,
+                cost.exposed_offload_s,
+                tokens,
+                shard_sq,
             )
             record = int(counters[_OPEN_RECORD, r0])
             self.mb_end_s[record] = end
@@ -408,21 +409,17 @@ class MeshSimulator(Forkable):
             start = float(finish.max())
             values[_IDLE, r0:r1] += start - finish  # before finish is overwritten
             end = start + cost.total_s
-            values[_ADDED:_SET, r0:r1] += np.array(
-                [[cost.compute_s], [cost.exposed_comm_s], [cost.exposed_offload_s], [shard]]
+            added += (cost.compute_s, cost.exposed_comm_s, cost.exposed_offload_s, shard)
+            values[_SET:_IDLE, r0:r1].T[:] = (
+                end,
+                cost.compute_s,
+                cost.exposed_comm_s,
+                cost.exposed_offload_s,
+                shard,
+                shard * shard,
+                start,
             )
-            values[_SET:_IDLE, r0:r1] = np.array(
-                [
-                    [end],
-                    [cost.compute_s],
-                    [cost.exposed_comm_s],
-                    [cost.exposed_offload_s],
-                    [shard],
-                    [shard * shard],
-                    [start],
-                ]
-            )
-            counters[_OPEN_KEY : _OPEN_RECORD + 1, r0:r1] = [[key], [len(self.mb_start_s)]]
+            counters[_OPEN_KEY : _OPEN_RECORD + 1, r0:r1].T[:] = (key, len(self.mb_start_s))
             counters[_MICROBATCHES, r0:r1] += 1
             self.mb_first_rank.append(r0)
             self.mb_degree.append(c)

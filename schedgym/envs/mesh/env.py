@@ -179,7 +179,7 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
             "batch": sim.batch_index,
             "sequences_placed": sim.cursor,
             "batch_sequences": sim.batch_size,
-            "latest_finish_s": float(sim.finish_s.max()),
+            "latest_finish_s": sim.latest_finish_s,
         }
         if self._last_batch_step_time_s is not None:
             info["batch_step_time_s"] = self._last_batch_step_time_s
@@ -242,7 +242,7 @@ class MeshAssignEnv(SchedulingEnv[MeshConfig, MeshSimulator]):
         progress = np.array(
             [
                 sim.batch_index / self.config.num_batches,
-                float(np.maximum.reduce(finish_s)) * scale,
+                sim.latest_finish_s * scale,
                 # The mean as ndarray.mean computes it (pairwise sum / count), without its
                 # per-call overhead.
                 float(np.add.reduce(finish_s)) / d * scale,

@@ -170,6 +170,7 @@ class MeshSimulator(Forkable):
         self.seq_degree = np.full(n, -1, np.int64)
         self.seq_first_rank = np.full(n, -1, np.int64)
         self._mask_cache: np.ndarray | None = None
+        self._current_degree_range: tuple[int, int] | None = None
 
     def _finish_batch(self) -> BatchResult:
         latest = float(self.finish_s.max())
@@ -202,6 +203,11 @@ class MeshSimulator(Forkable):
     def finish_s(self) -> np.ndarray:
         """``(num_ranks,)``: when each rank finishes what it has been given (a view)."""
         return self.rank_values[_FINISH]
+
+    @property
+    def latest_finish_s(self) -> float:
+        """When the latest rank finishes (``finish_s.max()``, without its per-call overhead)."""
+        return float(np.maximum.reduce(self.rank_values[_FINISH]))
 
     @property
     def compute_s(self) -> np.ndarray:
@@ -264,7 +270,12 @@ class MeshSimulator(Forkable):
         ``k_min`` is the fewest ranks whose shards fit the per-rank capacity; ``k_max`` the most
         ranks that exist without giving a rank less than one token.
         """
-        s = self.current_tokens if seq_tokens is None else seq_tokens
+        if seq_tokens is None:
+            # The mask and the observation both ask, once per decision.
+            if self._current_degree_range is None:
+                self._current_degree_range = self.degree_range(self.current_tokens)
+            return self._current_degree_range
+        s = seq_tokens
         need = math.ceil(s / self.rank_capacity_tokens)
         k_min = max(0, (need - 1).bit_length())
         k_max = min(int(math.log2(self.num_ranks)), s.bit_length() - 1)
@@ -406,7 +417,8 @@ class MeshSimulator(Forkable):
         else:
             cost = self.cost.microbatch(shard, shard * shard, c, spans, self.capacity_tokens)
             finish = values[_FINISH, r0:r1]
-            start = float(finish.max())
+            # np.maximum.reduce is ndarray.max without its Python-level wrapper (per step).
+            start = float(np.maximum.reduce(finish))
             values[_IDLE, r0:r1] += start - finish  # before finish is overwritten
             end = start + cost.total_s
             added += (cost.compute_s, cost.exposed_comm_s, cost.exposed_offload_s, shard)
@@ -431,6 +443,7 @@ class MeshSimulator(Forkable):
         self.seq_first_rank[self.cursor] = r0
         self.cursor += 1
         self._mask_cache = None
+        self._current_degree_range = None
         if self.cursor < self.batch_size:
             return None
         result = self._finish_batch()

@@ -148,10 +148,11 @@ class SchedulingEnv(gym.Env, Forkable, ABC, Generic[ConfigT, SimT]):
             if reason is not None:
                 raise InvalidActionError(f"action: the episode ended at reset(): {reason}")
             raise InvalidActionError("action: the episode is over; call reset()")
-        executed = self._validated_action(action)
+        index = as_action_index(action)
+        executed = self._validated_action(index)
         reward, terminated, truncated = self._apply(executed)
         info = self._info()
-        info["action_substituted"] = executed != as_action_index(action)
+        info["action_substituted"] = executed != index
         if terminated or truncated:
             info.update(sim.summary())
         return float(reward), terminated, truncated, info

@@ -182,6 +182,8 @@ class PrefixBatchSimulator(Forkable):
         self._group_next_request = np.array(
             [m[0] if m else n for m in self.group_members], np.int64
         )
+        # Memo of group_admission_needs(); None when it must be recomputed.
+        self._group_needs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _sync_nodes(self) -> None:
         """Refresh the node arrays for the nodes the prefix cache touched since the last call."""
@@ -205,18 +207,28 @@ class PrefixBatchSimulator(Forkable):
         """Per group, for its next pending request: ``(has_next, admission, own_evictable,
         path_resident)`` -- whether there is one, :meth:`admission_blocks`, the instance's
         ``own_evictable_blocks`` and whether the first node of its prefix path is resident
-        (groups without a pending request read False, the fixed part of nothing, 0, False)."""
-        self._sync_nodes()
-        requests = self._group_next_request
-        paths = self._path_nodes[requests]
-        missing = self._node_missing_tokens[paths].sum(axis=1)
-        admission = self._fixed_blocks[requests] + missing // self._block
-        own_evictable = self._node_evictable_blocks[paths].sum(axis=1)
-        if paths.shape[1]:
-            resident = self._node_resident[paths[:, 0]]
-        else:
-            resident = np.zeros(self.num_groups, bool)
-        return requests < len(self.requests), admission, own_evictable, resident
+        (groups without a pending request read False, the fixed part of nothing, 0, False).
+        The arrays are read-only and shared by the callers until the state changes."""
+        if self._prefix.changed:
+            self._sync_nodes()
+            self._group_needs = None
+        # The mask and the observation both ask at every decision; the answer only changes
+        # when a release moves a group's next request or the prefix cache changes (above).
+        if self._group_needs is None:
+            requests = self._group_next_request
+            paths = self._path_nodes[requests]
+            missing = self._node_missing_tokens[paths].sum(axis=1)
+            admission = self._fixed_blocks[requests] + missing // self._block
+            own_evictable = self._node_evictable_blocks[paths].sum(axis=1)
+            if paths.shape[1]:
+                resident = self._node_resident[paths[:, 0]]
+            else:
+                resident = np.zeros(self.num_groups, bool)
+            needs = (requests < len(self.requests), admission, own_evictable, resident)
+            for array in needs:
+                array.flags.writeable = False  # shared by every caller until invalidated
+            self._group_needs = needs
+        return self._group_needs
 
     # ----------------------------------------------------------------- read-only views
     @property
@@ -351,6 +363,7 @@ class PrefixBatchSimulator(Forkable):
         self.group_next[group] += 1
         following = self.next_request(group)
         self._group_next_request[group] = following if following >= 0 else len(self.requests)
+        self._group_needs = None
         self._released[request] = True
         self.released += 1
         self.group_pending[group] -= 1

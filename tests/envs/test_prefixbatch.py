@@ -345,6 +345,29 @@ def test_vectorised_mask_and_observation_match_the_per_group_loop(case, seed):
     assert steps >= len(env.simulator.requests)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_incremental_group_features_follow_steps_taken_without_observations(seed):
+    # The group features are updated in place from the groups that changed since the last
+    # observation: decisions taken through advance() (no observation built) and straight on
+    # the simulator (not seen by the env at all) must still give the reference features.
+    env = PrefixBatchEnv(preset="tiny", kv_capacity_blocks=70, turns_per_conversation=2)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    decision = 0
+    while not env.simulator.done:
+        sim = env.simulator
+        action = int(rng.choice(np.flatnonzero(env.action_masks())))
+        if decision % 3 == 0:
+            env.advance(action)
+        elif decision % 3 == 1:
+            sim.run() if action == env.run_action else sim.release(action)
+        else:
+            obs, *_ = env.step(action)
+            _assert_same_observation(obs, env)
+        decision += 1
+    assert decision > 30
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 10_000),

@@ -115,6 +115,15 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
         super().__init__(config, preset, render_mode, **overrides)
         self.max_groups = self.config.max_groups
         self.run_action = self.max_groups
+        # The group features, encoded incrementally (see _group_features): the table, the
+        # simulator it describes, its release and completion counts then, the admission needs it
+        # holds, and the groups released through _apply since.
+        self._group_table: np.ndarray | None = None
+        self._table_simulator: PrefixBatchSimulator | None = None
+        self._table_released = 0
+        self._table_finished = 0
+        self._table_needs: tuple[np.ndarray, ...] | None = None
+        self._released_groups: list[int] = []
         self.action_space = MaskedDiscrete(self.max_groups + 1, self.action_masks)
         self.observation_space = spaces.Dict(
             {
@@ -151,6 +160,7 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
             if action >= sim.num_groups:
                 raise InvalidActionError(f"action: group slot {action} holds no group")
             sim.release(action)
+            self._released_groups.append(action)
         else:
             raise InvalidActionError(f"action: must be in [0, {self.run_action}], got {action}")
         reward = -(sim.now_s - before) / self.config.reward_scale_s
@@ -179,26 +189,7 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
         sim = self._sim()
         g = sim.num_groups
         capacity = sim.capacity_blocks
-        pending = sim.group_pending.astype(np.float32)
-        safe = np.maximum(pending, 1.0)
-        # The features are computed into contiguous float64 rows (ufuncs with ``out``; a
-        # float32 quotient is exact in float64), then rounded to float32 in one transposing
-        # copy: a strided, casting write per float32 column costs a numpy call each step.
-        features = np.empty((GROUP_FEATURES, g))
-        np.divide(pending, sim.group_sizes.astype(np.float32), out=features[0])
-        np.divide(sim.group_pending_prompt, safe, out=features[1])
-        features[1] /= TOKEN_SCALE
-        np.divide(sim.group_pending_output, safe, out=features[2])
-        features[2] /= TOKEN_SCALE
-        np.divide(sim.batch.group_prefix_tokens, TOKEN_SCALE, out=features[3])
-        # Groups with no pending request keep zeros in the two next-request features.
-        has_next, admission, _, resident = sim.group_admission_needs()
-        np.logical_and(resident, has_next, out=features[4])
-        np.divide(sim.group_running, sim.config.max_batch_requests, out=features[5])
-        np.divide(admission, capacity, out=features[6])
-        features[6, ~has_next] = 0.0
-        groups = np.zeros((self.max_groups, GROUP_FEATURES), np.float32)
-        groups[:g] = features.T
+        groups = self._group_features(sim)
         prefix = sim.instance.kv.prefix
         group_mask = np.zeros(self.max_groups, np.int8)
         group_mask[:g] = 1
@@ -219,3 +210,62 @@ class PrefixBatchEnv(SchedulingEnv[PrefixBatchConfig, PrefixBatchSimulator]):
             np.float32,
         )
         return {"groups": groups, "group_mask": group_mask, "global_features": global_features}
+
+    def _group_features(self, sim: PrefixBatchSimulator) -> np.ndarray:
+        """``(max_groups, 7)`` float32: the group features, a fresh copy.
+
+        There are thousands of groups and a decision changes few of them, so the features are
+        kept in a table and updated in place: the counts of the groups released since (through
+        ``_apply``) and of the groups whose requests finished since, and the admission columns
+        when the simulator's admission needs changed. Anything else (a new simulator, a release
+        not made through this env) re-encodes the whole table. Every entry is computed by the
+        same arithmetic either way.
+        """
+        g = sim.num_groups
+        table = self._group_table
+        needs = sim.group_admission_needs()
+        if (
+            table is None
+            or self._table_simulator is not sim
+            or sim.released != self._table_released + len(self._released_groups)
+        ):
+            table = np.zeros((self.max_groups, GROUP_FEATURES), np.float32)
+            table[:g, 3] = sim.batch.group_prefix_tokens / TOKEN_SCALE
+            self._encode_group_counts(sim, table, slice(0, g))
+            self._encode_group_needs(sim, table, needs)
+        else:
+            finished = sim.finished[self._table_finished :]
+            changed = self._released_groups + [sim.request_group[r.request_id] for r in finished]
+            if changed:
+                self._encode_group_counts(sim, table, np.array(changed, np.int64))
+            if needs is not self._table_needs:
+                self._encode_group_needs(sim, table, needs)
+        self._group_table = table
+        self._table_simulator = sim
+        self._table_released = sim.released
+        self._table_finished = len(sim.finished)
+        self._table_needs = needs
+        self._released_groups = []
+        return table.copy()  # the table changes in place at later steps
+
+    @staticmethod
+    def _encode_group_counts(
+        sim: PrefixBatchSimulator, table: np.ndarray, rows: slice | np.ndarray
+    ) -> None:
+        """The pending-request and running-request features of ``rows`` (groups)."""
+        pending = sim.group_pending[rows].astype(np.float32)
+        safe = np.maximum(pending, 1.0)
+        table[rows, 0] = pending / sim.group_sizes[rows].astype(np.float32)
+        table[rows, 1] = sim.group_pending_prompt[rows] / safe / TOKEN_SCALE
+        table[rows, 2] = sim.group_pending_output[rows] / safe / TOKEN_SCALE
+        table[rows, 5] = sim.group_running[rows] / sim.config.max_batch_requests
+
+    @staticmethod
+    def _encode_group_needs(
+        sim: PrefixBatchSimulator, table: np.ndarray, needs: tuple[np.ndarray, ...]
+    ) -> None:
+        """The next-request features of every group (zeros for groups with none)."""
+        g = sim.num_groups
+        has_next, admission, _, resident = needs
+        table[:g, 4] = resident & has_next
+        table[:g, 6] = np.where(has_next, admission / sim.capacity_blocks, 0.0)

@@ -131,32 +131,41 @@ class ETFPolicy(SimulatorPolicy[SoCSimulator]):
     """
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = self.simulator(env)
-        pairs: list[tuple[float, float, int, int]] = []
-        for node in sim.ready_nodes:
-            pes = np.flatnonzero(sim.node_capable_pe[node])
-            _, finish = _finish_times(sim, node, pes)
-            rank = -float(sim.node_rank_us[node])
-            pairs.extend(
-                zip(
-                    finish.tolist(),
-                    [rank] * pes.size,
-                    [node] * pes.size,
-                    pes.tolist(),
-                    strict=False,
-                )
+        return etf_dispatch(self.simulator(env))
+
+
+def etf_dispatch(sim: SoCSimulator, node_penalty_us: np.ndarray | None = None) -> int:
+    """ETF's choice: (ready task, capable PE) pairs by expected finish (plus
+    ``node_penalty_us[node]`` when given: a job priority in microseconds), ties to the higher
+    upward rank; a pair whose PE is busy makes its task wait for that PE, and the next pair whose
+    task and PE are both still free is tried."""
+    pairs: list[tuple[float, float, int, int]] = []
+    for node in sim.ready_nodes:
+        pes = np.flatnonzero(sim.node_capable_pe[node])
+        _, finish = _finish_times(sim, node, pes)
+        if node_penalty_us is not None:
+            finish = finish + node_penalty_us[node]
+        rank = -float(sim.node_rank_us[node])
+        pairs.extend(
+            zip(
+                finish.tolist(),
+                [rank] * pes.size,
+                [node] * pes.size,
+                pes.tolist(),
+                strict=False,
             )
-        pairs.sort()
-        handled: set[int] = set()
-        claimed: set[int] = set()
-        for _, _, node, pe in pairs:
-            if node in handled or pe in claimed:
-                continue
-            if sim.pe_node[pe] < 0:
-                return node * sim.num_pes + pe
-            handled.add(node)
-            claimed.add(pe)
-        return _wait_or_first_valid(sim)
+        )
+    pairs.sort()
+    handled: set[int] = set()
+    claimed: set[int] = set()
+    for _, _, node, pe in pairs:
+        if node in handled or pe in claimed:
+            continue
+        if sim.pe_node[pe] < 0:
+            return node * sim.num_pes + pe
+        handled.add(node)
+        claimed.add(pe)
+    return _wait_or_first_valid(sim)
 
 
 class CriticalPathPolicy(SimulatorPolicy[SoCSimulator]):

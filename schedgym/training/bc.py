@@ -3,6 +3,11 @@ discounted returns) before PPO, so RL starts at the heuristic's level instead of
 
 Traces come from the training scenarios on training seeds (never validation or test seeds).
 Steps are subsampled uniformly per episode so a long episode does not fill memory.
+
+Plain cloning only sees the states the teacher visits; one wrong choice puts the clone in states
+it never saw, and errors compound. ``bc_dagger_rounds`` adds DAgger (Ross, Gordon, Bagnell,
+AISTATS 2011): each round runs the current network, labels the states *it* visits with the
+teacher's action, adds them to the data and clones again.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from schedgym.core.policy import make_policy
+from schedgym.core.errors import ConfigError
+from schedgym.core.policy import env_family
 from schedgym.training.envs import make_scenario_env, scheduling_env
+from schedgym.training.teachers import TEACHERS, labels_any_state, make_teacher
 
 
 def collect_traces(
@@ -24,18 +31,24 @@ def collect_traces(
     steps_per_episode: int,
     gamma: float,
     seed: int,
+    driver: Any = None,
 ) -> dict[str, Any]:
-    """Observations, masks, actions and discounted returns of ``policy_name`` (subsampled)."""
+    """Observations, masks, actions and discounted returns of ``policy_name`` (subsampled).
+
+    With ``driver`` (a Policy), the driver chooses the actions that are taken and the teacher
+    only labels each state (DAgger); the returns are then the driver's."""
     rng = np.random.default_rng(seed)
     observations: dict[str, list[np.ndarray]] = {}
     masks: list[np.ndarray] = []
     actions: list[int] = []
     returns: list[float] = []
-    policy = make_policy(env_id, policy_name)
+    policy = make_teacher(env_id, policy_name)
     for episode in range(episodes):
         env = make_scenario_env(env_id, scenarios[episode % len(scenarios)])
         obs, _ = env.reset(seed=seed + episode)
         policy.reset(env)
+        if driver is not None:
+            driver.reset(env)
         steps: list[tuple[dict[str, np.ndarray], np.ndarray, int]] = []
         rewards: list[float] = []
         done = False
@@ -43,6 +56,8 @@ def collect_traces(
             mask = np.asarray(scheduling_env(env).action_masks(), dtype=bool)
             action = int(policy.act(obs, env))
             steps.append((obs, mask, action))
+            if driver is not None:
+                action = int(driver.act(obs, env))
             obs, reward, terminated, truncated, _ = env.step(action)
             rewards.append(float(reward))
             done = terminated or truncated
@@ -119,3 +134,100 @@ def behaviour_clone(
         group["lr"] = rate
     policy.set_training_mode(False)
     return stats
+
+
+def concatenate(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Two trace sets as one."""
+    return {
+        "observations": {
+            key: np.concatenate([value, second["observations"][key]])
+            for key, value in first["observations"].items()
+        },
+        **{
+            key: np.concatenate([first[key], second[key]])
+            for key in ("masks", "actions", "returns")
+        },
+    }
+
+
+def warm_start(
+    policy: Any,
+    env_id: str,
+    scenarios: list[dict[str, Any]],
+    params: dict[str, Any],
+    seed: int,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Clone ``params["bc_policy"]`` into ``policy``, then ``bc_dagger_rounds`` DAgger rounds;
+    returns what the checkpoint metadata records about it. ``seed`` is a training seed; each
+    round's episodes use the seeds after the previous round's."""
+    from schedgym.agents.policy import NetworkPolicy
+
+    teacher = str(params["bc_policy"])
+    episodes = int(params["bc_episodes"])
+    steps = int(params["bc_steps_per_episode"])
+    gamma = float(params["gamma"])
+    epochs = int(params["bc_epochs"])
+    batch_size = int(params.get("bc_batch_size") or params["batch_size"])
+    rate = float(params["bc_learning_rate"])
+    rounds = int(params.get("bc_dagger_rounds") or 0)
+    if rounds and not labels_any_state(env_id, teacher):
+        raise ConfigError(
+            f"bc_dagger_rounds: {rounds} needs a teacher that can label any state (one of "
+            f"{sorted(TEACHERS.get(env_family(env_id), {}))}); {teacher!r} may plan from its "
+            "own past actions: set bc_dagger_rounds to 0"
+        )
+    traces = collect_traces(env_id, scenarios, teacher, episodes, steps, gamma, seed)
+    stats = behaviour_clone(policy, traces, epochs, batch_size, seed, rate, log)
+    history = [{"round": 0, "samples": len(traces["actions"]), **stats}]
+    for round_index in range(1, rounds + 1):
+        driver = NetworkPolicy(policy)
+        more = collect_traces(
+            env_id,
+            scenarios,
+            teacher,
+            episodes,
+            steps,
+            gamma,
+            seed + round_index * episodes,
+            driver=driver,
+        )
+        # How often the network already agrees with the teacher on its own states: DAgger's
+        # measure of progress (plain accuracy is on the teacher's states).
+        on_policy = float(np.mean(more["actions"] == _greedy(policy, more)))
+        traces = concatenate(traces, more)
+        stats = behaviour_clone(policy, traces, epochs, batch_size, seed + round_index, rate, log)
+        history.append(
+            {
+                "round": round_index,
+                "samples": len(traces["actions"]),
+                "on_policy_agreement": on_policy,
+                **stats,
+            }
+        )
+        if log is not None:
+            log(f"DAgger round {round_index}/{rounds}: agreement on its own states {on_policy:.3f}")
+    return {
+        "policy": teacher,
+        "episodes": episodes,
+        "samples": len(traces["actions"]),
+        "epochs": epochs,
+        "dagger_rounds": rounds,
+        "rounds": history,
+        **stats,
+    }
+
+
+def _greedy(policy: Any, traces: dict[str, Any], batch_size: int = 256) -> np.ndarray:
+    """The network's greedy valid action on every traced state."""
+    chosen = []
+    with torch.no_grad():
+        for start in range(0, len(traces["actions"]), batch_size):
+            batch = {
+                key: torch.as_tensor(value[start : start + batch_size], dtype=torch.float32)
+                for key, value in traces["observations"].items()
+            }
+            mask = torch.as_tensor(traces["masks"][start : start + batch_size])
+            logits = policy.action_logits(batch).masked_fill(~mask, -torch.inf)
+            chosen.append(logits.argmax(1).numpy())
+    return np.concatenate(chosen)

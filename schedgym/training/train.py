@@ -32,7 +32,7 @@ from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
 from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import write_json_atomic
 from schedgym.core.policy import env_family
-from schedgym.training.bc import behaviour_clone, collect_traces
+from schedgym.training.bc import warm_start
 from schedgym.training.config import (
     PPO_KEYS,
     eval_scenarios,
@@ -271,31 +271,14 @@ def train(
         meta["resumed_from"] = {"path": str(resume), "timesteps": model.num_timesteps}
     run = _Run(meta, out_dir, started)
     if resume is None and params.get("bc_policy"):
-        traces = collect_traces(
+        meta["behaviour_cloning"] = warm_start(
+            model.policy,
             env_id,
             scenarios,
-            params["bc_policy"],
-            int(params["bc_episodes"]),
-            int(params["bc_steps_per_episode"]),
-            float(params["gamma"]),
+            params,
             training_seed(seed, n_envs),
-        )
-        stats = behaviour_clone(
-            model.policy,
-            traces,
-            int(params["bc_epochs"]),
-            int(params.get("bc_batch_size") or params["batch_size"]),
-            seed,
-            float(params["bc_learning_rate"]),
             log=(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None,
         )
-        meta["behaviour_cloning"] = {
-            "policy": params["bc_policy"],
-            "episodes": int(params["bc_episodes"]),
-            "samples": len(traces["actions"]),
-            "epochs": int(params["bc_epochs"]),
-            **stats,
-        }
     episodes = int(params["eval_episodes"])
     validation_scenarios = eval_scenarios(params, scenarios) if not presets else scenarios
     meta["validation_scenarios"] = validation_scenarios

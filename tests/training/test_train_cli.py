@@ -99,7 +99,7 @@ def test_resume_continues_and_bc_is_recorded(tmp_path):
     config = tmp_path / "bc.yml"
     config.write_text(
         TINY.read_text().replace("bc_policy: null", "bc_policy: heft")
-        + "bc_episodes: 1\nbc_steps_per_episode: 50\nbc_epochs: 1\n"
+        + "bc_episodes: 1\nbc_steps_per_episode: 50\nbc_epochs: 1\nbc_dagger_rounds: 0\n"
     )
     kwargs = dict(
         presets=["tiny"], seed=3, config_file=str(config), out=out, progress=False,

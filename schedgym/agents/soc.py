@@ -6,8 +6,14 @@ directions: predecessors tell a task when its inputs arrive, successors tell it 
 waits behind it. Job summaries (masked mean and max over each job's task slots) and a global
 summary are joined to each task; PE embeddings are joined per (task, PE) candidate with the
 pair's own features (expected time on that PE, whether it cannot run there, time until the PE
-is free). One shared head scores every candidate; the wait action is scored from the global
-summary.
+is free, the work its job still has). One shared head scores every candidate; ETF's claiming
+rule (``claim_pass``) then decides, from those scores, which pairs are blocked by a better busy
+PE and whether to wait.
+
+A job's remaining work (expected time of its unfinished tasks on their fastest PE type, time
+left for running ones) is summed in the encoder rather than left to the job summaries: means
+and maxima cannot count, and under load the order of jobs by remaining work is what lowers the
+mean latency most (shortest-remaining-work first, as in SRPT).
 """
 
 from __future__ import annotations
@@ -29,9 +35,19 @@ from schedgym.agents.nn import (
     symlog,
 )
 
-PAIR_FEATURES = 3
+PAIR_FEATURES = 4
+# The linear path's inputs: the pair's expected finish (time until the PE is free plus the
+# expected time on it) and its job's remaining work, in units of time_scale_us.
+LINEAR_FEATURES = 2
+# Gain on the linear path: a finish-time rule needs score gaps of several units for gaps of a
+# tenth of a time unit, and Adam moves a weight by about the learning rate per step, so without
+# a gain the path would need thousands of steps to reach that scale.
+LINEAR_GAIN = 10.0
 # Score of (task, PE) pairs whose task is not ready: never valid, removed by the action mask.
 NOT_READY_SCORE = -1.0e4
+# Logit margin between a pair the claim pass blocks and the busy pair that blocks it, and between
+# the pair it starts and the wait (see claim_pass).
+CLAIM_PENALTY = 1.0
 
 
 class SoCDAGEncoder(CandidateEncoder):
@@ -61,15 +77,33 @@ class SoCDAGEncoder(CandidateEncoder):
         self.node_in = mlp(node_dim, hidden, hidden)
         self.down = nn.ModuleList(SAGEConv(hidden, hidden) for _ in range(message_layers))
         self.up = nn.ModuleList(SAGEConv(hidden, hidden) for _ in range(message_layers))
-        self.job_mlp = mlp(2 * hidden, hidden, hidden)
+        self.job_mlp = mlp(2 * hidden + 1, hidden, hidden)
         self.global_mlp = mlp(2 * hidden + global_dim + pe_dim, hidden, hidden)
         self.pe_mlp = mlp(pe_dim + hidden, hidden, hidden)
         self.node_proj = nn.Linear(3 * hidden, pair_hidden)
         self.pe_proj = nn.Linear(hidden, pair_hidden)
         self.pair_proj = nn.Linear(PAIR_FEATURES, pair_hidden)
         self.head = CandidateHead(pair_hidden)
+        # A linear path from the pair's own features to its score, beside the MLP: finish-time
+        # rules (ETF, EFT, a job priority added to the finish) are linear in these features, so
+        # the network can express them exactly and learns them in a few steps.
+        self.pair_linear = nn.Linear(LINEAR_FEATURES, 1)
+        nn.init.zeros_(self.pair_linear.weight)
+        nn.init.zeros_(self.pair_linear.bias)
         self.wait_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), CandidateHead(hidden))
-        self.no_busy_wait = nn.Parameter(torch.zeros(()))
+
+    def remaining_work(self, node_raw: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
+        """Per job slot (batch, num_jobs): expected time of its waiting and ready tasks on
+        their fastest capable PE type plus the time left of its running tasks."""
+        k = self.num_pe_types
+        exec_time = node_raw[..., :k].masked_fill(node_raw[..., k : 2 * k] > 0.5, float("inf"))
+        fastest = exec_time.amin(-1)
+        fastest = torch.where(torch.isfinite(fastest), fastest, torch.zeros_like(fastest))
+        unstarted = (node_raw[..., 2 * k] + node_raw[..., 2 * k + 1]) > 0.5
+        running = node_raw[..., 2 * k + 2] > 0.5
+        per_task = torch.where(unstarted, fastest, torch.zeros_like(fastest))
+        per_task = torch.where(running, node_raw[..., 2 * k + 6], per_task) * node_mask
+        return per_task.view(-1, self.num_jobs, self.tasks_per_job).sum(-1)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         node_raw = obs["node_features"]
@@ -91,8 +125,16 @@ class SoCDAGEncoder(CandidateEncoder):
         nodes = x.view(batch, n, -1)
         jobs_view = nodes.view(batch, self.num_jobs, self.tasks_per_job, -1)
         job_mask = node_mask.view(batch, self.num_jobs, self.tasks_per_job, 1)
+        job_work = self.remaining_work(node_raw, node_mask)
         job = self.job_mlp(
-            torch.cat([masked_mean(jobs_view, job_mask, 2), masked_max(jobs_view, job_mask, 2)], -1)
+            torch.cat(
+                [
+                    masked_mean(jobs_view, job_mask, 2),
+                    masked_max(jobs_view, job_mask, 2),
+                    symlog(job_work).unsqueeze(-1),
+                ],
+                -1,
+            )
         )
         job_present = job_mask.any(2)
         pe_raw = symlog(obs["pe_features"])
@@ -120,23 +162,93 @@ class SoCDAGEncoder(CandidateEncoder):
         exec_time = torch.einsum("mk,mpk->mp", ready_raw[:, :k], pe_type)
         cannot = torch.einsum("mk,mpk->mp", ready_raw[:, k : 2 * k], pe_type)
         pe_free = obs["pe_features"][ready_batch][..., k + 1]
-        pair = torch.stack([symlog(exec_time), cannot, symlog(pe_free)], -1)
+        work = job_work[ready_batch, ready_node // self.tasks_per_job].unsqueeze(1)
+        work = work.expand_as(exec_time)
+        pair = torch.stack([symlog(exec_time), cannot, symlog(pe_free), symlog(work)], -1)
+        linear = torch.stack([exec_time + pe_free, work], -1)
         summed = (
             self.node_proj(node_ctx[ready_batch, ready_node]).unsqueeze(1)
             + self.pe_proj(pes[ready_batch])
             + self.pair_proj(pair)
         )
-        pair_scores = self.head(summed)
+        pair_scores = self.head(summed) + LINEAR_GAIN * self.pair_linear(linear).squeeze(-1)
+        pair_scores = pair_scores.masked_fill(cannot > 0.5, NOT_READY_SCORE)
         scores = node_raw.new_full((batch, n, self.num_pes), NOT_READY_SCORE)
         scores = scores.index_put((ready_batch, ready_node), pair_scores)
-        scores = scores.reshape(batch, n * self.num_pes)
-        # Waiting pays off when the best pair is on a PE still busy (HEFT's insertion logic):
-        # the wait score is the best (ready task, busy PE) score, plus a global correction.
-        busy = (obs["pe_features"][ready_batch][..., k] > 0.5) & (cannot < 0.5)
-        busy_best = pair_scores.masked_fill(~busy, NOT_READY_SCORE).amax(1)
-        best_busy = node_raw.new_full((batch,), NOT_READY_SCORE).scatter_reduce(
-            0, ready_batch, busy_best, reduce="amax"
+        busy = obs["pe_features"][..., k] > 0.5
+        with torch.no_grad():
+            blocker = claim_pass(scores, busy)
+        handled = blocker >= 0
+        # Claimed PEs: column 0 collects the tasks no PE holds (scatter needs an index for
+        # every task), the PEs are columns 1 onwards.
+        claimed = (
+            scores.new_zeros(batch, self.num_pes + 1).scatter_(
+                1, blocker + 1, torch.ones_like(scores[..., 0])
+            )[:, 1:]
+            > 0.5
         )
-        wait = torch.where(best_busy > NOT_READY_SCORE / 2, best_busy, self.no_busy_wait)
-        logits = torch.cat([scores, (wait + self.wait_head(glob)).unsqueeze(1)], 1)
+        # A handled task's pairs score below the busy pair that holds it (by their gap, so the
+        # gradient reaches both: imitation can lift a pair above its blocker and unblock it).
+        held_by = scores.gather(2, blocker.clamp(min=0).unsqueeze(2))
+        gap = (held_by - scores).clamp(min=0.0) + CLAIM_PENALTY
+        pairs = scores - torch.where(handled.unsqueeze(2), gap, torch.zeros_like(gap))
+        free = scores.masked_fill(
+            handled.unsqueeze(2) | (claimed | busy).unsqueeze(1), NOT_READY_SCORE
+        )
+        best_free = free.amax((1, 2))
+        next_busy = scores.masked_fill(
+            handled.unsqueeze(2) | (claimed | ~busy).unsqueeze(1), NOT_READY_SCORE
+        ).amax((1, 2))
+        # Waiting: when the pass found a pair to start, the wait scores below it, by its gap to
+        # the best busy pair not yet considered (the one that would have to outscore it);
+        # otherwise the wait scores as the best pair, above every blocked one.
+        wait = torch.where(
+            best_free > NOT_READY_SCORE / 2,
+            torch.maximum(next_busy, best_free - CLAIM_PENALTY) - CLAIM_PENALTY,
+            scores.amax((1, 2)),
+        )
+        logits = torch.cat(
+            [pairs.reshape(batch, -1), (wait + self.wait_head(glob)).unsqueeze(1)], 1
+        )
         return logits, glob
+
+
+def claim_pass(scores: torch.Tensor, busy: torch.Tensor) -> torch.Tensor:
+    """ETF's claiming rule over learned pair scores: which busy PE holds each task back.
+
+    ``scores`` (batch, tasks, PEs) holds every (ready task, capable PE) pair's score, with
+    ``NOT_READY_SCORE`` elsewhere; ``busy`` (batch, PEs). Pairs are visited best first: a pair on
+    a busy PE makes its task wait for that PE (the task is handled) and claims the PE; the first
+    pair whose task and PE are both unblocked and whose PE is idle is the one to start. Returns,
+    per task, the busy PE that handled it (-1 for none) at that point. Waiting for a better busy
+    PE instead of taking a worse idle one, without letting one busy PE hold back every task, is
+    what makes ETF and HEFT strong on a heterogeneous SoC; a per-pair score with one argmax
+    cannot express it, so the network scores pairs and this pass (no gradient: it only selects)
+    gives the scores ETF's decision structure. At most one PE is claimed per round, so it ends
+    within PEs + 1 rounds.
+    """
+    batch, tasks, num_pes = scores.shape
+    blocker = torch.full((batch, tasks), -1, dtype=torch.long, device=scores.device)
+    claimed = torch.zeros_like(busy)
+    active = torch.ones(batch, dtype=torch.bool, device=scores.device)
+    rows = torch.arange(batch, device=scores.device)
+    for _ in range(num_pes + 1):
+        blocked = (blocker >= 0).unsqueeze(2) | claimed.unsqueeze(1)
+        value, index = scores.masked_fill(blocked, NOT_READY_SCORE).reshape(batch, -1).max(1)
+        node, pe = index // num_pes, index % num_pes
+        on_busy = active & (value > NOT_READY_SCORE / 2) & busy[rows, pe]
+        if not bool(on_busy.any()):
+            break
+        blocker[rows[on_busy], node[on_busy]] = pe[on_busy]
+        claimed[rows[on_busy], pe[on_busy]] = True
+        active = on_busy
+    return blocker
+
+
+def claimed_pes(blocker: torch.Tensor, num_pes: int) -> torch.Tensor:
+    """(batch, PEs) mask of the PEs that hold a task, from ``claim_pass``'s per-task blocker."""
+    # Column 0 collects the tasks no PE holds (scatter needs an index for every task); the PEs
+    # are columns 1 onwards. Every write is a one, so repeated indices cannot overwrite a claim.
+    ones = torch.ones(blocker.shape, device=blocker.device)
+    counts = ones.new_zeros(blocker.shape[0], num_pes + 1).scatter_(1, blocker + 1, ones)
+    return counts[:, 1:] > 0.5

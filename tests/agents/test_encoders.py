@@ -73,3 +73,32 @@ def test_soc_scores_valid_pairs_from_shared_weights():
     assert same, "tiny has identical idle PEs at the first decision"
     p, q = same[0]
     assert scores[node, p] == pytest.approx(scores[node, q], abs=1e-6)
+
+
+def test_soc_remaining_work_matches_the_simulator():
+    """The encoder's per-job remaining work, read from the observation alone, equals the sum the
+    simulator's own state gives: fastest nominal time of unstarted tasks plus time left of running
+    ones (in time_scale_us units)."""
+    env = gym.make("schedgym/SoCDAG-v0", preset="heavy", disable_env_checker=True)
+    obs, _ = env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        valid = np.flatnonzero(env.unwrapped.action_masks())
+        obs, *_ = env.step(int(rng.choice(valid)))
+    net = build_encoder(encoder_for("SoCDAG"), env.observation_space, layout_of("SoCDAG", env))
+    with torch.no_grad():
+        tensors = _tensors([obs])
+        work = net.remaining_work(tensors["node_features"], tensors["node_mask"] > 0.5)[0]
+    sim = env.unwrapped.simulator
+    scale = env.unwrapped.config.time_scale_us
+    expected = np.zeros(sim.config.max_active_jobs)
+    for node in range(sim.num_node_slots):
+        slot = sim.node_job_slot[node]
+        if sim.slot_job_id[slot] < 0 or sim.node_state[node] in (0, 4):  # empty or done
+            continue
+        if sim.node_state[node] == 3:  # running
+            expected[slot] += max(sim.node_expected_finish_us[node] - sim.now_us, 0.0)
+        else:
+            expected[slot] += np.nanmin(sim.node_exec_us[node])
+    assert expected.sum() > 0
+    np.testing.assert_allclose(work.numpy(), expected / scale, rtol=1e-4, atol=1e-4)

@@ -118,7 +118,11 @@ class MeshAssignEncoder(CandidateEncoder):
     """Scores of every (degree 2^k, rank group) placement of the current sequence."""
 
     def __init__(
-        self, observation_space: spaces.Dict, layout: dict[str, Any], hidden: int = 64
+        self,
+        observation_space: spaces.Dict,
+        layout: dict[str, Any],
+        hidden: int = 64,
+        linear_gain: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_ranks, rank_dim = box_shape(observation_space, "rank_features")
@@ -135,8 +139,19 @@ class MeshAssignEncoder(CandidateEncoder):
         self.group_proj = nn.Linear(2 * hidden + 2 * rank_dim + 1, hidden)
         self.ctx_proj = nn.Linear(hidden, hidden)
         self.head = CandidateHead(hidden)
+        # With a gain, a linear path from each group's latest finish time (in units of the ideal
+        # step, not squashed) and its degree to its score: ByteScale's balance scheduler (the
+        # earliest-finishing group at the smallest fitting degree) is linear in them, and the
+        # gain lets Adam reach score gaps of several units for finish gaps of a few hundredths.
+        # Without one (the default) the encoder is the one older checkpoints were trained with.
+        self.linear_gain = float(linear_gain)
+        if self.linear_gain > 0:
+            self.group_linear = nn.Linear(2, 1)
+            nn.init.zeros_(self.group_linear.weight)
+            nn.init.zeros_(self.group_linear.bias)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        finish = obs["rank_features"][..., 0]
         raw = symlog(obs["rank_features"])
         ranks = self.rank_in(raw)
         mask = obs["rank_mask"] > 0.5
@@ -144,6 +159,7 @@ class MeshAssignEncoder(CandidateEncoder):
         ctx = self.ctx(torch.cat([_pool(ranks, mask), seq], -1))
         batch = ranks.shape[0]
         parts = []
+        linear_parts = []
         both = torch.cat([ranks, raw], -1)
         for level in range(self.levels):  # one vectorised pass per degree (log2 P of them)
             size = 2**level
@@ -157,8 +173,14 @@ class MeshAssignEncoder(CandidateEncoder):
                     [masked_mean(view, group_mask, 2), masked_max(view, group_mask, 2), degree], -1
                 )
             )
+            if self.linear_gain > 0:
+                latest = masked_max(finish.view(batch, -1, size, 1), group_mask, 2)
+                linear_parts.append(torch.cat([latest, degree], -1))
         groups = torch.cat(parts, 1)
         scores = self.head(self.group_proj(groups) + self.ctx_proj(ctx).unsqueeze(1))
+        if self.linear_gain > 0:
+            linear = self.group_linear(torch.cat(linear_parts, 1)).squeeze(-1)
+            scores = scores + self.linear_gain * linear
         return scores, ctx
 
 

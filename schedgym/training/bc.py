@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from schedgym.core.errors import ConfigError
-from schedgym.core.policy import env_family
 from schedgym.training.envs import make_scenario_env, scheduling_env
-from schedgym.training.teachers import TEACHERS, labels_any_state, make_teacher
+from schedgym.training.teachers import labels_any_state, make_teacher, state_only_teachers
 
 
 def collect_traces(
@@ -174,8 +173,8 @@ def warm_start(
     if rounds and not labels_any_state(env_id, teacher):
         raise ConfigError(
             f"bc_dagger_rounds: {rounds} needs a teacher that can label any state (one of "
-            f"{sorted(TEACHERS.get(env_family(env_id), {}))}); {teacher!r} may plan from its "
-            "own past actions: set bc_dagger_rounds to 0"
+            f"{sorted(state_only_teachers(env_id))}); {teacher!r} may plan from its own past "
+            "actions: set bc_dagger_rounds to 0"
         )
     traces = collect_traces(env_id, scenarios, teacher, episodes, steps, gamma, seed)
     stats = behaviour_clone(policy, traces, epochs, batch_size, seed, rate, log)

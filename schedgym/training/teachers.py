@@ -49,11 +49,20 @@ class ShortestRemainingWorkETF(SimulatorPolicy[SoCSimulator]):
 TEACHERS = {"SoCDAG": {"etf-shortest-remaining": ShortestRemainingWorkETF}}
 
 
+# Registered baselines whose action is a function of the current state alone (they keep no plan
+# or learner built from their own past actions), checked by reading their act().
+STATE_ONLY_BASELINES = {
+    "SoCDAG": ("etf", "eft", "met", "fcfs"),
+    "MeshAssign": ("bytescale",),
+}
+
+
 def labels_any_state(env_id: str, name: str) -> bool:
     """Whether teacher ``name`` is a function of the current state alone, so that it can label
-    states another policy led to (DAgger). The teachers here are; registered baselines may plan
-    ahead from their own past actions (HEFT's per-PE plans), so they are not assumed to be."""
-    return name in TEACHERS.get(env_family(env_id), {})
+    states another policy led to (DAgger): the teachers here and ``STATE_ONLY_BASELINES``.
+    Other baselines may plan ahead from their own past actions (HEFT's per-PE plans)."""
+    family = env_family(env_id)
+    return name in TEACHERS.get(family, {}) or name in STATE_ONLY_BASELINES.get(family, ())
 
 
 def make_teacher(env_id: str, name: str) -> Policy:
@@ -62,3 +71,9 @@ def make_teacher(env_id: str, name: str) -> Policy:
     if name in teachers:
         return teachers[name]()
     return make_policy(env_id, name)
+
+
+def state_only_teachers(env_id: str) -> list[str]:
+    """The teachers ``labels_any_state`` accepts for ``env_id``."""
+    family = env_family(env_id)
+    return [*TEACHERS.get(family, {}), *STATE_ONLY_BASELINES.get(family, ())]

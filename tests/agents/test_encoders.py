@@ -102,3 +102,29 @@ def test_soc_remaining_work_matches_the_simulator():
             expected[slot] += np.nanmin(sim.node_exec_us[node])
     assert expected.sum() > 0
     np.testing.assert_allclose(work.numpy(), expected / scale, rtol=1e-4, atol=1e-4)
+
+
+def test_mesh_linear_path_scores_groups_by_their_latest_finish():
+    """With the linear path alone (MLP head zeroed), a group's score is -gain x the latest finish
+    time of its ranks: ByteScale's earliest-finishing-group rule."""
+    env = gym.make("schedgym/MeshAssign-v0", preset="tiny", disable_env_checker=True)
+    obs, _ = env.reset(seed=1)
+    for _ in range(3):
+        valid = np.flatnonzero(env.unwrapped.action_masks())
+        obs, *_ = env.step(int(valid[0]))
+    net = build_encoder(
+        encoder_for("MeshAssign"), env.observation_space, layout_of("MeshAssign", env),
+        linear_gain=10.0,
+    )  # fmt: skip
+    with torch.no_grad():
+        net.head.out.weight.zero_()
+        net.group_linear.weight.copy_(torch.tensor([[-1.0, 0.0]]))
+        logits, _ = net(_tensors([obs]))
+    finish = obs["rank_features"][:, 0]
+    assert finish.max() > 0
+    ranks = len(finish)
+    np.testing.assert_allclose(logits[0, :ranks].numpy(), -10.0 * finish, rtol=1e-5, atol=1e-5)
+    pairs = finish.reshape(-1, 2).max(1)
+    np.testing.assert_allclose(
+        logits[0, ranks : ranks + ranks // 2].numpy(), -10.0 * pairs, rtol=1e-5, atol=1e-5
+    )

@@ -5,19 +5,28 @@ Two records, written once from the code *before* a performance change and compar
 - every registered baseline's episode summary (as ``schedgym evaluate --json`` reports it) on
   each environment's smoke preset, seeds 0 and 1, plus the episode return and step count;
 - an observation trajectory per environment: a seeded random masked policy's actions, a
-  SHA-256 of every observation (all keys, dtype, shape and bytes), and whether the step was a
-  forced LLMCluster migration tick (only "no migration" valid), so that a later version that
-  skips forced ticks can be replayed on the remaining decision points.
+  SHA-256 of every observation (all keys, dtype, shape and bytes), two summary statistics of
+  every observation key (:func:`observation_stats`, the fallback where the digest differs
+  across CPUs, see ``test_perf_regression``), and whether the step was a forced LLMCluster
+  migration tick (only "no migration" valid), so that a later version that skips forced
+  ticks can be replayed on the remaining decision points.
 
 Floats are stored as ``repr`` strings so that NaN and infinities survive strict JSON and the
-comparison is bit for bit. Regenerate (only on purpose, before a change that must not alter
-behaviour) with ``python -m tests.perf_reference``.
+comparison can be bit for bit. Regenerate (only on purpose, before a change that must not alter
+behaviour) with ``python -m tests.perf_reference --write``.
+
+The recorded values come from an x86-64 machine without AVX-512 (numpy's AVX2 loops, OpenBLAS's
+Haswell kernels). On an AVX-512 machine numpy's float64 ``power``/``exp``/``log`` loops and
+OpenBLAS's kernels round differently in the last bit; that machine reproduces the recording
+bit for bit with ``OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL"``
+(how the statistics were added to the existing record, every earlier value unchanged).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,6 +89,29 @@ def observation_digest(observation: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+# Stored statistics keep this many significant digits: far below the comparison's tolerance.
+STATS_DIGITS = 10
+
+
+def observation_stats(observation: dict[str, np.ndarray]) -> str:
+    """Per key (sorted): the sum of absolute values and a position-weighted sum (weights in
+    [1, 2), so that moved entries change it), both over float64 copies and summed exactly
+    (``math.fsum``), so that they depend on the observation only, not on the CPU. One string,
+    space-separated, to keep the record small (:func:`parse_stats` reads it back)."""
+    stats: list[str] = []
+    for key in sorted(observation):
+        values = np.asarray(observation[key], dtype=np.float64).ravel()
+        positions = np.arange(values.size, dtype=np.int64)
+        weights = 1.0 + ((positions * 7919) % 1009) / 1009.0
+        for stat in (math.fsum(np.abs(values).tolist()), math.fsum((weights * values).tolist())):
+            stats.append(f"{stat:.{STATS_DIGITS}g}")
+    return " ".join(stats)
+
+
+def parse_stats(text: str) -> list[float]:
+    return [float(field) for field in text.split()]
+
+
 def is_forced_tick(env: Any, mask: np.ndarray) -> bool:
     """An LLMCluster migration tick where "no migration" is the only valid action."""
     no_migration = getattr(env, "no_migration_action", None)
@@ -123,11 +155,13 @@ def trajectory_key(env_id: str, preset: str | None, overrides: dict[str, Any]) -
 def observation_trajectory(
     env_id: str, preset: str | None, overrides: dict[str, Any], steps: int
 ) -> dict[str, Any]:
-    """A random masked policy's run through ``env.step``: actions, digests, forced flags."""
+    """A random masked policy's run through ``env.step``: actions, digests, statistics and
+    forced flags."""
     env = gym.make(env_id, preset=preset, disable_env_checker=True, **overrides).unwrapped
     rng = np.random.default_rng(0)
     observation, _ = env.reset(seed=0)
     digests = [observation_digest(observation)]
+    stats = [observation_stats(observation)]
     actions: list[int] = []
     forced: list[bool] = []
     for _ in range(steps):
@@ -145,9 +179,10 @@ def observation_trajectory(
         actions.append(action)
         observation, _, terminated, truncated, _ = env.step(action)
         digests.append(observation_digest(observation))
+        stats.append(observation_stats(observation))
         if terminated or truncated:
             break
-    return {"actions": actions, "digests": digests, "forced": forced}
+    return {"actions": actions, "digests": digests, "forced": forced, "stats": stats}
 
 
 def build_reference() -> dict[str, Any]:

@@ -27,4 +27,9 @@ def test_shipped_checkpoint_reproduces_its_check(path):
     # invalid_action="raise" (the default): an action outside the mask would raise here.
     env = gym.make(meta["env_id"], disable_env_checker=True, **check["scenario"])
     result = run_episode(env, make_policy(meta["env_id"], "gnn"), check["seed"])
-    assert result.metrics[check["metric"]] == pytest.approx(check["value"], rel=1e-9)
+    # Exact on the recording CPU; elsewhere numpy's and OpenBLAS's per-CPU kernels round
+    # differently in the last bit and OnlineDataGen's BLAS-trained surrogate amplifies that
+    # (4.9e-7 relative between OpenBLAS's AVX2 and AVX-512 kernels). 1e-5 leaves a 20x margin
+    # and is far below a change of path: on CPUs without AVX2, OpenBLAS's Sandybridge kernels
+    # move this episode elsewhere (-21%), which no tolerance should absorb.
+    assert result.metrics[check["metric"]] == pytest.approx(check["value"], rel=1e-5)

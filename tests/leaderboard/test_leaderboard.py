@@ -275,3 +275,24 @@ def test_ray_backend_gives_the_same_rows(results, tmp_path, monkeypatch):
     assert strip_walltime(read_rows(out / "rows.jsonl")) == strip_walltime(
         read_rows(results / "rows.jsonl")
     )
+
+
+def test_replays_on_another_cpu_pass_and_edits_do_not():
+    """OnlineDataGen's surrogate training amplifies another CPU's last-bit BLAS differences to
+    ~3e-7 relative: that replays; an edit of 1e-3 does not, and other envs stay at 1e-9."""
+    from schedgym.leaderboard.validate import compare_replay
+
+    def row(env_id, value):
+        return {"env_id": env_id, "metrics": {"m": value}, "steps": 3, "episode_return": -1.0}
+
+    datagen, soc = "schedgym/OnlineDataGen-v0", SOC
+    assert (
+        compare_replay(row(datagen, 0.008137459844874684), {"m": 0.008137458844430512}, 3, -1.0)
+        is None
+    )
+    assert "m stored" in compare_replay(
+        row(datagen, 0.008137459), {"m": 0.008137459 * 1.001}, 3, -1.0
+    )
+    assert "m stored" in compare_replay(row(soc, 100.0), {"m": 100.0 * (1 + 3e-7)}, 3, -1.0)
+    assert compare_replay(row(soc, 100.0), {"m": 100.0 * (1 + 1e-12)}, 3, -1.0) is None
+    assert "steps stored" in compare_replay(row(soc, 100.0), {"m": 100.0}, 4, -1.0)

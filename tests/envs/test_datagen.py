@@ -340,6 +340,28 @@ def test_surrogate_fits_a_batch_and_is_deterministic():
         np.testing.assert_array_equal(a, b)
 
 
+def test_surrogate_polyak_average_is_the_bias_corrected_moving_average_of_the_steps():
+    rng = np.random.default_rng(4)
+    inputs = rng.uniform(-1, 1, (8, 6)).astype(np.float32)
+    targets = rng.uniform(0, 1, (8, 3)).astype(np.float32)
+    decay = 0.9
+    model = MLPSurrogate.initialised(6, 3, 8, 1, 1e-2, np.random.default_rng(1), decay)
+    plain = MLPSurrogate.initialised(6, 3, 8, 1, 1e-2, np.random.default_rng(1))
+    # Before any step the average is the trained parameters.
+    np.testing.assert_array_equal(model.predict(inputs, averaged=True), model.predict(inputs))
+    history = []
+    for _ in range(5):
+        model.train_step(inputs, targets)
+        plain.train_step(inputs, targets)
+        history.append(model.weights[0].copy())
+    # Averaging never changes training; without an average, ``averaged`` reads the trained ones.
+    np.testing.assert_array_equal(model.weights[0], plain.weights[0])
+    np.testing.assert_array_equal(plain.predict(inputs, averaged=True), plain.predict(inputs))
+    factors = np.array([decay ** (4 - i) for i in range(5)])
+    expected = np.tensordot(factors / factors.sum(), np.stack(history), axes=1)
+    np.testing.assert_allclose(model.averaged_params()[0][0], expected, rtol=1e-5, atol=1e-7)
+
+
 def test_surrogate_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     inputs = rng.uniform(-1, 1, (5, 6)).astype(np.float32)
@@ -382,6 +404,8 @@ BAD_VALUES = [
     ("num_hidden_layers", 9),
     ("learning_rate", 0.0),
     ("batch_size", 0),
+    ("weight_average_decay", 1.0),
+    ("weight_average_decay", -0.1),
     ("buffer_capacity_samples", 10),
     ("buffer_watermark_samples", 5000),
     ("firo_max_reuse", 0),

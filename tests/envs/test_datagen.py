@@ -791,7 +791,7 @@ def _hard_p99_and_band_shares(policy, seed, **overrides):
 def test_paper_effect_breed_concentrates_on_the_hard_bands_at_reduced_scale():
     # Breed on the nonlinear problem at half the budget (4 core-s): the loss-mass rule finds the
     # hardest contrast bands by itself (it is never told which) and lowers the hard p99 error
-    # (0.92 of uniform's here; the 20% target is the full-scale test below).
+    # (0.77 of uniform's here; the 20% target over six seeds is the full-scale test below).
     budget = {"compute_budget_core_s": 4.0}
     uniform_p99, uniform_share = _hard_p99_and_band_shares(
         baselines.OnlinePolicy("firo"), 0, **budget
@@ -799,17 +799,19 @@ def test_paper_effect_breed_concentrates_on_the_hard_bands_at_reduced_scale():
     adaptive_p99, adaptive_share = _hard_p99_and_band_shares(
         baselines.AdaptivePolicy("firo"), 0, **budget
     )
-    assert uniform_share[-2:].sum() == pytest.approx(0.2, abs=0.03)
-    assert adaptive_share[-2:].sum() > 0.4, adaptive_share
+    # Twenty bands: the top two hold 10% of the uniform draws (measured: 9% uniform, 30% Breed).
+    assert uniform_share[-2:].sum() == pytest.approx(0.1, abs=0.025)
+    assert adaptive_share[-2:].sum() > 0.22, adaptive_share
     assert adaptive_p99 < uniform_p99, (adaptive_p99, uniform_p99)
 
 
 @pytest.mark.slow
 def test_paper_effect_breed_lowers_hard_p99_by_a_fifth_at_full_scale():
     # The target on the hard-region preset: adaptive's hard p99 error (mean over seeds
-    # 0-2) at least 20% below every uniform online policy's, at equal compute. Seeds 3-5 give
-    # only 0.85 of FIRO's and reservoir's (see bench_datagen): the effect is about 20%, not more.
-    seeds = range(3)
+    # 0-5, held out while the preset was chosen on seeds 100-108) at least 20% below every
+    # uniform online policy's, at equal compute. Measured: 0.72 of FIRO's, 0.58 of reservoir's,
+    # 0.26 of FIFO's (per seed, over FIRO's: 0.62-0.81; see bench_datagen).
+    seeds = range(6)
     adaptive = np.mean(
         [_hard_p99_and_band_shares(baselines.AdaptivePolicy("firo"), s)[0] for s in seeds]
     )

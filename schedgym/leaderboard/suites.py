@@ -201,7 +201,12 @@ DIGEST_ADDED_FIELDS: dict[str, dict[str, Any]] = {
     LLM: {"gqa_decode_attention": False},
     PREFILL: {"kv_capacity_blocks": None},
     PREFIX: {"gqa_decode_attention": False},
-    DATAGEN: {"adaptive_proposal": "region", "breed_sigma": 0.1, "breed_pool_samples": 1024},
+    DATAGEN: {
+        "adaptive_proposal": "region",
+        "breed_sigma": 0.1,
+        "breed_pool_samples": 1024,
+        "weight_average_decay": 0.0,
+    },
 }
 
 METRICS: dict[str, PrimaryMetric] = {

@@ -340,6 +340,28 @@ def test_surrogate_fits_a_batch_and_is_deterministic():
         np.testing.assert_array_equal(a, b)
 
 
+def test_surrogate_polyak_average_is_the_bias_corrected_moving_average_of_the_steps():
+    rng = np.random.default_rng(4)
+    inputs = rng.uniform(-1, 1, (8, 6)).astype(np.float32)
+    targets = rng.uniform(0, 1, (8, 3)).astype(np.float32)
+    decay = 0.9
+    model = MLPSurrogate.initialised(6, 3, 8, 1, 1e-2, np.random.default_rng(1), decay)
+    plain = MLPSurrogate.initialised(6, 3, 8, 1, 1e-2, np.random.default_rng(1))
+    # Before any step the average is the trained parameters.
+    np.testing.assert_array_equal(model.predict(inputs, averaged=True), model.predict(inputs))
+    history = []
+    for _ in range(5):
+        model.train_step(inputs, targets)
+        plain.train_step(inputs, targets)
+        history.append(model.weights[0].copy())
+    # Averaging never changes training; without an average, ``averaged`` reads the trained ones.
+    np.testing.assert_array_equal(model.weights[0], plain.weights[0])
+    np.testing.assert_array_equal(plain.predict(inputs, averaged=True), plain.predict(inputs))
+    factors = np.array([decay ** (4 - i) for i in range(5)])
+    expected = np.tensordot(factors / factors.sum(), np.stack(history), axes=1)
+    np.testing.assert_allclose(model.averaged_params()[0][0], expected, rtol=1e-5, atol=1e-7)
+
+
 def test_surrogate_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     inputs = rng.uniform(-1, 1, (5, 6)).astype(np.float32)
@@ -382,6 +404,8 @@ BAD_VALUES = [
     ("num_hidden_layers", 9),
     ("learning_rate", 0.0),
     ("batch_size", 0),
+    ("weight_average_decay", 1.0),
+    ("weight_average_decay", -0.1),
     ("buffer_capacity_samples", 10),
     ("buffer_watermark_samples", 5000),
     ("firo_max_reuse", 0),
@@ -767,7 +791,7 @@ def _hard_p99_and_band_shares(policy, seed, **overrides):
 def test_paper_effect_breed_concentrates_on_the_hard_bands_at_reduced_scale():
     # Breed on the nonlinear problem at half the budget (4 core-s): the loss-mass rule finds the
     # hardest contrast bands by itself (it is never told which) and lowers the hard p99 error
-    # (0.92 of uniform's here; the 20% target is the full-scale test below).
+    # (0.77 of uniform's here; the 20% target over six seeds is the full-scale test below).
     budget = {"compute_budget_core_s": 4.0}
     uniform_p99, uniform_share = _hard_p99_and_band_shares(
         baselines.OnlinePolicy("firo"), 0, **budget
@@ -775,17 +799,19 @@ def test_paper_effect_breed_concentrates_on_the_hard_bands_at_reduced_scale():
     adaptive_p99, adaptive_share = _hard_p99_and_band_shares(
         baselines.AdaptivePolicy("firo"), 0, **budget
     )
-    assert uniform_share[-2:].sum() == pytest.approx(0.2, abs=0.03)
-    assert adaptive_share[-2:].sum() > 0.4, adaptive_share
+    # Twenty bands: the top two hold 10% of the uniform draws (measured: 9% uniform, 30% Breed).
+    assert uniform_share[-2:].sum() == pytest.approx(0.1, abs=0.025)
+    assert adaptive_share[-2:].sum() > 0.22, adaptive_share
     assert adaptive_p99 < uniform_p99, (adaptive_p99, uniform_p99)
 
 
 @pytest.mark.slow
 def test_paper_effect_breed_lowers_hard_p99_by_a_fifth_at_full_scale():
     # The target on the hard-region preset: adaptive's hard p99 error (mean over seeds
-    # 0-2) at least 20% below every uniform online policy's, at equal compute. Seeds 3-5 give
-    # only 0.85 of FIRO's and reservoir's (see bench_datagen): the effect is about 20%, not more.
-    seeds = range(3)
+    # 0-5, held out while the preset was chosen on seeds 100-108) at least 20% below every
+    # uniform online policy's, at equal compute. Measured: 0.72 of FIRO's, 0.58 of reservoir's,
+    # 0.26 of FIFO's (per seed, over FIRO's: 0.62-0.81; see bench_datagen).
+    seeds = range(6)
     adaptive = np.mean(
         [_hard_p99_and_band_shares(baselines.AdaptivePolicy("firo"), s)[0] for s in seeds]
     )

@@ -75,7 +75,9 @@ class Scores:
 
 def score(model: MLPSurrogate, validation: ValidationSet, num_regions: int) -> Scores:
     """Evaluate ``model`` on ``validation``."""
-    per_sample = model.per_sample_mse(validation.inputs, validation.targets).astype(np.float64)
+    # The averaged parameters when the config keeps a Polyak average, else the trained ones.
+    errors = model.per_sample_mse(validation.inputs, validation.targets, averaged=True)
+    per_sample = errors.astype(np.float64)
     rmse = np.sqrt(per_sample)
     hard = validation.hard
     counts = np.bincount(validation.region, minlength=num_regions)
@@ -120,7 +122,9 @@ class DataGenSimulator(Forkable):
         self.validation = instance.validation
         self.num_regions = config.num_regions
         self.output_dim = config.grid_size**2
-        self.surrogate = MLPSurrogate(instance.initial_weights, config.learning_rate)
+        self.surrogate = MLPSurrogate(
+            instance.initial_weights, config.learning_rate, config.weight_average_decay
+        )
         costs = load_cost_table(config.cost_table)
         self.cost_table_cpu = costs.cpu
         # Seconds of one simulation on one core, and of one training step on one core.

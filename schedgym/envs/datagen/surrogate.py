@@ -57,9 +57,15 @@ class MLPSurrogate:
         weights: the initial ``(fan_in, fan_out)`` weights per layer (copied; biases start at
             zero). :meth:`initialised` draws them.
         learning_rate: Adam's step size.
+        average_decay: decay per step of an exponential moving average of the parameters
+            (Polyak averaging, bias-corrected as Adam's moments), which :meth:`predict` and
+            :meth:`per_sample_mse` use with ``averaged=True``; 0 keeps no average (``averaged``
+            then reads the trained parameters).
     """
 
-    def __init__(self, weights: Sequence[np.ndarray], learning_rate: float) -> None:
+    def __init__(
+        self, weights: Sequence[np.ndarray], learning_rate: float, average_decay: float = 0.0
+    ) -> None:
         # Copied: Adam updates the weights in place, and the given ones may be shared (an
         # episode instance's, read-only).
         self.weights: list[np.ndarray] = [  # (fan_in, fan_out) float32 each
@@ -72,6 +78,9 @@ class MLPSurrogate:
         self._first = [np.zeros_like(p) for p in self._params()]
         self._second = [np.zeros_like(p) for p in self._params()]
         self.steps = 0
+        self.average_decay = average_decay
+        # The running averages, started at zero (the bias correction removes the start).
+        self._average = [np.zeros_like(p) for p in self._params()] if average_decay > 0.0 else []
 
     @classmethod
     def initialised(
@@ -82,10 +91,11 @@ class MLPSurrogate:
         num_hidden_layers: int,
         learning_rate: float,
         rng: np.random.Generator,
+        average_decay: float = 0.0,
     ) -> MLPSurrogate:
         """A fresh surrogate with weights drawn by :func:`initial_weights` from ``rng``."""
         widths = layer_widths(input_dim, output_dim, hidden_width, num_hidden_layers)
-        return cls(initial_weights(widths, rng), learning_rate)
+        return cls(initial_weights(widths, rng), learning_rate, average_decay)
 
     def _params(self) -> list[np.ndarray]:
         return [*self.weights, *self.biases]
@@ -95,19 +105,34 @@ class MLPSurrogate:
         """Trainable scalars."""
         return sum(p.size for p in self._params())
 
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """``(N, input_dim)`` -> ``(N, output_dim)`` float32."""
+    def averaged_params(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The Polyak-averaged ``(weights, biases)``, bias-corrected; the trained ones when no
+        average is kept or no step was taken yet."""
+        if not self._average or self.steps == 0:
+            return self.weights, self.biases
+        correction = np.float32(1.0 / (1.0 - self.average_decay**self.steps))
+        averaged = [average * correction for average in self._average]
+        layers = len(self.weights)
+        return averaged[:layers], averaged[layers:]
+
+    def predict(self, inputs: np.ndarray, averaged: bool = False) -> np.ndarray:
+        """``(N, input_dim)`` -> ``(N, output_dim)`` float32; with ``averaged``, by the
+        Polyak-averaged parameters (see ``average_decay``)."""
+        weights, biases = self.averaged_params() if averaged else (self.weights, self.biases)
         activation = np.asarray(inputs, np.float32)
-        last = len(self.weights) - 1
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+        last = len(weights) - 1
+        for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
             activation = activation @ weight + bias
             if layer < last:
                 np.maximum(activation, 0.0, out=activation)
         return activation
 
-    def per_sample_mse(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """``(N,)`` mean squared error of each sample, without training."""
-        diff = self.predict(inputs) - targets
+    def per_sample_mse(
+        self, inputs: np.ndarray, targets: np.ndarray, averaged: bool = False
+    ) -> np.ndarray:
+        """``(N,)`` mean squared error of each sample, without training (``averaged``: see
+        :meth:`predict`)."""
+        diff = self.predict(inputs, averaged) - targets
         return np.einsum("ij,ij->i", diff, diff) / diff.shape[1]
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -148,6 +173,11 @@ class MLPSurrogate:
             second *= np.float32(BETA2)
             second += np.float32(1.0 - BETA2) * grad * grad
             param -= step_size * first / (np.sqrt(second) + np.float32(EPSILON))
+        if self._average:
+            keep = np.float32(self.average_decay)
+            for param, average in zip(self._params(), self._average, strict=True):
+                average *= keep
+                average += np.float32(1.0 - self.average_decay) * param
 
 
 def training_flops(batch_size: int, num_params: int) -> float:

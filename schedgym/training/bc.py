@@ -3,6 +3,12 @@ discounted returns) before PPO, so RL starts at the heuristic's level instead of
 
 Traces come from the training scenarios on training seeds (never validation or test seeds).
 Steps are subsampled uniformly per episode so a long episode does not fill memory.
+
+DAgger-style aggregation (``bc_dagger_rounds``): the clone then drives episodes of its own, the
+heuristic labels every state the clone visits, and the network is refitted on all traces so
+far, so it also learns the heuristic's choice in the states its own mistakes lead to. The
+heuristic is asked (``act``) at every step and its answer is not executed; a heuristic whose
+state depends on its own past actions is then asked about a trajectory it did not drive.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from schedgym.core.policy import make_policy
+from schedgym.core.policy import Policy, make_policy
 from schedgym.training.envs import make_scenario_env, scheduling_env
 
 
@@ -24,8 +30,12 @@ def collect_traces(
     steps_per_episode: int,
     gamma: float,
     seed: int,
+    actor: Policy | None = None,
 ) -> dict[str, Any]:
-    """Observations, masks, actions and discounted returns of ``policy_name`` (subsampled)."""
+    """Observations, masks, actions and discounted returns of ``policy_name`` (subsampled).
+
+    With ``actor``, the actor drives the episodes and ``policy_name`` labels the states (the
+    returns are the actor's)."""
     rng = np.random.default_rng(seed)
     observations: dict[str, list[np.ndarray]] = {}
     masks: list[np.ndarray] = []
@@ -36,13 +46,16 @@ def collect_traces(
         env = make_scenario_env(env_id, scenarios[episode % len(scenarios)])
         obs, _ = env.reset(seed=seed + episode)
         policy.reset(env)
+        if actor is not None:
+            actor.reset(env)
         steps: list[tuple[dict[str, np.ndarray], np.ndarray, int]] = []
         rewards: list[float] = []
         done = False
         while not done:
             mask = np.asarray(scheduling_env(env).action_masks(), dtype=bool)
-            action = int(policy.act(obs, env))
-            steps.append((obs, mask, action))
+            label = int(policy.act(obs, env))
+            action = label if actor is None else int(actor.act(obs, env))
+            steps.append((obs, mask, label))
             obs, reward, terminated, truncated, _ = env.step(action)
             rewards.append(float(reward))
             done = terminated or truncated
@@ -68,6 +81,17 @@ def collect_traces(
     }
 
 
+def merge_traces(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The samples of both trace sets, ``first``'s then ``second``'s."""
+    return {
+        "observations": {
+            k: np.concatenate([v, second["observations"][k]])
+            for k, v in first["observations"].items()
+        },
+        **{k: np.concatenate([first[k], second[k]]) for k in ("masks", "actions", "returns")},
+    }
+
+
 def behaviour_clone(
     policy: Any,
     traces: dict[str, Any],
@@ -78,13 +102,17 @@ def behaviour_clone(
     log: Any = None,
 ) -> dict[str, float]:
     """Train ``policy`` (a CandidateScoringPolicy) on ``traces``; returns the final accuracy
-    and losses. Cross-entropy over the masked actions plus 0.5 x value MSE."""
+    and losses. Cross-entropy over the masked actions plus 0.5 x value MSE in units of the
+    returns' variance: raw returns run to hundreds, and their squared error would swamp the
+    imitation gradient under the shared norm clipping (the policy stayed at the majority action)."""
     generator = torch.Generator().manual_seed(seed)
     count = len(traces["actions"])
     obs = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in traces["observations"].items()}
     masks = torch.as_tensor(traces["masks"])
     actions = torch.as_tensor(traces["actions"])
     returns = torch.as_tensor(traces["returns"])
+    return_scale = float(returns.var()) if count > 1 else 1.0
+    return_scale = return_scale if return_scale > 1e-8 else 1.0
     policy.set_training_mode(True)
     # Imitation is supervised and stable: a larger step than PPO's; PPO's rate comes back after.
     previous_rates = [group["lr"] for group in policy.optimizer.param_groups]
@@ -102,7 +130,7 @@ def behaviour_clone(
             )
             policy_loss = -log_prob.mean()
             value_loss = torch.nn.functional.mse_loss(values.flatten(), returns[index])
-            loss = policy_loss + 0.5 * value_loss
+            loss = policy_loss + 0.5 * value_loss / return_scale
             policy.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)

@@ -36,6 +36,7 @@ OWN_KEYS = (
     "bc_epochs",
     "bc_learning_rate",
     "bc_batch_size",
+    "bc_dagger_rounds",
     "eval_episodes",
     "eval_scenarios",
     "eval_freq",

@@ -32,7 +32,7 @@ from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
 from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import write_json_atomic
 from schedgym.core.policy import env_family
-from schedgym.training.bc import behaviour_clone, collect_traces
+from schedgym.training.bc import behaviour_clone, collect_traces, merge_traces
 from schedgym.training.config import (
     PPO_KEYS,
     eval_scenarios,
@@ -268,7 +268,11 @@ def train(
         for key in ("behaviour_cloning", "learning_curve", "best_validation", "wall_time_s"):
             if key in previous:
                 meta[key] = previous[key]
-        meta["resumed_from"] = {"path": str(resume), "timesteps": model.num_timesteps}
+        meta["resumed_from"] = {
+            "path": str(resume),
+            "timesteps": model.num_timesteps,
+            "command": previous.get("command"),
+        }
     run = _Run(meta, out_dir, started)
     if resume is None and params.get("bc_policy"):
         traces = collect_traces(
@@ -289,13 +293,41 @@ def train(
             float(params["bc_learning_rate"]),
             log=(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None,
         )
+        episodes_bc = int(params["bc_episodes"])
+        rounds = []
+        for round_index in range(int(params.get("bc_dagger_rounds") or 0)):
+            # Seeds after the first collection's, inside this run's training seed block.
+            visited = collect_traces(
+                env_id,
+                scenarios,
+                params["bc_policy"],
+                episodes_bc,
+                int(params["bc_steps_per_episode"]),
+                float(params["gamma"]),
+                training_seed(seed, n_envs) + (round_index + 1) * episodes_bc,
+                actor=NetworkPolicy(model.policy),
+            )
+            traces = merge_traces(traces, visited)
+            round_stats = behaviour_clone(
+                model.policy,
+                traces,
+                int(params["bc_epochs"]),
+                int(params.get("bc_batch_size") or params["batch_size"]),
+                seed + round_index + 1,
+                float(params["bc_learning_rate"]),
+                log=(lambda line: print(line, file=sys.stderr, flush=True)) if progress else None,
+            )
+            rounds.append({"samples": len(traces["actions"]), **round_stats})
+            stats = round_stats
         meta["behaviour_cloning"] = {
             "policy": params["bc_policy"],
-            "episodes": int(params["bc_episodes"]),
+            "episodes": episodes_bc,
             "samples": len(traces["actions"]),
             "epochs": int(params["bc_epochs"]),
             **stats,
         }
+        if rounds:
+            meta["behaviour_cloning"]["dagger_rounds"] = rounds
     episodes = int(params["eval_episodes"])
     validation_scenarios = eval_scenarios(params, scenarios) if not presets else scenarios
     meta["validation_scenarios"] = validation_scenarios

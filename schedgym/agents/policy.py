@@ -50,6 +50,13 @@ class GNNPolicy:
 
         key = (id(env.unwrapped), env.unwrapped.spec.id if env.unwrapped.spec else None)
         if self._network is None:
+            import torch
+
+            # One decision's forward pass is a few small matrix products: intra-op threads
+            # only add synchronisation, and on a loaded machine (leaderboard workers, other
+            # jobs) a thread descheduled mid-product stalls the rest: a 100-request PrefillChunk
+            # episode took 45 s with torch's two threads and 7 s with one.
+            torch.set_num_threads(1)
             self._network, self.metadata = load_policy(self.checkpoint, env)
             self._env_key = key
         elif key != self._env_key:

@@ -89,7 +89,17 @@ class LLMClusterEncoder(CandidateEncoder):
 
 
 class PrefixBatchEncoder(CandidateEncoder):
-    """Release-group scores plus a run-on score."""
+    """Release-group scores plus a run-on score.
+
+    Each group's row gets derived features that hundreds of near-equal groups need to be told
+    apart: the log of its pending requests' decode ratio (mean output over mean prompt tokens,
+    columns 2 and 1, the order BatchLLM releases groups in), whether that ratio is the highest
+    among the groups with requests pending, and whether the group is partly released (some but
+    not all of its requests pending). The group that is partly released, else the top-ratio one,
+    is the natural next release; its row joins the context, so the run-on score sees what
+    releasing it would cost. The raw row also reaches the score projection beside its
+    embedding, because the embedding MLP's input LayerNorm rescales each row.
+    """
 
     def __init__(
         self, observation_space: spaces.Dict, layout: dict[str, Any], hidden: int = 64
@@ -99,18 +109,42 @@ class PrefixBatchEncoder(CandidateEncoder):
         glob_dim = box_shape(observation_space, "global_features")[0]
         self.num_actions = self.num_groups + 1
         self.value_dim = hidden
-        self.group_in = mlp(group_dim, hidden, hidden)
-        self.ctx = mlp(2 * hidden + glob_dim, hidden, hidden)
-        self.group_proj = nn.Linear(hidden, hidden)
+        row_dim = group_dim + 3
+        self.group_in = mlp(row_dim, hidden, hidden)
+        self.ctx = mlp(2 * hidden + glob_dim + row_dim, hidden, hidden)
+        self.group_proj = nn.Linear(hidden + row_dim, hidden)
         self.ctx_proj = nn.Linear(hidden, hidden)
         self.head = CandidateHead(hidden)
         self.run_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), CandidateHead(hidden))
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        groups = self.group_in(symlog(obs["groups"]))
+        raw = obs["groups"]
         mask = obs["group_mask"] > 0.5
-        ctx = self.ctx(torch.cat([_pool(groups, mask), symlog(obs["global_features"])], -1))
-        scores = self.head(self.group_proj(groups) + self.ctx_proj(ctx).unsqueeze(1))
+        pending = mask & (raw[..., 0] > 0)
+        # Token means are in units of 1024 tokens: 1e-3 is about one token, so an empty group's
+        # ratio is 0 rather than undefined.
+        ratio = torch.log((raw[..., 2] + 1e-3) / (raw[..., 1] + 1e-3))
+        top = ratio.masked_fill(~pending, -torch.inf).amax(1, keepdim=True)
+        is_top = pending & (ratio >= top)
+        partial = pending & (raw[..., 0] < 1)
+        current = torch.where(partial.any(1, keepdim=True), partial, is_top)
+        rows = torch.cat(
+            [symlog(raw), ratio.unsqueeze(-1), is_top.unsqueeze(-1), partial.unsqueeze(-1)], -1
+        )
+        groups = self.group_in(rows)
+        ctx = self.ctx(
+            torch.cat(
+                [
+                    _pool(groups, mask),
+                    symlog(obs["global_features"]),
+                    masked_mean(rows, current.unsqueeze(-1), 1),
+                ],
+                -1,
+            )
+        )
+        scores = self.head(
+            self.group_proj(torch.cat([groups, rows], -1)) + self.ctx_proj(ctx).unsqueeze(1)
+        )
         return torch.cat([scores, self.run_head(ctx).unsqueeze(1)], 1), ctx
 
 

@@ -30,12 +30,12 @@ def collect_traces(
     steps_per_episode: int,
     gamma: float,
     seed: int,
-    driver: Any = None,
+    actor: Any = None,
 ) -> dict[str, Any]:
     """Observations, masks, actions and discounted returns of ``policy_name`` (subsampled).
 
-    With ``driver`` (a Policy), the driver chooses the actions that are taken and the teacher
-    only labels each state (DAgger); the returns are then the driver's."""
+    With ``actor`` (a Policy), the actor chooses the actions that are taken and the teacher
+    only labels each state (DAgger); the returns are then the actor's."""
     rng = np.random.default_rng(seed)
     observations: dict[str, list[np.ndarray]] = {}
     masks: list[np.ndarray] = []
@@ -46,8 +46,8 @@ def collect_traces(
         env = make_scenario_env(env_id, scenarios[episode % len(scenarios)])
         obs, _ = env.reset(seed=seed + episode)
         policy.reset(env)
-        if driver is not None:
-            driver.reset(env)
+        if actor is not None:
+            actor.reset(env)
         steps: list[tuple[dict[str, np.ndarray], np.ndarray, int]] = []
         rewards: list[float] = []
         done = False
@@ -55,8 +55,8 @@ def collect_traces(
             mask = np.asarray(scheduling_env(env).action_masks(), dtype=bool)
             action = int(policy.act(obs, env))
             steps.append((obs, mask, action))
-            if driver is not None:
-                action = int(driver.act(obs, env))
+            if actor is not None:
+                action = int(actor.act(obs, env))
             obs, reward, terminated, truncated, _ = env.step(action)
             rewards.append(float(reward))
             done = terminated or truncated
@@ -82,6 +82,17 @@ def collect_traces(
     }
 
 
+def merge_traces(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The samples of both trace sets, ``first``'s then ``second``'s."""
+    return {
+        "observations": {
+            k: np.concatenate([v, second["observations"][k]])
+            for k, v in first["observations"].items()
+        },
+        **{k: np.concatenate([first[k], second[k]]) for k in ("masks", "actions", "returns")},
+    }
+
+
 def behaviour_clone(
     policy: Any,
     traces: dict[str, Any],
@@ -92,13 +103,17 @@ def behaviour_clone(
     log: Any = None,
 ) -> dict[str, float]:
     """Train ``policy`` (a CandidateScoringPolicy) on ``traces``; returns the final accuracy
-    and losses. Cross-entropy over the masked actions plus 0.5 x value MSE."""
+    and losses. Cross-entropy over the masked actions plus 0.5 x value MSE in units of the
+    returns' variance: raw returns run to hundreds, and their squared error would swamp the
+    imitation gradient under the shared norm clipping (the policy stayed at the majority action)."""
     generator = torch.Generator().manual_seed(seed)
     count = len(traces["actions"])
     obs = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in traces["observations"].items()}
     masks = torch.as_tensor(traces["masks"])
     actions = torch.as_tensor(traces["actions"])
     returns = torch.as_tensor(traces["returns"])
+    return_scale = float(returns.var()) if count > 1 else 1.0
+    return_scale = return_scale if return_scale > 1e-8 else 1.0
     policy.set_training_mode(True)
     # Imitation is supervised and stable: a larger step than PPO's; PPO's rate comes back after.
     previous_rates = [group["lr"] for group in policy.optimizer.param_groups]
@@ -116,7 +131,7 @@ def behaviour_clone(
             )
             policy_loss = -log_prob.mean()
             value_loss = torch.nn.functional.mse_loss(values.flatten(), returns[index])
-            loss = policy_loss + 0.5 * value_loss
+            loss = policy_loss + 0.5 * value_loss / return_scale
             policy.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
@@ -133,20 +148,6 @@ def behaviour_clone(
         group["lr"] = rate
     policy.set_training_mode(False)
     return stats
-
-
-def concatenate(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
-    """Two trace sets as one."""
-    return {
-        "observations": {
-            key: np.concatenate([value, second["observations"][key]])
-            for key, value in first["observations"].items()
-        },
-        **{
-            key: np.concatenate([first[key], second[key]])
-            for key in ("masks", "actions", "returns")
-        },
-    }
 
 
 def warm_start(
@@ -180,7 +181,6 @@ def warm_start(
     stats = behaviour_clone(policy, traces, epochs, batch_size, seed, rate, log)
     history = [{"round": 0, "samples": len(traces["actions"]), **stats}]
     for round_index in range(1, rounds + 1):
-        driver = NetworkPolicy(policy)
         more = collect_traces(
             env_id,
             scenarios,
@@ -189,12 +189,12 @@ def warm_start(
             steps,
             gamma,
             seed + round_index * episodes,
-            driver=driver,
+            actor=NetworkPolicy(policy),
         )
         # How often the network already agrees with the teacher on its own states: DAgger's
         # measure of progress (plain accuracy is on the teacher's states).
         on_policy = float(np.mean(more["actions"] == _greedy(policy, more)))
-        traces = concatenate(traces, more)
+        traces = merge_traces(traces, more)
         stats = behaviour_clone(policy, traces, epochs, batch_size, seed + round_index, rate, log)
         history.append(
             {

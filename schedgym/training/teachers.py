@@ -54,6 +54,9 @@ TEACHERS = {"SoCDAG": {"etf-shortest-remaining": ShortestRemainingWorkETF}}
 STATE_ONLY_BASELINES = {
     "SoCDAG": ("etf", "eft", "met", "fcfs"),
     "MeshAssign": ("bytescale",),
+    "PrefillChunk": ("sarathi-512", "sarathi-2048", "vllm", "orca"),
+    # BatchLLM's cursor only skips groups with nothing pending, which never come back.
+    "PrefixBatch": ("batchllm",),
 }
 
 

@@ -268,7 +268,11 @@ def train(
         for key in ("behaviour_cloning", "learning_curve", "best_validation", "wall_time_s"):
             if key in previous:
                 meta[key] = previous[key]
-        meta["resumed_from"] = {"path": str(resume), "timesteps": model.num_timesteps}
+        meta["resumed_from"] = {
+            "path": str(resume),
+            "timesteps": model.num_timesteps,
+            "command": previous.get("command"),
+        }
     run = _Run(meta, out_dir, started)
     if resume is None and params.get("bc_policy"):
         meta["behaviour_cloning"] = warm_start(

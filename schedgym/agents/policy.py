@@ -45,6 +45,17 @@ class GNNPolicy:
         self._env_key: Any = None
         self.metadata: dict[str, Any] = {}
 
+    def incompatibility(self, env: Any) -> str | None:
+        """Why the checkpoint cannot act in ``env`` (another env or observation layout), or
+        None when it can. Reads the checkpoint's metadata only."""
+        from schedgym.agents.checkpoint import check_compatible, read_metadata
+
+        try:
+            check_compatible(read_metadata(self.checkpoint), env, str(self.checkpoint))
+        except ConfigError as error:
+            return str(error)
+        return None
+
     def reset(self, env: Any) -> None:
         from schedgym.agents.checkpoint import check_compatible, load_policy
 

@@ -15,8 +15,8 @@ from typing import TextIO
 from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import require_writable_dir
 from schedgym.leaderboard.backends import BACKENDS, run_tasks
-from schedgym.leaderboard.episode import Task, row_key, suite_digest
-from schedgym.leaderboard.policies import is_external, select_policies
+from schedgym.leaderboard.episode import Task, make_env, row_key, suite_digest
+from schedgym.leaderboard.policies import build_policy, is_external, select_policies
 from schedgym.leaderboard.progress import ProgressBar
 from schedgym.leaderboard.rows import RowWriter, drop_torn_tail, read_rows, rows_path
 from schedgym.leaderboard.suites import Suite
@@ -49,13 +49,40 @@ def plan_run(suite: Suite, requested: Sequence[str] | None) -> RunPlan:
                 f"--policy: {unknown} is not registered for any environment of the run "
                 f"({', '.join(suite.env_ids)}); `schedgym list` shows the names"
             )
+    unfit = _unfit_checkpoints(suite, policies, notes)
     tasks = [
         Task(suite.name, suite.version, scenario.env_id, scenario.name, seed, policy)
         for scenario in suite.scenarios
         for seed in suite.seeds
         for policy in policies[scenario.env_id]
+        if (scenario.env_id, scenario.name, policy) not in unfit
     ]
     return RunPlan(suite, policies, tasks, notes)
+
+
+def _unfit_checkpoints(
+    suite: Suite, policies: dict[str, tuple[str, ...]], notes: list[str]
+) -> set[tuple[str, str, str]]:
+    """(env id, scenario, policy) of the trained agents whose checkpoint does not fit a
+    scenario's observation layout (a PrefixBatch agent trained on 400 requests, a SoCDAG agent
+    on 12 job slots); they are skipped there with a note instead of failing the run."""
+    unfit: set[tuple[str, str, str]] = set()
+    for scenario in suite.scenarios:
+        checkpoints = []
+        for name in policies[scenario.env_id]:
+            policy = build_policy(scenario.env_id, name)
+            if callable(getattr(policy, "incompatibility", None)):
+                checkpoints.append((name, policy))
+        if not checkpoints:
+            continue
+        env = make_env(scenario)
+        for name, policy in checkpoints:
+            problem = policy.incompatibility(env)
+            if problem is not None:
+                unfit.add((scenario.env_id, scenario.name, name))
+                notes.append(f"{scenario.env_id}/{scenario.name}: skipped {name!r}: {problem}")
+        env.close()
+    return unfit
 
 
 def run_leaderboard(

@@ -21,12 +21,16 @@ from schedgym.envs.soc.dag import (
     topcuoglu_dag,
     topcuoglu_platform,
 )
+from schedgym.leaderboard.policies import is_baseline
 
 BASELINES = ["heft", "etf", "met", "eft", "cp", "fcfs", "random"]
 
 
 def test_every_baseline_is_registered():
-    assert policy_names("schedgym/SoCDAG-v0")[: len(BASELINES)] == BASELINES
+    # The shipped agent (gnn) registers too, before or after the baselines depending on imports.
+    names = policy_names("schedgym/SoCDAG-v0")
+    baselines = [name for name in names if is_baseline("schedgym/SoCDAG-v0", name)]
+    assert baselines[: len(BASELINES)] == BASELINES
 
 
 def test_heft_topcuoglu_example_makespan_and_order():

@@ -83,3 +83,20 @@ def test_unknown_suite_version_and_env_are_clear_errors():
             "x", 1, (Scenario("schedgym/SoCDAG-v0", "a", "tiny"),) * 2, (1,),
             get_suite("smoke").metrics,
         )  # fmt: skip
+
+
+def test_a_checkpoint_is_skipped_where_its_layout_does_not_fit():
+    """Shipped agents run every quick scenario (trained on those layouts) and are skipped, with
+    a note naming the scenario, where a scenario's padding differs (smoke's tiny presets)."""
+    pytest.importorskip("torch")
+    from schedgym.leaderboard.evaluate import plan_run
+    from schedgym.leaderboard.suites import get_suite
+
+    quick = plan_run(get_suite("quick"), None)
+    gnn_envs = {task.env_id for task in quick.tasks if task.policy == "gnn"}
+    assert gnn_envs == set(env_ids())
+    smoke = plan_run(get_suite("smoke"), None)
+    assert not [task for task in smoke.tasks if task.policy == "gnn"]
+    skipped = [note for note in smoke.notes if "skipped 'gnn'" in note]
+    assert len(skipped) == len(env_ids())
+    assert all("/tiny: " in note and "observation shapes" in note for note in skipped)

@@ -70,14 +70,15 @@ def _unfit_checkpoints(
     for scenario in suite.scenarios:
         checkpoints = []
         for name in policies[scenario.env_id]:
-            policy = build_policy(scenario.env_id, name)
-            if callable(getattr(policy, "incompatibility", None)):
-                checkpoints.append((name, policy))
+            # Only trained agents (GNNPolicy) say which layouts they fit.
+            incompatibility = getattr(build_policy(scenario.env_id, name), "incompatibility", None)
+            if callable(incompatibility):
+                checkpoints.append((name, incompatibility))
         if not checkpoints:
             continue
         env = make_env(scenario)
-        for name, policy in checkpoints:
-            problem = policy.incompatibility(env)
+        for name, incompatibility in checkpoints:
+            problem = incompatibility(env)
             if problem is not None:
                 unfit.add((scenario.env_id, scenario.name, name))
                 notes.append(f"{scenario.env_id}/{scenario.name}: skipped {name!r}: {problem}")

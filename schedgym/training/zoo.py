@@ -105,7 +105,7 @@ def enable_maskable_ppo() -> None:
 
     rl_zoo3.utils.ALGOS.setdefault("ppo_mask", MaskablePPO)
     # rl_zoo3's EvalCallback would call predict() without masks and step invalid actions.
-    rl_zoo3.exp_manager.EvalCallback = MaskableEvalCallback  # type: ignore[misc]
+    rl_zoo3.exp_manager.EvalCallback = MaskableEvalCallback  # type: ignore[misc,unused-ignore]
 
 
 def main() -> None:

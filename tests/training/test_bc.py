@@ -44,15 +44,11 @@ def _model():
 def test_an_actor_takes_the_actions_and_the_teacher_labels_them():
     """DAgger traces: the random actor's trajectory, each state labelled with FCFS's choice."""
     own = collect_traces(SOC, TINY, "fcfs", 1, 10_000, 0.99, 5)
-    driven = collect_traces(
-        SOC, TINY, "fcfs", 1, 10_000, 0.99, 5, actor=make_policy(SOC, "random")
-    )
+    driven = collect_traces(SOC, TINY, "fcfs", 1, 10_000, 0.99, 5, actor=make_policy(SOC, "random"))
     assert not np.array_equal(own["actions"], driven["actions"][: len(own["actions"])])
     # Every label is valid in the state it labels, and the same seeds give the same traces.
     assert driven["masks"][np.arange(len(driven["actions"])), driven["actions"]].all()
-    replay = collect_traces(
-        SOC, TINY, "fcfs", 1, 10_000, 0.99, 5, actor=make_policy(SOC, "random")
-    )
+    replay = collect_traces(SOC, TINY, "fcfs", 1, 10_000, 0.99, 5, actor=make_policy(SOC, "random"))
     np.testing.assert_array_equal(replay["actions"], driven["actions"])
 
 

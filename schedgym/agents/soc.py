@@ -192,9 +192,8 @@ class SoCDAGEncoder(CandidateEncoder):
         held_by = scores.gather(2, blocker.clamp(min=0).unsqueeze(2))
         gap = (held_by - scores).clamp(min=0.0) + CLAIM_PENALTY
         pairs = scores - torch.where(handled.unsqueeze(2), gap, torch.zeros_like(gap))
-        free = scores.masked_fill(
-            handled.unsqueeze(2) | (claimed | busy).unsqueeze(1), NOT_READY_SCORE
-        )
+        # Claimed PEs are busy ones, so the busy mask already leaves them out.
+        free = scores.masked_fill(handled.unsqueeze(2) | busy.unsqueeze(1), NOT_READY_SCORE)
         best_free = free.amax((1, 2))
         next_busy = scores.masked_fill(
             handled.unsqueeze(2) | (claimed | ~busy).unsqueeze(1), NOT_READY_SCORE

@@ -35,7 +35,7 @@ class ShortestRemainingWorkETF(SimulatorPolicy[SoCSimulator]):
 
     def act(self, observation: Any, env: Any) -> int:
         sim = self.simulator(env)
-        fastest = np.nanmin(np.where(np.isnan(sim.node_exec_us), np.inf, sim.node_exec_us), axis=1)
+        fastest = np.where(np.isnan(sim.node_exec_us), np.inf, sim.node_exec_us).min(axis=1)
         left = np.maximum(sim.node_expected_finish_us - sim.now_us, 0.0)
         per_node = np.where(sim.node_state == RUNNING, left, fastest)
         live = (sim.slot_job_id[sim.node_job_slot] >= 0) & (sim.node_state != DONE)

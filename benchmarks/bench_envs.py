@@ -81,6 +81,18 @@ def baseline_steps_per_s(
     return steps / elapsed
 
 
+def fits_default_config(env_id: str, name: str) -> bool:
+    """Whether policy ``name`` can act on ``env_id``'s default config (a shipped checkpoint
+    acts only on the observation layout it was trained on)."""
+    incompatibility = getattr(make_policy(env_id, name), "incompatibility", None)
+    if not callable(incompatibility):
+        return True
+    problem = incompatibility(gym.make(env_id, disable_env_checker=True).unwrapped)
+    if problem is not None:
+        print(f"  baseline {name:<18}: skipped ({problem})")
+    return problem is None
+
+
 def heft_jobs_per_s(num_jobs: int) -> tuple[float, float]:
     env = gym.make("schedgym/SoCDAG-v0", preset="medium", num_jobs=num_jobs, warmup_jobs=0)
     started = CLOCK()
@@ -126,6 +138,7 @@ def main() -> None:
         rates = {
             n: baseline_steps_per_s(env_id, n, args.steps // 4, args.max_seconds)
             for n in policy_names(env_id)
+            if fits_default_config(env_id, n)
         }
         fastest = max(rates, key=rates.__getitem__)
         rate = baseline_steps_per_s(

@@ -230,10 +230,15 @@ class ByteScalePolicy(SimulatorPolicy[MeshSimulator]):
         pass
 
     def act(self, observation: Any, env: Any) -> int:
-        sim = self.simulator(env)
-        k = sim.degree_range()[0]
-        finish = sim.placement_finish_s(k)
-        return sim.encode(k, int(np.argmin(finish)))
+        return bytescale_action(self.simulator(env))
+
+
+def bytescale_action(sim: MeshSimulator) -> int:
+    """ByteScale's placement of the current sequence: its smallest valid degree, on the group
+    of that degree that finishes it earliest."""
+    k = sim.degree_range()[0]
+    finish = sim.placement_finish_s(k)
+    return sim.encode(k, int(np.argmin(finish)))
 
 
 for _name, _factory, _description in (

@@ -1,10 +1,9 @@
 """Behaviour-cloning teachers: the SoCDAG shortest-remaining-work ETF, the MeshAssign ByteScale
-rollout."""
+degree escalation."""
 
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +12,7 @@ import schedgym  # noqa: F401
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import make_policy
 from schedgym.training.teachers import (
-    ByteScaleRollout,
+    ByteScaleEscalation,
     ShortestRemainingWorkETF,
     labels_any_state,
     make_teacher,
@@ -62,41 +61,58 @@ def test_unknown_teacher_is_refused_with_the_known_names():
     assert make_teacher(SOC, "heft") is not None
 
 
-def _batch_step_times(policy, seed, **overrides):
-    env = gym.make(MESH, preset="tiny", disable_env_checker=True, **overrides)
+def _placement_finish_s(sim, action):
+    k, slot = sim.decode(action)
+    return float(sim.placement_finish_s(k)[slot])
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), capacity=st.sampled_from([2048, 4096, 8192]))
+def test_escalation_keeps_bytescale_unless_the_sequence_would_stick_out(seed, capacity):
+    """At every decision: where ByteScale's placement finishes within the ideal compute time the
+    teacher takes it; otherwise it takes a placement that finishes no later (within the ideal
+    compute time if one does, else the earliest of every degree)."""
+    env = gym.make(MESH, preset="tiny", capacity_tokens_per_rank=capacity, disable_env_checker=True)
     obs, _ = env.reset(seed=seed)
-    policy.reset(env)
+    teacher, bytescale = ByteScaleEscalation(), make_policy(MESH, "bytescale")
+    teacher.reset(env)
+    bytescale.reset(env)
     sim = env.unwrapped.simulator
-    step_times, actions = [], []
     done = False
     while not done:
-        before = sim.cursor, sim.finish_s.copy()
-        action = policy.act(obs, env)
-        # The rollouts run on forks: acting leaves the simulator as it was.
-        assert (sim.cursor, sim.finish_s.tolist()) == (before[0], before[1].tolist())
+        action, baseline = teacher.act(obs, env), bytescale.act(obs, env)
         assert env.unwrapped.action_masks()[action]
-        actions.append(action)
-        obs, reward, terminated, truncated, _ = env.step(action)
+        finish, baseline_finish = (
+            _placement_finish_s(sim, action),
+            _placement_finish_s(sim, baseline),
+        )
+        if baseline_finish <= sim.ideal_compute_s:
+            assert action == baseline
+        else:
+            assert finish <= baseline_finish
+            k_min, k_max = sim.degree_range()
+            earliest = min(sim.placement_finish_s(k).min() for k in range(k_min, k_max + 1))
+            assert finish <= sim.ideal_compute_s or finish == earliest
+        obs, _, terminated, truncated, _ = env.step(action)
         done = terminated or truncated
-        if reward != 0.0:
-            step_times.append(-reward)
-    return np.array(step_times), actions
 
 
-@settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), capacity=st.sampled_from([4096, 8192]))
-def test_bytescale_rollout_is_never_slower_than_bytescale_on_any_batch(seed, capacity):
-    """ByteScale's own choice is always a candidate, so every batch's step time is at most
-    ByteScale's (one-step rollout improvement)."""
-    overrides = {"capacity_tokens_per_rank": capacity}
-    rollout, _ = _batch_step_times(ByteScaleRollout(), seed, **overrides)
-    bytescale, _ = _batch_step_times(make_policy(MESH, "bytescale"), seed, **overrides)
-    assert rollout.shape == bytescale.shape
-    assert np.all(rollout <= bytescale * (1 + 1e-12))
+def _mean_step_time_s(policy, preset, seed):
+    env = gym.make(MESH, preset=preset, disable_env_checker=True)
+    obs, _ = env.reset(seed=seed)
+    policy.reset(env)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, env))
+        done = terminated or truncated
+    return info["step_time_s"]
 
 
-def test_bytescale_rollout_finds_shorter_steps_and_labels_any_state():
-    rollout, _ = _batch_step_times(make_teacher(MESH, "bytescale-rollout"), seed=1)
-    bytescale, _ = _batch_step_times(make_policy(MESH, "bytescale"), seed=1)
-    assert rollout.sum() < bytescale.sum()
-    assert labels_any_state(MESH, "bytescale-rollout")
+def test_escalation_shortens_long_tailed_steps_and_labels_any_state():
+    """The mechanism the MeshAssign agent is warm-started from: on a validation seed of
+    `long-tail-heavy` the step is more than 10% shorter than ByteScale's."""
+    seed = 10_000_000
+    teacher = _mean_step_time_s(make_teacher(MESH, "bytescale-escalate"), "long-tail-heavy", seed)
+    bytescale = _mean_step_time_s(make_policy(MESH, "bytescale"), "long-tail-heavy", seed)
+    assert teacher < 0.9 * bytescale
+    assert labels_any_state(MESH, "bytescale-escalate")

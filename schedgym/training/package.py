@@ -1,7 +1,13 @@
 """Ship a trained checkpoint: copy it to ``schedgym/agents/checkpoints/<Family>-v0.zip`` and
 write ``<Family>-v0.json`` beside it (the checkpoint's metadata plus a short reproducibility
 check: the greedy policy's metric on a shortened validation scenario and seed, which the tests
-re-run and compare exactly).
+re-run and compare).
+
+The check runs in a subprocess with numpy, OpenBLAS and torch held to their AVX2 kernels
+(:func:`pinned_kernel_environment`). Their per-CPU kernels round differently in the last bit,
+and an episode whose decisions feed back into what it computes amplifies that: OnlineDataGen's
+check moved 0.8% between two AVX-512 CPUs whose OpenBLAS picked different kernels (SkylakeX,
+Haswell). With the kernels held, every x86-64 CPU with AVX2 computes the same episode.
 
 Usage: ``python -m schedgym.training.package RUN/best.zip [--dest DIR]``.
 """
@@ -9,7 +15,11 @@ Usage: ``python -m schedgym.training.package RUN/best.zip [--dest DIR]``.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,14 +48,62 @@ SHORT_EPISODE: dict[str, dict[str, Any]] = {
 MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
 
 
-def reproducibility_check(checkpoint: Path, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The greedy policy's ranking metric on the shortened first validation scenario."""
-    scenario = {**metadata["validation_scenarios"][0], **SHORT_EPISODE[metadata["family"]]}
-    seed = validation_seeds(1)[0]
-    env = gym.make(metadata["env_id"], disable_env_checker=True, **scenario)
-    metric, _ = ranking_metric(metadata["env_id"])
+# numpy's AVX-512 dispatch targets (numpy 2.x names; naming one the CPU lacks is harmless).
+_NUMPY_AVX512_TARGETS = "X86_V4 AVX512_ICL AVX512_SPR"
+
+
+def pinned_kernel_environment() -> dict[str, str]:
+    """Environment variables holding numpy, OpenBLAS and torch to their AVX2 kernels, or none
+    where that cannot be done (not x86-64, or a CPU without AVX2, where OpenBLAS's Haswell
+    kernels would not run). They take effect in a new process only."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # another numpy layout: leave the kernels alone
+        return {}
+    if not __cpu_features__.get("AVX2", False):
+        return {}
+    return {
+        "OPENBLAS_CORETYPE": "Haswell",
+        "NPY_DISABLE_CPU_FEATURES": _NUMPY_AVX512_TARGETS,
+        "ATEN_CPU_CAPABILITY": "avx2",
+    }
+
+
+def check_value(checkpoint: Path, env_id: str, scenario: dict[str, Any], seed: int) -> float:
+    """The greedy policy's ranking metric on one episode, run here (kernels as they are)."""
+    env = gym.make(env_id, disable_env_checker=True, **scenario)
+    metric, _ = ranking_metric(env_id)
     value = float(run_episode(env, GNNPolicy(checkpoint), seed).metrics[metric])
     env.close()
+    return value
+
+
+def pinned_check_value(checkpoint: Path, env_id: str, scenario: dict[str, Any], seed: int) -> float:
+    """:func:`check_value` in a subprocess under :func:`pinned_kernel_environment`."""
+    request = json.dumps(
+        {"checkpoint": str(checkpoint), "env_id": env_id, "scenario": scenario, "seed": seed}
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "schedgym.training.package", "--check-value", request],
+        env={**os.environ, **pinned_kernel_environment()},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise SchedGymError(f"checkpoint: the check of {checkpoint} failed:\n{completed.stderr}")
+    return float(json.loads(completed.stdout.strip().splitlines()[-1])["value"])
+
+
+def reproducibility_check(checkpoint: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The greedy policy's ranking metric on the shortened first validation scenario, with the
+    kernels pinned."""
+    scenario = {**metadata["validation_scenarios"][0], **SHORT_EPISODE[metadata["family"]]}
+    seed = validation_seeds(1)[0]
+    metric, _ = ranking_metric(metadata["env_id"])
+    value = pinned_check_value(checkpoint, metadata["env_id"], scenario, seed)
     return {"scenario": scenario, "seed": seed, "metric": metric, "value": value}
 
 
@@ -66,9 +124,19 @@ def package(source: str | Path, dest: str | Path = CHECKPOINT_DIR) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="?")
     parser.add_argument("--dest", default=str(CHECKPOINT_DIR))
+    parser.add_argument("--check-value", help=argparse.SUPPRESS)  # pinned_check_value's worker
     args = parser.parse_args(argv)
+    if args.check_value is not None:
+        request = json.loads(args.check_value)
+        value = check_value(
+            Path(request["checkpoint"]), request["env_id"], request["scenario"], request["seed"]
+        )
+        print(json.dumps({"value": value}))
+        return 0
+    if args.checkpoint is None:
+        parser.error("the checkpoint to ship is required")
     try:
         print(package(args.checkpoint, args.dest))
     except SchedGymError as exc:

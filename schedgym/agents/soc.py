@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
@@ -174,8 +175,10 @@ class SoCDAGEncoder(CandidateEncoder):
         ready_raw = node_raw[ready_batch, ready_node]
         # Pair features: the task's expected time on this PE's type (and whether it cannot run
         # there), and how long the PE is still busy.
-        exec_time = torch.einsum("mk,mpk->mp", ready_raw[:, :k], pe_type)
-        cannot = torch.einsum("mk,mpk->mp", ready_raw[:, k : 2 * k], pe_type)
+        # (Products with the PE type's one-hot: exact in any order, and at a batch of one a
+        # multiply and a sum cost a fraction of einsum's dispatch.)
+        exec_time = (ready_raw[:, None, :k] * pe_type).sum(-1)
+        cannot = (ready_raw[:, None, k : 2 * k] * pe_type).sum(-1)
         pe_free = obs["pe_features"][ready_batch][..., k + 1]
         ready_job = ready_node // self.tasks_per_job
         work = job_work[ready_batch, ready_job].unsqueeze(1)
@@ -298,7 +301,7 @@ def job_summaries(
     count = torch.bincount(job, minlength=num_jobs)
     runs = -(-tasks_per_job // SUM_RUN)
     run_sums = x.new_zeros(num_jobs * runs, x.shape[1]).index_add_(
-        0, job * runs + (slot % tasks_per_job) // SUM_RUN, x
+        0, job * runs + (slot - job * tasks_per_job) // SUM_RUN, x
     )
     run_sums = run_sums.view(num_jobs, runs, -1)
     # Past MAX_EXACT_TASKS torch cascades the run sums a level deeper: the same sum, other bits.
@@ -330,22 +333,28 @@ def claim_pass(scores: torch.Tensor, busy: torch.Tensor) -> torch.Tensor:
     gives the scores ETF's decision structure. At most one PE is claimed per round, so it ends
     within PEs + 1 rounds.
     """
-    batch, tasks, num_pes = scores.shape
-    blocker = torch.full((batch, tasks), -1, dtype=torch.long, device=scores.device)
-    claimed = torch.zeros_like(busy)
-    active = torch.ones(batch, dtype=torch.bool, device=scores.device)
-    rows = torch.arange(batch, device=scores.device)
+    # A short sequential loop of small steps: numpy's per-call cost is a fraction of torch's,
+    # which dominated the pass at a rollout's batch of one. Rows leave the loop once they start
+    # a pair (or have none left), so the later rounds touch only the rows still claiming.
+    values = scores.detach().cpu().numpy()
+    is_busy = busy.cpu().numpy().astype(bool)
+    batch, tasks, num_pes = values.shape
+    blocker = np.full((batch, tasks), -1, dtype=np.int64)
+    claimed = np.zeros((batch, num_pes), dtype=bool)
+    live = np.arange(batch)
     for _ in range(num_pes + 1):
-        blocked = (blocker >= 0).unsqueeze(2) | claimed.unsqueeze(1)
-        value, index = scores.masked_fill(blocked, NOT_READY_SCORE).reshape(batch, -1).max(1)
+        blocked = (blocker[live] >= 0)[:, :, None] | claimed[live][:, None, :]
+        flat = np.where(blocked, np.float32(NOT_READY_SCORE), values[live]).reshape(live.size, -1)
+        index = flat.argmax(1)
+        best = flat[np.arange(live.size), index]
         node, pe = index // num_pes, index % num_pes
-        on_busy = active & (value > NOT_READY_SCORE / 2) & busy[rows, pe]
-        if not bool(on_busy.any()):
+        on_busy = (best > NOT_READY_SCORE / 2) & is_busy[live, pe]
+        live, node, pe = live[on_busy], node[on_busy], pe[on_busy]
+        if live.size == 0:
             break
-        blocker[rows[on_busy], node[on_busy]] = pe[on_busy]
-        claimed[rows[on_busy], pe[on_busy]] = True
-        active = on_busy
-    return blocker
+        blocker[live, node] = pe
+        claimed[live, pe] = True
+    return torch.from_numpy(blocker).to(scores.device)
 
 
 def claimed_pes(blocker: torch.Tensor, num_pes: int) -> torch.Tensor:

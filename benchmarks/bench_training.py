@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -57,30 +58,83 @@ class Clock:
 
 
 class TimedEnv(gym.Wrapper):
-    """Accumulates the time spent inside the wrapped env into ``clock``."""
+    """Accumulates the time spent inside the wrapped env into ``clock``, and how many graph
+    nodes its observations held (``node_mask``, where there is one): the network's cost grows
+    with them, so runs are comparable only at similar occupancy."""
 
     def __init__(self, env: gym.Env, clock: Clock) -> None:
         super().__init__(env)
         self.clock = clock
+        self.observations = 0
+        self.nodes = 0.0
+
+    def _count(self, observation: Any) -> None:
+        if isinstance(observation, dict) and "node_mask" in observation:
+            self.observations += 1
+            self.nodes += float(observation["node_mask"].sum())
 
     def reset(self, **kwargs: Any) -> Any:
-        return self.clock.timed(self.env.reset, **kwargs)
+        observation, info = self.clock.timed(self.env.reset, **kwargs)
+        self._count(observation)
+        return observation, info
 
     def step(self, action: Any) -> Any:
-        return self.clock.timed(self.env.step, action)
+        result = self.clock.timed(self.env.step, action)
+        self._count(result[0])
+        return result
 
     def action_masks(self) -> Any:
         return self.clock.timed(self.env.unwrapped.action_masks)
 
 
+class WarmedUpEnv(gym.Wrapper):
+    """On its first reset, plays ``steps`` uniformly random valid actions (seeded) before
+    handing over: training from a fresh reset measures the start of an episode, where queues
+    are short, and more envs mean fewer steps into each episode; a warm-up puts every
+    configuration at the same depth."""
+
+    def __init__(self, env: gym.Env, steps: int, seed: int, clock: Clock) -> None:
+        super().__init__(env)
+        self.steps = steps
+        self.rng = np.random.default_rng(seed)
+        self.warm = steps == 0
+        self.clock = clock
+
+    def reset(self, **kwargs: Any) -> Any:
+        observation, info = self.env.reset(**kwargs)
+        if self.warm:
+            return observation, info
+        self.warm = True
+        return self.clock.timed(self._warm_up, observation, info)
+
+    def _warm_up(self, observation: Any, info: Any) -> Any:
+        for _ in range(self.steps):
+            valid = np.flatnonzero(self.env.unwrapped.action_masks())
+            observation, _, terminated, truncated, info = self.env.step(int(self.rng.choice(valid)))
+            if terminated or truncated:
+                observation, info = self.env.reset()
+        return observation, info
+
+
 def bench(
-    env_id: str, rollouts: int, n_envs: int = 1, overrides: dict[str, Any] | None = None
+    env_id: str,
+    rollouts: int,
+    n_envs: int = 1,
+    overrides: dict[str, Any] | None = None,
+    warmup_steps: int = 0,
 ) -> dict[str, Any]:
     family = env_family(env_id)
     params = {**load_hyperparams(env_id), **(overrides or {})}
     scenario = params["scenarios"][0]
     env_clock, update_clock = Clock(), Clock()
-    envs = [TimedEnv(make_scenario_env(env_id, scenario), env_clock) for _ in range(n_envs)]
+    # The warm-up runs in learn's first reset: its time is taken off every clock below.
+    warm_clock = Clock()
+    envs = [
+        TimedEnv(
+            WarmedUpEnv(make_scenario_env(env_id, scenario), warmup_steps, i, warm_clock), env_clock
+        )
+        for i in range(n_envs)
+    ]
     model = MaskablePPO(
         CandidateScoringPolicy,
         DummyVecEnv([lambda e=e: e for e in envs]),
@@ -100,11 +154,16 @@ def bench(
     steps = rollouts * int(params["n_steps"]) * n_envs
     wall, cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
-    wall_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+    wall_s = time.perf_counter() - wall - warm_clock.wall_s
+    cpu_s = time.process_time() - cpu - warm_clock.cpu_s
+    env_clock.wall_s -= warm_clock.wall_s
+    env_clock.cpu_s -= warm_clock.cpu_s
     rollout_wall_s = wall_s - env_clock.wall_s - update_clock.wall_s
     rollout_cpu_s = cpu_s - env_clock.cpu_s - update_clock.cpu_s
+    observations = sum(e.observations for e in envs)
     return {
         "env": env_id,
+        "mean_nodes": sum(e.nodes for e in envs) / observations if observations else None,
         "scenario": scenario,
         "n_envs": n_envs,
         "torch_threads": torch.get_num_threads(),
@@ -133,6 +192,13 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=1, help="envs in one DummyVecEnv")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        help="random valid steps each env plays before training (untimed), so runs with "
+        "different --n-envs measure at the same depth into their episodes",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -151,7 +217,10 @@ def main() -> None:
         if args.env
         else [f"schedgym/{family}-v0" for family in sorted(ENCODERS)]
     )
-    results = [bench(env_id, args.rollouts, args.n_envs, overrides) for env_id in env_ids]
+    results = [
+        bench(env_id, args.rollouts, args.n_envs, overrides, args.warmup_steps)
+        for env_id in env_ids
+    ]
     if args.json:
         print(json.dumps(results, indent=1))
         return
@@ -160,7 +229,9 @@ def main() -> None:
         print(
             f"{r['env']:28s} {r['steps_per_s']:7.1f} steps/s  {r['steps_per_cpu_s']:7.1f} "
             f"steps/CPU-s  ({r['timesteps']} steps, {r['wall_s']:.1f} s wall, "
-            f"{r['cpu_s']:.1f} s CPU, {r['n_envs']} envs, {r['torch_threads']} threads)\n"
+            f"{r['cpu_s']:.1f} s CPU, {r['n_envs']} envs, {r['torch_threads']} threads"
+            + (f", {r['mean_nodes']:.0f} nodes/obs" if r["mean_nodes"] is not None else "")
+            + ")\n"
             f"{'':28s} wall: env {100 * wall['env']:4.1f}%  rollout network "
             f"{100 * wall['rollout']:4.1f}%  update {100 * wall['update']:4.1f}%\n"
             f"{'':28s} CPU:  env {100 * cpu['env']:4.1f}%  rollout network "

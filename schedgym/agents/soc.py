@@ -14,6 +14,13 @@ A job's remaining work (expected time of its unfinished tasks on their fastest P
 left for running ones) is summed in the encoder rather than left to the job summaries: means
 and maxima cannot count, and under load the order of jobs by remaining work is what lowers the
 mean latency most (shortest-remaining-work first, as in SRPT).
+
+The work is trimmed to what is real (training's PPO update runs this over minibatches of 128
+padded graphs of 408 task slots and 16 PEs): only occupied slots are embedded, only ready tasks'
+pairs are scored and claimed (each graph's packed into a block as wide as the batch's most ready
+tasks), and the logits are written into the padded action vector at the end. Every step keeps
+the padded computation's operations and order, so the scores are the same to the bit (tested
+against the padded forward in ``tests/agents/soc_padded_reference.py``).
 """
 
 from __future__ import annotations

@@ -40,7 +40,11 @@ OWN_KEYS = (
     "eval_episodes",
     "eval_scenarios",
     "eval_freq",
+    "vec_env",
 )
+# How --n-envs > 1 environments run: worker processes, or in turn in the learner's process
+# (where an env's step costs less than shipping its observation between processes).
+VEC_ENVS = ("subproc", "dummy")
 
 
 def _yaml(path: Path) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from schedgym.core.policy import env_family
 from schedgym.training.bc import warm_start
 from schedgym.training.config import (
     PPO_KEYS,
+    VEC_ENVS,
     eval_scenarios,
     load_hyperparams,
     scenarios_with_presets,
@@ -238,8 +239,11 @@ def train(
     probe.close()
     torch.manual_seed(seed)
     factory = mix_env_factory(env_id, scenarios)
-    if n_envs == 1:
-        vec_env: Any = DummyVecEnv([factory])
+    vec_kind = params.get("vec_env", "subproc")
+    if vec_kind not in VEC_ENVS:
+        raise ConfigError(f"vec_env: must be one of {VEC_ENVS}, got {vec_kind!r}")
+    if n_envs == 1 or vec_kind == "dummy":
+        vec_env: Any = DummyVecEnv([factory] * n_envs)
     else:
         vec_env = SubprocVecEnv([factory] * n_envs, start_method="forkserver")
     vec_env.seed(training_seed(seed, 0))

@@ -169,3 +169,36 @@ def test_train_rejects_bad_input(tmp_path):
     done = _run("train", "SoCDAG-v0", "--config", str(bad), "--out", str(tmp_path))
     assert done.returncode == 2
     assert "learning_rat" in done.stderr
+
+
+def test_dummy_vec_env_collects_the_same_rollouts_as_worker_processes(tmp_path):
+    """``vec_env: dummy`` runs --n-envs envs in the learner's process: the same seeded envs as
+    SubprocVecEnv's workers, so the same rollouts and the same trained network."""
+    import torch
+
+    from schedgym.agents.checkpoint import read_policy_state
+    from schedgym.training.train import train
+
+    states = {}
+    for kind in ("dummy", "subproc"):
+        config = tmp_path / f"{kind}.yml"
+        config.write_text(TINY.read_text() + f"vec_env: {kind}\n")
+        meta = train(
+            "SoCDAG-v0",
+            presets=["tiny"],
+            timesteps=64,
+            n_envs=2,
+            config_file=str(config),
+            wandb_mode="disabled",
+            out=tmp_path / kind,
+            progress=False,
+        )
+        assert meta["num_timesteps"] == 64
+        states[kind] = read_policy_state(tmp_path / kind / "last.zip")
+    for key, value in states["dummy"].items():
+        assert torch.equal(value, states["subproc"][key]), key
+    bad = tmp_path / "bad.yml"
+    bad.write_text("vec_env: threads\n")
+    done = _run("train", "SoCDAG-v0", "--config", str(bad), "--out", str(tmp_path / "bad"))
+    assert done.returncode == 2
+    assert "vec_env" in done.stderr

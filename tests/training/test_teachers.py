@@ -1,4 +1,5 @@
-"""Behaviour-cloning teachers: the SoCDAG shortest-remaining-work ETF."""
+"""Behaviour-cloning teachers: the SoCDAG shortest-remaining-work ETF, PrefixBatch's BatchLLM
+with overcommit."""
 
 from __future__ import annotations
 
@@ -50,3 +51,38 @@ def test_unknown_teacher_is_refused_with_the_known_names():
     with pytest.raises(ConfigError, match="unknown policy"):
         make_teacher(SOC, "no-such-teacher")
     assert make_teacher(SOC, "heft") is not None
+
+
+def _prefix_actions(policy, seed=4):
+    env = gym.make(
+        "schedgym/PrefixBatch-v0",
+        preset="prefix-heavy",
+        num_requests=150,
+        kv_capacity_blocks=1500,
+        disable_env_checker=True,
+    )
+    obs, _ = env.reset(seed=seed)
+    policy.reset(env)
+    actions = []
+    done = False
+    while not done:
+        action = policy.act(obs, env)
+        assert env.unwrapped.action_masks()[action]
+        actions.append(action)
+        obs, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+    return actions, env.unwrapped.simulator.summary()
+
+
+def test_batchllm_overcommit_teacher_packs_more_than_batchllm():
+    from schedgym.baselines.prefix import BatchLLMPolicy
+    from schedgym.training.teachers import labels_any_state
+
+    prefix = "schedgym/PrefixBatch-v0"
+    assert labels_any_state(prefix, "batchllm-overcommit")  # DAgger may use it
+    batchllm, summary = _prefix_actions(make_policy(prefix, "batchllm"))
+    assert _prefix_actions(BatchLLMPolicy(overcommit_fraction=0.0))[0] == batchllm
+    overcommit, over_summary = _prefix_actions(make_teacher(prefix, "batchllm-overcommit"))
+    assert overcommit != batchllm
+    assert summary["preemptions"] == 0
+    assert over_summary["peak_kv_blocks"] >= summary["peak_kv_blocks"]

@@ -5,7 +5,9 @@ Saving uses MaskablePPO's own ``save`` (so SB3 and rl-zoo tooling can read the f
 metadata. Loading for inference reads only that JSON and ``policy.pth`` through
 ``torch.load(weights_only=True)``: SB3's ``data`` member (cloudpickle) is never unpickled, so a
 checkpoint cannot execute code. A checkpoint for another environment family, observation
-layout or action count is refused with a message naming what differs.
+layout or action count is refused with a message naming what differs. A checkpoint trained on
+an augmented observation (``observation_augmentation``, see :mod:`schedgym.agents.augment`)
+records the augmented shapes, and is built and checked against the augmented space.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from schedgym.agents.augment import augmented_space, check_augmentation
 from schedgym.agents.layouts import layout_of, observation_shapes
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import env_family
@@ -61,12 +64,14 @@ def read_policy_state(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
 
 
-def layout_record(family: str, env: Any) -> dict[str, Any]:
-    """What a checkpoint must agree with: family, layout, observation shapes, action count."""
+def layout_record(family: str, env: Any, augmentation: str | None = None) -> dict[str, Any]:
+    """What a checkpoint must agree with: family, layout, observation shapes (with
+    ``augmentation``'s keys), action count."""
+    check_augmentation(augmentation, family)
     return {
         "family": family,
         "layout": layout_of(family, env.unwrapped),
-        "observation_shapes": observation_shapes(env.observation_space),
+        "observation_shapes": observation_shapes(augmented_space(augmentation, env)),
         "num_actions": int(env.action_space.n),
     }
 
@@ -100,7 +105,11 @@ def check_compatible(metadata: dict[str, Any], env: Any, source: str) -> None:
     spec = env.unwrapped.spec
     if spec is None:
         raise ConfigError("env: made without gymnasium.make, so its family is unknown")
-    check_same_layout(metadata, layout_record(env_family(spec.id), env), source)
+    family = env_family(spec.id)
+    if metadata["family"] != family:  # before the augmentation, which is per family
+        check_same_layout(metadata, layout_record(family, env), source)
+    record = layout_record(family, env, metadata.get("observation_augmentation"))
+    check_same_layout(metadata, record, source)
 
 
 def build_policy(metadata: dict[str, Any], env: Any) -> Any:
@@ -108,7 +117,7 @@ def build_policy(metadata: dict[str, Any], env: Any) -> Any:
     from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
 
     return CandidateScoringPolicy(
-        env.observation_space,
+        augmented_space(metadata.get("observation_augmentation"), env),
         env.action_space,
         lambda _progress: 0.0,
         features_extractor_class=ScoringExtractor,

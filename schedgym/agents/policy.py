@@ -1,8 +1,9 @@
 """The trained agent as a registered :class:`~schedgym.core.policy.Policy`.
 
 ``GNNPolicy(checkpoint)`` loads the checkpoint on the first ``reset`` (it needs the env to check
-the layout), then acts greedily: the highest-scoring valid action. Torch is imported only here,
-when a ``gnn`` policy is built, so ``import schedgym`` never imports it.
+the layout), then acts greedily: the highest-scoring valid action. A checkpoint trained on an
+augmented observation gets its extra keys added here (:mod:`schedgym.agents.augment`). Torch is
+imported only here, when a ``gnn`` policy is built, so ``import schedgym`` never imports it.
 """
 
 from __future__ import annotations
@@ -75,8 +76,11 @@ class GNNPolicy:
             self._env_key = key
 
     def act(self, observation: Any, env: Any) -> int:
+        from schedgym.agents.augment import augment
+
         if self._network is None:
             self.reset(env)
+        observation = augment(self.metadata.get("observation_augmentation"), observation, env)
         return greedy_action(self._network, observation, env.unwrapped.action_masks())
 
 
@@ -97,7 +101,8 @@ def greedy_action(network: Any, observation: dict[str, Any], mask: Any) -> int:
 
 
 class NetworkPolicy:
-    """Greedy :class:`~schedgym.core.policy.Policy` over an in-memory network (validation)."""
+    """Greedy :class:`~schedgym.core.policy.Policy` over an in-memory network (validation): the
+    observation goes to the network as it comes (training wraps its envs in the augmentation)."""
 
     uses_observation = True
 

@@ -99,23 +99,48 @@ class PrefixBatchEncoder(CandidateEncoder):
     is the natural next release; its row joins the context, so the run-on score sees what
     releasing it would cost. The raw row also reaches the score projection beside its
     embedding, because the embedding MLP's input LayerNorm rescales each row.
+
+    With ``admission_gain`` the observation carries the ``prefix-admission`` augmentation
+    (:mod:`schedgym.agents.augment`): each row gains its group's admission slack (capacity minus
+    watermark minus the blocks the released requests would hold at their last token with its
+    next request, over capacity), the context the two global projections, and the run-on score
+    a linear path from the current group's slack, times the gain. BatchLLM releases the current
+    group while that slack is non-negative and runs on otherwise: a sign test at a precision of
+    a few blocks (a thousandth of capacity), which the gain lets Adam reach, as MeshAssign's
+    ``linear_gain``. Without one (the default) the encoder is the one older checkpoints were
+    trained with.
     """
 
     def __init__(
-        self, observation_space: spaces.Dict, layout: dict[str, Any], hidden: int = 64
+        self,
+        observation_space: spaces.Dict,
+        layout: dict[str, Any],
+        hidden: int = 64,
+        admission_gain: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_groups, group_dim = box_shape(observation_space, "groups")
         glob_dim = box_shape(observation_space, "global_features")[0]
         self.num_actions = self.num_groups + 1
         self.value_dim = hidden
+        self.admission_gain = float(admission_gain)
         row_dim = group_dim + 3
+        if self.admission_gain > 0:
+            row_dim += 1
+            glob_dim += box_shape(observation_space, "admission_global")[0]
+            if box_shape(observation_space, "admission_slack") != (self.num_groups,):
+                raise ValueError("admission_slack: expected one entry per group")
         self.group_in = mlp(row_dim, hidden, hidden)
         self.ctx = mlp(2 * hidden + glob_dim + row_dim, hidden, hidden)
         self.group_proj = nn.Linear(hidden + row_dim, hidden)
         self.ctx_proj = nn.Linear(hidden, hidden)
         self.head = CandidateHead(hidden)
         self.run_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), CandidateHead(hidden))
+        if self.admission_gain > 0:
+            # Starts at zero: the clone begins as the encoder without the path.
+            self.run_linear = nn.Linear(1, 1)
+            nn.init.zeros_(self.run_linear.weight)
+            nn.init.zeros_(self.run_linear.bias)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raw = obs["groups"]
@@ -128,24 +153,27 @@ class PrefixBatchEncoder(CandidateEncoder):
         is_top = pending & (ratio >= top)
         partial = pending & (raw[..., 0] < 1)
         current = torch.where(partial.any(1, keepdim=True), partial, is_top)
-        rows = torch.cat(
-            [symlog(raw), ratio.unsqueeze(-1), is_top.unsqueeze(-1), partial.unsqueeze(-1)], -1
-        )
+        parts = [symlog(raw), ratio.unsqueeze(-1), is_top.unsqueeze(-1), partial.unsqueeze(-1)]
+        glob = symlog(obs["global_features"])
+        if self.admission_gain > 0:
+            slack = obs["admission_slack"]
+            # Slack is a fraction of capacity: times 10 so a request's share is not lost
+            # beside order-one columns.
+            parts.append(10.0 * slack.unsqueeze(-1))
+            glob = torch.cat([glob, obs["admission_global"]], -1)
+        rows = torch.cat(parts, -1)
         groups = self.group_in(rows)
         ctx = self.ctx(
-            torch.cat(
-                [
-                    _pool(groups, mask),
-                    symlog(obs["global_features"]),
-                    masked_mean(rows, current.unsqueeze(-1), 1),
-                ],
-                -1,
-            )
+            torch.cat([_pool(groups, mask), glob, masked_mean(rows, current.unsqueeze(-1), 1)], -1)
         )
         scores = self.head(
             self.group_proj(torch.cat([groups, rows], -1)) + self.ctx_proj(ctx).unsqueeze(1)
         )
-        return torch.cat([scores, self.run_head(ctx).unsqueeze(1)], 1), ctx
+        run = self.run_head(ctx)
+        if self.admission_gain > 0:
+            current_slack = masked_mean(slack.unsqueeze(-1), current.unsqueeze(-1), 1)
+            run = run + self.admission_gain * self.run_linear(current_slack).squeeze(-1)
+        return torch.cat([scores, run.unsqueeze(1)], 1), ctx
 
 
 class MeshAssignEncoder(CandidateEncoder):

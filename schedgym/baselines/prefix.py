@@ -48,11 +48,16 @@ class BatchLLMPolicy(SimulatorPolicy[PrefixBatchSimulator]):
     - Memory-centric token batching: requests are admitted while the KV memory the running ones
       will need at their last token (private blocks plus resident prefixes) fits, rather than up
       to a fixed request count; this fills memory without preemption.
+
+    ``overcommit_fraction`` (0 here: BatchLLM) raises that limit by a share of capacity: not every
+    running request reaches its last token at once, so some overcommit packs more requests at the
+    price of a few preemptions (a training teacher uses it; see ``training/teachers.py``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, overcommit_fraction: float = 0.0) -> None:
         self._order: list[int] = []
         self._position = 0
+        self.overcommit_fraction = overcommit_fraction
 
     def reset(self, env: Any) -> None:
         sim = self.simulator(env)
@@ -82,7 +87,10 @@ class BatchLLMPolicy(SimulatorPolicy[PrefixBatchSimulator]):
             + sim.unpinned_paths_blocks([*queued, request])
             + sim.private_blocks_at_finish(request)
         )
-        if projected > sim.capacity_blocks - sim.instance.watermark_blocks and sim.can_run():
+        limit = sim.capacity_blocks - sim.instance.watermark_blocks
+        if self.overcommit_fraction:
+            limit += self.overcommit_fraction * sim.capacity_blocks
+        if projected > limit and sim.can_run():
             return run
         return group
 

@@ -31,11 +31,13 @@ def collect_traces(
     gamma: float,
     seed: int,
     actor: Any = None,
+    augmentation: str | None = None,
 ) -> dict[str, Any]:
     """Observations, masks, actions and discounted returns of ``policy_name`` (subsampled).
 
     With ``actor`` (a Policy), the actor chooses the actions that are taken and the teacher
-    only labels each state (DAgger); the returns are then the actor's."""
+    only labels each state (DAgger); the returns are then the actor's. The observations are
+    augmented by ``augmentation``, as the network is trained on them."""
     rng = np.random.default_rng(seed)
     observations: dict[str, list[np.ndarray]] = {}
     masks: list[np.ndarray] = []
@@ -43,7 +45,7 @@ def collect_traces(
     returns: list[float] = []
     policy = make_teacher(env_id, policy_name)
     for episode in range(episodes):
-        env = make_scenario_env(env_id, scenarios[episode % len(scenarios)])
+        env = make_scenario_env(env_id, scenarios[episode % len(scenarios)], augmentation)
         obs, _ = env.reset(seed=seed + episode)
         policy.reset(env)
         if actor is not None:
@@ -171,13 +173,16 @@ def warm_start(
     batch_size = int(params.get("bc_batch_size") or params["batch_size"])
     rate = float(params["bc_learning_rate"])
     rounds = int(params.get("bc_dagger_rounds") or 0)
+    augmentation = params.get("observation_augmentation")
     if rounds and not labels_any_state(env_id, teacher):
         raise ConfigError(
             f"bc_dagger_rounds: {rounds} needs a teacher that can label any state (one of "
             f"{sorted(state_only_teachers(env_id))}); {teacher!r} may plan from its own past "
             "actions: set bc_dagger_rounds to 0"
         )
-    traces = collect_traces(env_id, scenarios, teacher, episodes, steps, gamma, seed)
+    traces = collect_traces(
+        env_id, scenarios, teacher, episodes, steps, gamma, seed, augmentation=augmentation
+    )
     stats = behaviour_clone(policy, traces, epochs, batch_size, seed, rate, log)
     history = [{"round": 0, "samples": len(traces["actions"]), **stats}]
     for round_index in range(1, rounds + 1):
@@ -190,6 +195,7 @@ def warm_start(
             gamma,
             seed + round_index * episodes,
             actor=NetworkPolicy(policy),
+            augmentation=augmentation,
         )
         # How often the network already agrees with the teacher on its own states: DAgger's
         # measure of progress (plain accuracy is on the teacher's states).

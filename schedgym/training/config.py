@@ -37,6 +37,7 @@ OWN_KEYS = (
     "bc_learning_rate",
     "bc_batch_size",
     "bc_dagger_rounds",
+    "observation_augmentation",
     "eval_episodes",
     "eval_scenarios",
     "eval_freq",

@@ -1,4 +1,6 @@
-"""Training environments: a mix of scenarios (presets plus overrides) behind one env.
+"""Training environments: a mix of scenarios (presets plus overrides) behind one env, with the
+agent's observation augmentation (``observation_augmentation`` in the hyperparameters, see
+:mod:`schedgym.agents.augment`) applied to every scenario's env.
 
 Lives in an importable module because SubprocVecEnv starts workers with forkserver.
 """
@@ -11,6 +13,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from schedgym.agents.augment import AugmentObservation
 from schedgym.agents.layouts import observation_shapes
 from schedgym.core.env import SchedulingEnv
 from schedgym.core.errors import ConfigError
@@ -32,9 +35,13 @@ def num_actions(env: gym.Env) -> int:
     return int(space.n)
 
 
-def make_scenario_env(env_id: str, scenario: dict[str, Any]) -> gym.Env:
-    """``gym.make(env_id, **scenario)`` without the passive checker (it costs per step)."""
-    return gym.make(env_id, disable_env_checker=True, **scenario)
+def make_scenario_env(
+    env_id: str, scenario: dict[str, Any], augmentation: str | None = None
+) -> gym.Env:
+    """``gym.make(env_id, **scenario)`` without the passive checker (it costs per step), its
+    observations augmented by ``augmentation`` when one is named."""
+    env = gym.make(env_id, disable_env_checker=True, **scenario)
+    return env if augmentation is None else AugmentObservation(env, augmentation)
 
 
 class ScenarioMixEnv(gym.Env):
@@ -45,10 +52,12 @@ class ScenarioMixEnv(gym.Env):
     fixes the whole sequence of scenarios and episodes.
     """
 
-    def __init__(self, env_id: str, scenarios: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, env_id: str, scenarios: list[dict[str, Any]], augmentation: str | None = None
+    ) -> None:
         if not scenarios:
             raise ConfigError("scenarios: need at least one")
-        self.envs = [make_scenario_env(env_id, s) for s in scenarios]
+        self.envs = [make_scenario_env(env_id, s, augmentation) for s in scenarios]
         self.scenarios = scenarios
         first = self.envs[0]
         for scenario, env in zip(scenarios, self.envs, strict=True):
@@ -86,19 +95,24 @@ class ScenarioMixEnv(gym.Env):
             env.close()
 
 
-def mix_env_factory(env_id: str, scenarios: list[dict[str, Any]]) -> Callable[[], gym.Env]:
+def mix_env_factory(
+    env_id: str, scenarios: list[dict[str, Any]], augmentation: str | None = None
+) -> Callable[[], gym.Env]:
     """A picklable factory of a monitored :class:`ScenarioMixEnv` (for SB3's vec envs)."""
-    return _Factory(env_id, scenarios)
+    return _Factory(env_id, scenarios, augmentation)
 
 
 class _Factory:
-    def __init__(self, env_id: str, scenarios: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, env_id: str, scenarios: list[dict[str, Any]], augmentation: str | None = None
+    ) -> None:
         self.env_id = env_id
         self.scenarios = scenarios
+        self.augmentation = augmentation
 
     def __call__(self) -> gym.Env:
         from stable_baselines3.common.monitor import Monitor
 
         import schedgym  # noqa: F401  (registers the ids in a fresh worker)
 
-        return Monitor(ScenarioMixEnv(self.env_id, self.scenarios))
+        return Monitor(ScenarioMixEnv(self.env_id, self.scenarios, self.augmentation))

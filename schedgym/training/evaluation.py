@@ -23,15 +23,19 @@ def ranking_metric(env_id: str) -> tuple[str, bool]:
 
 
 def validate(
-    env_id: str, scenarios: list[dict[str, Any]], policy: Policy, episodes: int
+    env_id: str,
+    scenarios: list[dict[str, Any]],
+    policy: Policy,
+    episodes: int,
+    augmentation: str | None = None,
 ) -> dict[str, Any]:
     """Mean ranking metric of ``policy`` over ``scenarios`` x the first ``episodes`` validation
-    seeds, with the per-scenario means."""
+    seeds, with the per-scenario means; the envs' observations augmented by ``augmentation``."""
     metric, lower_is_better = ranking_metric(env_id)
     per_scenario = []
     values = []
     for scenario in scenarios:
-        env = make_scenario_env(env_id, scenario)
+        env = make_scenario_env(env_id, scenario, augmentation)
         scores = [
             float(run_episode(env, policy, seed).metrics[metric])
             for seed in validation_seeds(episodes)

@@ -41,6 +41,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from torch import nn
 
+from schedgym.agents.augment import check_augmentation
 from schedgym.agents.layouts import encoder_for, layout_of
 from schedgym.agents.policy import NetworkPolicy
 from schedgym.agents.sb3 import build_encoder
@@ -104,10 +105,15 @@ class MaskedObservationEnv(gym.Env):
 
 
 def make_rllib_env(env_config: dict[str, Any]) -> MaskedObservationEnv:
-    """The env creator registered with Ray: ``env_config`` holds ``env_id`` and ``scenarios``."""
+    """The env creator registered with Ray: ``env_config`` holds ``env_id``, ``scenarios`` and
+    maybe ``augmentation`` (the agent's observation augmentation)."""
     import schedgym  # noqa: F401  (registers the ids in a fresh EnvRunner process)
 
-    return MaskedObservationEnv(ScenarioMixEnv(env_config["env_id"], env_config["scenarios"]))
+    return MaskedObservationEnv(
+        ScenarioMixEnv(
+            env_config["env_id"], env_config["scenarios"], env_config.get("augmentation")
+        )
+    )
 
 
 def register_rllib_env() -> str:
@@ -287,7 +293,9 @@ def train_rllib(
     scenarios = scenarios_with_presets(params, presets)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    probe = ScenarioMixEnv(env_id, scenarios)
+    augmentation = params.get("observation_augmentation")
+    check_augmentation(augmentation, family)
+    probe = ScenarioMixEnv(env_id, scenarios, augmentation)
     model_config = {
         "encoder": encoder_for(family),
         "layout": layout_of(family, probe.current.unwrapped),
@@ -295,7 +303,7 @@ def train_rllib(
     }
     probe.close()
     num_env_runners = n_envs if n_envs > 1 else 0
-    env_config = {"env_id": env_id, "scenarios": scenarios}
+    env_config = {"env_id": env_id, "scenarios": scenarios, "augmentation": augmentation}
     config = ppo_config(params, env_config, model_config, seed, num_env_runners)
     validation_scenarios = eval_scenarios(params, scenarios) if not presets else scenarios
     meta: dict[str, Any] = {
@@ -355,7 +363,11 @@ def train_rllib(
         module = algo.get_module()
         module.eval()
         validation = validate(
-            env_id, validation_scenarios, NetworkPolicy(module), int(params["eval_episodes"])
+            env_id,
+            validation_scenarios,
+            NetworkPolicy(module),
+            int(params["eval_episodes"]),
+            augmentation,
         )
     finally:
         if algo is not None:

@@ -24,6 +24,7 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+from schedgym.agents.augment import check_augmentation
 from schedgym.agents.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from schedgym.agents.checkpoint import add_metadata, check_same_layout, read_metadata
 from schedgym.agents.layouts import encoder_for, layout_of, observation_shapes
@@ -108,7 +109,8 @@ class _Run:
     def evaluate_and_save(self, model: MaskablePPO, env_id: str, scenarios: Any, episodes: int):
         network = model.policy
         network.set_training_mode(False)
-        result = validate(env_id, scenarios, NetworkPolicy(network), episodes)
+        augmentation = self.meta.get("observation_augmentation")
+        result = validate(env_id, scenarios, NetworkPolicy(network), episodes, augmentation)
         self.curve.append(
             {
                 "timesteps": int(model.num_timesteps),
@@ -212,7 +214,9 @@ def train(
     scenarios = scenarios_with_presets(params, presets)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    probe = ScenarioMixEnv(env_id, scenarios)
+    augmentation = params.get("observation_augmentation")
+    check_augmentation(augmentation, family)
+    probe = ScenarioMixEnv(env_id, scenarios, augmentation)
     encoder = encoder_for(family)
     layout = layout_of(family, probe.current.unwrapped)
     encoder_kwargs = dict((params.get("policy_kwargs") or {}).get("encoder_kwargs") or {})
@@ -223,6 +227,7 @@ def train(
         "encoder": encoder,
         "layout": layout,
         "encoder_kwargs": encoder_kwargs,
+        **({"observation_augmentation": augmentation} if augmentation else {}),
         "observation_shapes": observation_shapes(probe.observation_space),
         "num_actions": int(probe.action_space.n),
         "algorithm": "MaskablePPO",
@@ -238,7 +243,7 @@ def train(
     }
     probe.close()
     torch.manual_seed(seed)
-    factory = mix_env_factory(env_id, scenarios)
+    factory = mix_env_factory(env_id, scenarios, augmentation)
     vec_kind = params.get("vec_env", "subproc")
     if vec_kind not in VEC_ENVS:
         raise ConfigError(f"vec_env: must be one of {VEC_ENVS}, got {vec_kind!r}")

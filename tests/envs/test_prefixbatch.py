@@ -412,3 +412,34 @@ def test_recorded_batch_is_checked_and_served():
     assert batch.num_groups > small.config.max_groups == 2
     with pytest.raises(ConfigError, match="has 4 prefix groups, the config's max_groups is 2"):
         small.reset(seed=0, options={"instance": batch})
+
+
+def _batchllm_projection(sim, group: int) -> int:
+    """BatchLLM's memory projection for ``group``'s next request, from the per-request views."""
+    queued = [r.request_id for r in sim.instance.waiting]
+    request = sim.next_request(group)
+    candidates = [*queued, request] if request >= 0 else queued
+    private = sim.private_blocks_at_finish(request) if request >= 0 else 0
+    return (
+        sim.committed_private_blocks
+        + sim.pinned_prefix_blocks()
+        + sim.unpinned_paths_blocks(candidates)
+        + private
+    )
+
+
+@pytest.mark.parametrize("case", EQUIVALENCE_CASES)
+def test_group_projected_blocks_match_batchllms_projection(case):
+    # Random orders in tight memory: prefixes evicted, requests preempted and queued.
+    env = PrefixBatchEnv(**case)
+    env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    checked = 0
+    while not env.simulator.done:
+        sim = env.simulator
+        projected = sim.group_projected_blocks()
+        assert projected.dtype == np.int64
+        assert projected.tolist() == [_batchllm_projection(sim, g) for g in range(sim.num_groups)]
+        checked += sim.num_groups
+        env.advance(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    assert checked >= 50

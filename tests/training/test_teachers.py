@@ -1,5 +1,5 @@
 """Behaviour-cloning teachers: the SoCDAG shortest-remaining-work ETF, the MeshAssign ByteScale
-degree escalation."""
+degree escalation, PrefixBatch's BatchLLM with overcommit."""
 
 from __future__ import annotations
 
@@ -116,3 +116,37 @@ def test_escalation_shortens_long_tailed_steps_and_labels_any_state():
     bytescale = _mean_step_time_s(make_policy(MESH, "bytescale"), "long-tail-heavy", seed)
     assert teacher < 0.9 * bytescale
     assert labels_any_state(MESH, "bytescale-escalate")
+
+
+def _prefix_actions(policy, seed=4):
+    env = gym.make(
+        "schedgym/PrefixBatch-v0",
+        preset="prefix-heavy",
+        num_requests=150,
+        kv_capacity_blocks=1500,
+        disable_env_checker=True,
+    )
+    obs, _ = env.reset(seed=seed)
+    policy.reset(env)
+    actions = []
+    done = False
+    while not done:
+        action = policy.act(obs, env)
+        assert env.unwrapped.action_masks()[action]
+        actions.append(action)
+        obs, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+    return actions, env.unwrapped.simulator.summary()
+
+
+def test_batchllm_overcommit_teacher_packs_more_than_batchllm():
+    from schedgym.baselines.prefix import BatchLLMPolicy
+
+    prefix = "schedgym/PrefixBatch-v0"
+    assert labels_any_state(prefix, "batchllm-overcommit")  # DAgger may use it
+    batchllm, summary = _prefix_actions(make_policy(prefix, "batchllm"))
+    assert _prefix_actions(BatchLLMPolicy(overcommit_fraction=0.0))[0] == batchllm
+    overcommit, over_summary = _prefix_actions(make_teacher(prefix, "batchllm-overcommit"))
+    assert overcommit != batchllm
+    assert summary["preemptions"] == 0
+    assert over_summary["peak_kv_blocks"] >= summary["peak_kv_blocks"]

@@ -184,6 +184,9 @@ class PrefixBatchSimulator(Forkable):
         )
         # Memo of group_admission_needs(); None when it must be recomputed.
         self._group_needs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        # Per request (row n: none), private_blocks_at_finish(); built on the first call of
+        # group_projected_blocks() (only agents that ask for it pay for it).
+        self._private_at_finish: np.ndarray | None = None
 
     def _sync_nodes(self) -> None:
         """Refresh the node arrays for the nodes the prefix cache touched since the last call."""
@@ -318,6 +321,38 @@ class PrefixBatchSimulator(Forkable):
                 if node is None or node.refcount == 0:
                     blocks += tokens // 16
         return blocks
+
+    def group_projected_blocks(self) -> np.ndarray:
+        """``(num_groups,)`` int64: per group, the KV blocks the released requests would hold
+        at their last token if its next pending request were released now (BatchLLM's memory
+        projection, vectorised): :attr:`committed_private_blocks`
+        + :meth:`pinned_prefix_blocks` + :meth:`unpinned_paths_blocks` of the queued requests
+        and that request + its :meth:`private_blocks_at_finish`. A group with no pending
+        request reads the projection without one."""
+        self.group_admission_needs()  # brings the node arrays up to date
+        block = self._block
+        if self._private_at_finish is None:
+            prompts = self.batch.request_prompt_tokens.astype(np.int64)
+            outputs = self.batch.request_output_tokens.astype(np.int64)
+            path_tokens = self._node_tokens[self._path_nodes[:-1]].sum(axis=1)
+            private = -(-(prompts + outputs) // block) - path_tokens // block
+            self._private_at_finish = np.append(private, 0)
+        # A node no running request references: its blocks if resident (evictable), its
+        # tokens' blocks if missing; the sentinel weighs nothing either way.
+        unpinned = np.where(
+            self._node_resident, self._node_evictable_blocks, self._node_tokens // block
+        )
+        waiting = [request.request_id for request in self.instance.waiting]
+        queued_nodes = np.unique(self._path_nodes[waiting]) if waiting else np.zeros(0, np.int64)
+        base = (
+            self.committed_private_blocks
+            + self.pinned_prefix_blocks()
+            + int(unpinned[queued_nodes].sum())
+        )
+        unpinned[queued_nodes] = 0  # each node counts once
+        requests = self._group_next_request
+        extra = unpinned[self._path_nodes[requests]].sum(axis=1)
+        return base + extra + self._private_at_finish[requests]
 
     def releasable(self, group: int) -> bool:
         """Whether ``group``'s next request can be released now."""

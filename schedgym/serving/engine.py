@@ -229,6 +229,11 @@ class ServingInstance:
         # Decode batch aggregates (see module docstring).
         self.num_decoding = 0
         self.decode_index = 0  # E: decode iterations run so far
+        # Bumped whenever the decode batch's membership (or a member's output length) changes:
+        # between two bumps every member's generated tokens are gen_offset + E, so orders and
+        # thresholds over the batch that a driver derives from it stay valid (see
+        # decode_batch_version).
+        self._decode_batch_version = 0
         self.sum_kv_offset = 0  # sum over decodes of (kv - E)
         self.phase_count = [0] * self.block_tokens  # decodes by (kv - E) mod block_tokens
         self._finish_heap: list[tuple[int, int, int, Request]] = []
@@ -284,6 +289,14 @@ class ServingInstance:
         index = self.decode_index
         return [(r, r.gen_offset + index) for r in self.decoding.values()]
 
+    @property
+    def decode_batch_version(self) -> int:
+        """A counter that changes whenever a request joins or leaves the decode batch, or the
+        members' output lengths change (:meth:`rekey_decode_completions`). While it stays the
+        same, the batch's members, their ``gen_offset`` and ``output_tokens`` stay the same and
+        only the decode index ``E`` moves, so a caller may cache what it derives from them."""
+        return self._decode_batch_version
+
     def kv_tokens(self, request: Request) -> int:
         """Tokens of KV ``request`` holds (0 while waiting)."""
         if request.state == DECODE or request.state == DETACHED:
@@ -305,6 +318,20 @@ class ServingInstance:
     def num_running(self) -> int:
         """Requests holding KV here: decoding and prefilling (not waiting)."""
         return self.num_decoding + len(self.prefilling)
+
+    def load_counters(self) -> tuple[int, int, int, int, float, int, int]:
+        """``(running, waiting, used KV blocks, waiting requests' prefill blocks, last
+        iteration time (s), queued prefill tokens, decoding)`` as materialised at ``now_s``:
+        the per-instance numbers an observation reads, in one call."""
+        return (
+            self.num_decoding + len(self.prefilling),
+            len(self.waiting),
+            self.kv.used_blocks,
+            self.waiting_blocks,
+            self.last_iteration_s,
+            self.waiting_prefill_tokens,
+            self.num_decoding,
+        )
 
     def num_outstanding(self) -> int:
         """Requests on this instance: waiting, prefilling, decoding, or about to join."""
@@ -702,6 +729,7 @@ class ServingInstance:
             heap.append((remaining, self._heap_seq, request.version, request))
         heapq.heapify(heap)
         self._finish_heap = heap
+        self._decode_batch_version += 1
         self._cut_after(now_s)
 
     def _cut_after(self, now_s: float) -> None:
@@ -723,6 +751,7 @@ class ServingInstance:
         self.sum_kv_offset += offset
         self.num_decoding += 1
         self.decoding[request.request_id] = request
+        self._decode_batch_version += 1
         if self.prefix_sharing_attention and request.shared_prefix_tokens:
             self._share(request, 1)
         finish_index = e + request.output_tokens - request.generated
@@ -741,6 +770,7 @@ class ServingInstance:
         self.sum_kv_offset -= offset
         self.num_decoding -= 1
         del self.decoding[request.request_id]
+        self._decode_batch_version += 1
         if self.prefix_sharing_attention and request.shared_prefix_tokens:
             self._share(request, -1)
         request.version += 1

@@ -14,7 +14,12 @@ from schedgym.core.rng import spawn_streams
 from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
 from schedgym.envs.llmcluster.generator import LLMClusterGenerator
-from schedgym.envs.llmcluster.simulator import DISPATCH, MIGRATE, LLMClusterSimulator
+from schedgym.envs.llmcluster.simulator import (
+    DISPATCH,
+    MIGRATE,
+    CandidateTable,
+    LLMClusterSimulator,
+)
 from schedgym.serving.request import Request
 from schedgym.workloads.requests import RequestStream
 
@@ -167,9 +172,9 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             }
         )
         self._candidates: list[Request | None] = [None] * self.num_candidates
-        # The filled candidate slots and each one's KV blocks, as of the last refresh.
-        self._candidate_slots: list[int] = []
-        self._candidate_held_blocks: list[int] = []
+        # The listed candidates with their progress, as of the last refresh (None at a
+        # dispatch decision).
+        self._table: CandidateTable | None = None
         self._candidate_slots_allowed = False  # whether any migration is valid now
         # Migration ticks of this episode run through because no migration was valid.
         self.forced_ticks_skipped = 0
@@ -251,30 +256,29 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
         self._candidates = [None] * self.num_candidates
-        self._candidate_slots = []
-        self._candidate_held_blocks = []
+        self._table = None
         if not sim.done:
             if sim.decision_kind == DISPATCH:
                 mask[:n] = sim.up
             else:
                 mask[n] = True
-                listed: list[Request] = []
-                for instance in sim.instances:
-                    first = instance.instance_id * per
-                    for c, request in enumerate(sim.migration_candidates(instance, per)):
-                        self._candidates[first + c] = request
-                        self._candidate_slots.append(first + c)
-                        self._candidate_held_blocks.append(instance.held_blocks(request))
-                        listed.append(request)
-                if listed:
+                table = sim.migration_candidate_table(per)
+                self._table = table
+                if table.requests:
+                    candidates = self._candidates
+                    for slot, request in zip(table.slots, table.requests, strict=True):
+                        candidates[slot] = request
+                    # cluster.migration_destinations for the listed candidates (each one may
+                    # migrate, so only the room test and "not to its own instance" remain):
+                    # the destination must be up and reserve its blocks plus one.
+                    free = sim.cluster.uncommitted_free_blocks()
+                    allowed = free >= (table.held_blocks + 1)[:, None]
+                    allowed[np.arange(len(table.requests)), table.sources] = False
+                    allowed &= sim.up
                     # Rows of (candidate slot, destination): slot s owns actions
                     # n + 1 + s * n .. n + 1 + s * n + n - 1.
-                    allowed = sim.cluster.migration_destinations(
-                        listed, self._candidate_held_blocks
-                    )
-                    allowed &= sim.up
                     rows = mask[n + 1 :].reshape(self.num_candidates, n)
-                    rows[self._candidate_slots] = allowed
+                    rows[table.slots] = allowed
                     self._candidate_slots_allowed = bool(allowed.any())
         self._mask = mask
 
@@ -289,54 +293,46 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         }
 
     def _observation(self) -> dict[str, np.ndarray]:
-        # Rows are gathered as Python floats and converted once (the same float64 -> float32
-        # rounding as writing them one by one, far fewer numpy calls); the candidate rows
-        # reuse the held blocks the mask was computed from (the state has not moved since).
+        # Every instance's counters in one engine call each, then the features column-wise in
+        # float64 and one conversion to float32 (the same IEEE operations, in the same order,
+        # as computing each entry as a Python float). The state is materialised at now_s
+        # (_refresh_mask synced it), so sim.freeness's used_blocks_at(now) is the KV's
+        # used_blocks. The candidate rows reuse the table the mask was computed from.
         sim = self._sim()
         n = self.num_instances
         capacity = float(sim.capacity_blocks)
-        freeness: list[float] = []
-        instance_rows: list[tuple[float, ...]] = []
-        for instance in sim.instances:
-            free = sim.freeness(instance)
-            freeness.append(free)
-            instance_rows.append(
-                (
-                    instance.num_running() / SEQS_SCALE,
-                    len(instance.waiting) / SEQS_SCALE,
-                    instance.free_blocks / capacity,
-                    free / 100.0,
-                    instance.last_iteration_s / ITERATION_SCALE_S,
-                    instance.waiting_prefill_tokens / TOKENS_SCALE,
-                    instance.num_decoding / SEQS_SCALE,
-                    instance.kv.used_blocks / capacity,
-                    0.0,
-                )
-            )
-        instance_features = np.array(instance_rows, np.float32)
+        raw = np.array([instance.load_counters() for instance in sim.instances], np.float64)
+        running, used = raw[:, 0], raw[:, 2]
+        # LLMClusterSimulator.freeness: (capacity - (used + queued prefill blocks + 0.0)) /
+        # max(1, running).
+        freeness = (capacity - (used + raw[:, 3])) / np.maximum(running, 1.0)
+        numerators = np.empty((n, NUM_INSTANCE_FEATURES), np.float64)
+        numerators[:, 0] = running
+        numerators[:, 1] = raw[:, 1]
+        numerators[:, 2] = capacity - used
+        numerators[:, 3] = freeness
+        numerators[:, 4] = raw[:, 4]
+        numerators[:, 5] = raw[:, 5]
+        numerators[:, 6] = raw[:, 6]
+        numerators[:, 7] = used
+        numerators[:, 8] = 0.0
+        instance_features = (numerators / self._instance_scales(capacity)).astype(np.float32)
         active = sim.cluster.active_migrations
         for migration in active.values():
             instance_features[migration.source, 8] = 1.0
             instance_features[migration.destination, 8] = 1.0
         candidate_features = np.zeros((self.num_candidates, NUM_CANDIDATE_FEATURES), np.float32)
         candidate_mask = np.zeros(self.num_candidates, np.int8)
-        if self._candidate_slots:
-            candidate_rows = []
-            for slot, held in zip(self._candidate_slots, self._candidate_held_blocks, strict=True):
-                request = self._candidates[slot]
-                assert request is not None
-                instance = sim.instances[request.instance]
-                candidate_rows.append(
-                    (
-                        instance.kv_tokens(request) / TOKENS_SCALE,
-                        instance.generated(request) / TOKENS_SCALE,
-                        float(request.priority),
-                        held / capacity,
-                        freeness[request.instance] / 100.0,
-                    )
-                )
-            candidate_features[self._candidate_slots] = np.array(candidate_rows, np.float32)
-            candidate_mask[self._candidate_slots] = 1
+        table = self._table
+        if table is not None and table.requests:
+            rows = np.empty((len(table.requests), NUM_CANDIDATE_FEATURES), np.float64)
+            rows[:, 0] = table.kv_tokens / TOKENS_SCALE
+            rows[:, 1] = table.generated / TOKENS_SCALE
+            rows[:, 2] = table.priority
+            rows[:, 3] = table.held_blocks / capacity
+            rows[:, 4] = freeness[table.sources] / 100.0
+            candidate_features[table.slots] = rows
+            candidate_mask[table.slots] = 1
         request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
         pending = sim.pending_request
         if pending is not None and sim.decision_kind == DISPATCH:
@@ -360,3 +356,20 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             "request_features": request_features,
             "global_features": global_features,
         }
+
+    @staticmethod
+    def _instance_scales(capacity: float) -> np.ndarray:
+        """What each instance feature's numerator is divided by (see the class docstring)."""
+        return np.array(
+            [
+                SEQS_SCALE,
+                SEQS_SCALE,
+                capacity,
+                100.0,
+                ITERATION_SCALE_S,
+                TOKENS_SCALE,
+                SEQS_SCALE,
+                capacity,
+                1.0,
+            ]
+        )

@@ -247,6 +247,10 @@ class ServingInstance:
         self._seg_len = 0
         self._seg_applied = 0
         self._seg_plan: BatchPlan | None = None
+        # End (s) of the running decode segment's first iteration not yet applied (inf when
+        # none): sync and used_blocks_at before it have nothing to apply, decided with one float
+        # comparison (drivers ask every instance at every decision).
+        self._pending_end_s = INF
         self.next_event_s = INF
         self.now_s = 0.0  # state is materialised up to here
         # Logs and counters.
@@ -409,21 +413,19 @@ class ServingInstance:
 
     def sync(self, now_s: float) -> None:
         """Apply every iteration of the running segment that has completed by ``now_s``."""
-        if self._kind == _DECODE_RUN:
+        if now_s >= self._pending_end_s:
             done = bisect_right(self._seg_ends, now_s, self._seg_applied, self._seg_len)
-            if done > self._seg_applied:
-                self._apply_decodes(done - self._seg_applied)
+            self._apply_decodes(done - self._seg_applied)
 
     def used_blocks_at(self, now_s: float) -> int:
         """Blocks in use at ``now_s`` without materialising the segment (a cheap read for
         policies that only need the memory level)."""
         used = self.kv.used_blocks
-        if self._kind == _DECODE_RUN:
+        if now_s >= self._pending_end_s:
             done = bisect_right(self._seg_ends, now_s, self._seg_applied, self._seg_len)
-            if done > self._seg_applied:
-                used += self._new_blocks(self.decode_index, done - self._seg_applied)
-                if self._prealloc_blocks > 0:
-                    used -= self._prealloc_blocks
+            used += self._new_blocks(self.decode_index, done - self._seg_applied)
+            if self._prealloc_blocks > 0:
+                used -= self._prealloc_blocks
         return used
 
     def on_event(self, now_s: float) -> None:
@@ -436,6 +438,7 @@ class ServingInstance:
         elif self._kind == _SINGLE:
             self._apply_single()
         self._kind = _IDLE
+        self._pending_end_s = INF
         self.next_event_s = INF
         self.now_s = now_s
         self._boundary_and_start()
@@ -874,6 +877,7 @@ class ServingInstance:
     def _start(self) -> None:
         if not self.waiting and not self.num_decoding and not self.prefilling:
             self._kind = _IDLE
+            self._pending_end_s = INF
             self.next_event_s = INF
             return
         plan = self.scheduler.plan(self)
@@ -883,6 +887,7 @@ class ServingInstance:
                 self.kv.release(self._prealloc_blocks)
             self._prealloc_blocks = 0
             self._kind = _IDLE
+            self._pending_end_s = INF
             self.next_event_s = INF
             return
         n = self.num_decoding if plan.decode else 0
@@ -916,6 +921,7 @@ class ServingInstance:
             self._seg_len = 1
         self._seg_start_s = now
         self._seg_applied = 0
+        self._pending_end_s = float(self._seg_ends[0]) if self._kind == _DECODE_RUN else INF
         self.next_event_s = float(self._seg_ends[self._seg_len - 1])
 
     def _apply_decodes(self, count: int) -> None:
@@ -947,6 +953,11 @@ class ServingInstance:
         self.last_decode_end_s = last_end
         self.decode_index = e + count
         self._seg_applied = start + count
+        self._pending_end_s = (
+            float(self._seg_ends[start + count])
+            if self._kind == _DECODE_RUN and start + count < self._seg_len
+            else INF
+        )
         self.now_s = last_end
         self.num_iterations += count
         self.tokens_generated += n * count

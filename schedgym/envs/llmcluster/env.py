@@ -193,6 +193,7 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         self.simulator = LLMClusterSimulator(self.config, instance)
         self._last_area = self.simulator.cluster.area_weighted_s
         self.forced_ticks_skipped = 0
+        self._feature_scales()
         self._refresh()
         return self._observation(), self._info()
 
@@ -293,30 +294,27 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         }
 
     def _observation(self) -> dict[str, np.ndarray]:
-        # Every instance's counters in one engine call each, then the features column-wise in
-        # float64 and one conversion to float32 (the same IEEE operations, in the same order,
-        # as computing each entry as a Python float). The state is materialised at now_s
+        # One engine call per instance for its counters, then one float64 array divided by the
+        # scales and converted to float32 once (the same IEEE operations as computing each
+        # entry as a Python float and writing it). The state is materialised at now_s
         # (_refresh_mask synced it), so sim.freeness's used_blocks_at(now) is the KV's
         # used_blocks. The candidate rows reuse the table the mask was computed from.
         sim = self._sim()
         n = self.num_instances
-        capacity = float(sim.capacity_blocks)
-        raw = np.array([instance.load_counters() for instance in sim.instances], np.float64)
-        running, used = raw[:, 0], raw[:, 2]
-        # LLMClusterSimulator.freeness: (capacity - (used + queued prefill blocks + 0.0)) /
-        # max(1, running).
-        freeness = (capacity - (used + raw[:, 3])) / np.maximum(running, 1.0)
-        numerators = np.empty((n, NUM_INSTANCE_FEATURES), np.float64)
-        numerators[:, 0] = running
-        numerators[:, 1] = raw[:, 1]
-        numerators[:, 2] = capacity - used
-        numerators[:, 3] = freeness
-        numerators[:, 4] = raw[:, 4]
-        numerators[:, 5] = raw[:, 5]
-        numerators[:, 6] = raw[:, 6]
-        numerators[:, 7] = used
-        numerators[:, 8] = 0.0
-        instance_features = (numerators / self._instance_scales(capacity)).astype(np.float32)
+        capacity_blocks = sim.capacity_blocks
+        rows = []
+        for instance in sim.instances:
+            running, waiting, used, queued_blocks, last_s, queued_tokens, decoding = (
+                instance.load_counters()
+            )
+            # LLMClusterSimulator.freeness (no headroom).
+            free = (capacity_blocks - (used + queued_blocks + 0.0)) / max(1, running)
+            rows.append(
+                (running, waiting, capacity_blocks - used, free, last_s, queued_tokens, decoding,
+                 used, 0.0)
+            )  # fmt: skip
+        numerators = np.array(rows, np.float64)
+        instance_features = (numerators / self._instance_scales).astype(np.float32)
         active = sim.cluster.active_migrations
         for migration in active.values():
             instance_features[migration.source, 8] = 1.0
@@ -325,13 +323,14 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         candidate_mask = np.zeros(self.num_candidates, np.int8)
         table = self._table
         if table is not None and table.requests:
-            rows = np.empty((len(table.requests), NUM_CANDIDATE_FEATURES), np.float64)
-            rows[:, 0] = table.kv_tokens / TOKENS_SCALE
-            rows[:, 1] = table.generated / TOKENS_SCALE
-            rows[:, 2] = table.priority
-            rows[:, 3] = table.held_blocks / capacity
-            rows[:, 4] = freeness[table.sources] / 100.0
-            candidate_features[table.slots] = rows
+            columns = (
+                table.kv_tokens,
+                table.generated,
+                table.priority,
+                table.held_blocks,
+                numerators[table.sources, 3],  # the candidate's instance's freeness
+            )
+            candidate_features[table.slots] = np.column_stack(columns) / self._candidate_scales
             candidate_mask[table.slots] = 1
         request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
         pending = sim.pending_request
@@ -357,19 +356,12 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             "global_features": global_features,
         }
 
-    @staticmethod
-    def _instance_scales(capacity: float) -> np.ndarray:
-        """What each instance feature's numerator is divided by (see the class docstring)."""
-        return np.array(
-            [
-                SEQS_SCALE,
-                SEQS_SCALE,
-                capacity,
-                100.0,
-                ITERATION_SCALE_S,
-                TOKENS_SCALE,
-                SEQS_SCALE,
-                capacity,
-                1.0,
-            ]
-        )
+    def _feature_scales(self) -> None:
+        """What each instance and candidate feature's numerator is divided by (see the class
+        docstring); the KV capacity is the config's, the same in every episode."""
+        capacity = float(self._sim().capacity_blocks)
+        self._instance_scales = np.array(
+            [SEQS_SCALE, SEQS_SCALE, capacity, 100.0, ITERATION_SCALE_S, TOKENS_SCALE, SEQS_SCALE,
+             capacity, 1.0]
+        )  # fmt: skip
+        self._candidate_scales = np.array([TOKENS_SCALE, TOKENS_SCALE, 1.0, capacity, 100.0])

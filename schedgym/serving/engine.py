@@ -323,19 +323,41 @@ class ServingInstance:
         """Requests holding KV here: decoding and prefilling (not waiting)."""
         return self.num_decoding + len(self.prefilling)
 
-    def load_counters(self) -> tuple[int, int, int, int, float, int, int]:
+    def load_counters(self, now_s: float) -> tuple[int, int, int, int, float, int, int]:
         """``(running, waiting, used KV blocks, waiting requests' prefill blocks, last
-        iteration time (s), queued prefill tokens, decoding)`` as materialised at ``now_s``:
-        the per-instance numbers an observation reads, in one call."""
+        iteration time (s), queued prefill tokens, decoding)`` at ``now_s``: the per-instance
+        numbers an observation reads, in one call, exactly as after :meth:`sync` (``now_s``)
+        but without materialising (the queues only change at iteration boundaries, events;
+        the KV level and the last iteration time are read off the running segment)."""
+        used = self.kv.used_blocks
+        last_s = self.last_iteration_s
+        if now_s >= self._pending_end_s:
+            applied = self._seg_applied
+            done = bisect_right(self._seg_ends, now_s, applied, self._seg_len)
+            used += self._new_blocks(self.decode_index, done - applied)
+            if self._prealloc_blocks > 0:
+                used -= self._prealloc_blocks
+            # _apply_decodes' last_iteration_s after applying iterations up to done - 1.
+            ends = self._seg_ends
+            previous = float(ends[done - 2]) if done >= 2 else self._seg_start_s
+            last_s = float(ends[done - 1]) - previous
         return (
             self.num_decoding + len(self.prefilling),
             len(self.waiting),
-            self.kv.used_blocks,
+            used,
             self.waiting_blocks,
-            self.last_iteration_s,
+            last_s,
             self.waiting_prefill_tokens,
             self.num_decoding,
         )
+
+    def decode_index_at(self, now_s: float) -> int:
+        """The decode index ``E`` after :meth:`sync` (``now_s``), without materialising."""
+        if now_s >= self._pending_end_s:
+            applied = self._seg_applied
+            done = bisect_right(self._seg_ends, now_s, applied, self._seg_len)
+            return self.decode_index + done - applied
+        return self.decode_index
 
     def num_outstanding(self) -> int:
         """Requests on this instance: waiting, prefilling, decoding, or about to join."""
@@ -395,7 +417,10 @@ class ServingInstance:
         return self.kv.allocate(blocks)
 
     def uncommitted_free_blocks(self) -> int:
-        """Free blocks minus those the running decode segment will take before it ends."""
+        """Free blocks minus those the running decode segment will take before it ends.
+
+        The same before and after :meth:`sync`: applying iterations moves their blocks from
+        "still to take" to "used" (and drops the pre-allocation they include)."""
         free = self.kv.capacity_blocks - self.kv.used_blocks
         if self._kind == _DECODE_RUN:
             remaining = self._seg_len - self._seg_applied
@@ -815,6 +840,8 @@ class ServingInstance:
 
     def _new_blocks(self, e: int, iterations: int) -> int:
         """Blocks the decode batch takes over decode iterations ``e .. e + iterations - 1``."""
+        if iterations == 1:  # the common case: one iteration ended since the last look
+            return self.phase_count[(-e) % self.block_tokens]
         full, rest = divmod(iterations, self.block_tokens)
         total = full * self.num_decoding
         phase = self.phase_count

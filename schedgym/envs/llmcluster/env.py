@@ -253,7 +253,14 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
     def _refresh_mask(self, sim: LLMClusterSimulator) -> None:
         """The candidate list and the action mask of the current decision point."""
         self._candidate_slots_allowed = False
-        sim.sync()
+        if sim.done or sim.decision_kind == DISPATCH:
+            # Materialise every instance at now_s: for the final summary, and before a
+            # dispatch queues a request on one (where to cut its running segment depends on
+            # which iterations are applied when one ends exactly now). A migration tick needs
+            # none: its mask and observation read the running segments
+            # (migration_candidate_table, load_counters), and a migration syncs the two
+            # instances it touches itself.
+            sim.sync()
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
         self._candidates = [None] * self.num_candidates
@@ -294,18 +301,19 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         }
 
     def _observation(self) -> dict[str, np.ndarray]:
-        # One engine call per instance for its counters, then one float64 array divided by the
-        # scales and converted to float32 once (the same IEEE operations as computing each
-        # entry as a Python float and writing it). The state is materialised at now_s
-        # (_refresh_mask synced it), so sim.freeness's used_blocks_at(now) is the KV's
-        # used_blocks. The candidate rows reuse the table the mask was computed from.
+        # One engine call per instance for its counters at now_s (as if synced; the KV level
+        # is used_blocks_at(now), what sim.freeness reads), then one float64 array divided by
+        # the scales and converted to float32 once (the same IEEE operations as computing each
+        # entry as a Python float and writing it). The candidate rows reuse the table the mask
+        # was computed from.
         sim = self._sim()
         n = self.num_instances
         capacity_blocks = sim.capacity_blocks
+        now = sim.now_s
         rows = []
         for instance in sim.instances:
             running, waiting, used, queued_blocks, last_s, queued_tokens, decoding = (
-                instance.load_counters()
+                instance.load_counters(now)
             )
             # LLMClusterSimulator.freeness (no headroom).
             free = (capacity_blocks - (used + queued_blocks + 0.0)) / max(1, running)

@@ -202,7 +202,8 @@ class LLMClusterSimulator(Forkable):
 
     def migration_candidate_table(self, limit: int) -> CandidateTable:
         """``migration_candidates(instance, limit)`` of every instance, with each candidate's
-        progress (what an action mask and an observation need), at ``now_s``.
+        progress (what an action mask and an observation need), at ``now_s`` (as after
+        :meth:`sync`, without materialising the instances).
 
         Each instance's list is cached: it can only change when its decode batch changes, a
         migration starts or aborts anywhere (a candidate's ``migration`` flag), or its decode
@@ -221,8 +222,8 @@ class LLMClusterSimulator(Forkable):
         priority: list[int] = []
         decode_index: list[int] = []
         for instance in self.instances:
-            instance.sync(now)
-            e = instance.decode_index
+            # Read off the running segment: the table does not materialise the instances.
+            e = instance.decode_index_at(now)
             decode_index.append(e)
             i = instance.instance_id
             entry = listed[i]
@@ -233,7 +234,7 @@ class LLMClusterSimulator(Forkable):
                 or entry[2] != limit
                 or e >= entry[3]
             ):
-                entry = self._list_candidates(instance, limit, flag_changes[i])
+                entry = self._list_candidates(instance, e, limit, flag_changes[i])
                 listed[i] = entry
             if entry[4]:
                 slots.extend(entry[4])
@@ -259,11 +260,13 @@ class LLMClusterSimulator(Forkable):
             np.array(priority, np.int64),
         )
 
-    def _list_candidates(self, instance: ServingInstance, limit: int, flag_changes: int) -> tuple:
+    def _list_candidates(
+        self, instance: ServingInstance, e: int, limit: int, flag_changes: int
+    ) -> tuple:
         """A :meth:`migration_candidate_table` cache entry of ``instance``: (decode batch
         version, its migration flag changes, limit, decode index up to which it holds, slots,
-        requests, sources, gen_offsets, kv offsets, shared blocks, priorities)."""
-        e = instance.decode_index
+        requests, sources, gen_offsets, kv offsets, shared blocks, priorities), at decode
+        index ``e``."""
         valid_below = math.inf
         chosen: list[Request] = []
         if limit > 0:
@@ -463,7 +466,9 @@ class LLMClusterSimulator(Forkable):
         request = self.cluster.live.get(request_id)
         if request is None:
             return 0
-        return self.instances[request.instance].generated(request)
+        instance = self.instances[request.instance]
+        instance.sync(self.now_s)
+        return instance.generated(request)
 
     def decoding_requests(self) -> list[Request]:
         """Every request decoding anywhere (for inspection and tests)."""

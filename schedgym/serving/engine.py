@@ -251,6 +251,11 @@ class ServingInstance:
         # none): sync and used_blocks_at before it have nothing to apply, decided with one float
         # comparison (drivers ask every instance at every decision).
         self._pending_end_s = INF
+        # Blocks the running decode segment takes in all (from its first decode index), and
+        # those of its iterations applied so far: uncommitted_free_blocks in O(1).
+        self._seg_first_index = 0
+        self._seg_new_blocks = 0
+        self._seg_applied_blocks = 0
         self.next_event_s = INF
         self.now_s = 0.0  # state is materialised up to here
         # Logs and counters.
@@ -425,7 +430,8 @@ class ServingInstance:
         if self._kind == _DECODE_RUN:
             remaining = self._seg_len - self._seg_applied
             if remaining:
-                free -= self._new_blocks(self.decode_index, remaining)
+                # _new_blocks(decode_index, remaining), by additivity over iterations.
+                free -= self._seg_new_blocks - self._seg_applied_blocks
                 if self._prealloc_blocks > 0:
                     free += self._prealloc_blocks
         return free
@@ -767,6 +773,7 @@ class ServingInstance:
         index = bisect_left(self._seg_ends, now_s, self._seg_applied, self._seg_len)
         if index < self._seg_len - 1:
             self._seg_len = index + 1
+            self._seg_new_blocks = self._new_blocks(self._seg_first_index, self._seg_len)
             self.next_event_s = float(self._seg_ends[index])
 
     def _join_decode(self, request: Request) -> None:
@@ -933,6 +940,9 @@ class ServingInstance:
             self._kind = _DECODE_RUN
             self._seg_ends = ends
             self._seg_len = k
+            self._seg_first_index = self.decode_index
+            self._seg_new_blocks = self._new_blocks(self.decode_index, k)
+            self._seg_applied_blocks = 0
         else:
             chunks = [(chunk, request.prefilled) for request, chunk in plan.prefills]
             sum_kv = self.sum_kv_offset + n * self.decode_index + n if n else 0
@@ -958,6 +968,7 @@ class ServingInstance:
         e = self.decode_index
         n = self.num_decoding
         new = self._new_blocks(e, count)
+        self._seg_applied_blocks += new
         if self._prealloc_blocks > 0:
             new -= self._prealloc_blocks
         self._prealloc_blocks = 0

@@ -43,6 +43,14 @@ def reference_candidates(
     return out if limit is None else out[:limit]
 
 
+def check_uncommitted_free_blocks(sim: LLMClusterSimulator) -> None:
+    """The engine keeps the running segment's block totals to answer in O(1); from scratch it
+    is the capacity minus what is in use once the segment has run to its end."""
+    for instance in sim.instances:
+        expected = instance.kv.capacity_blocks - instance.used_blocks_at(instance.next_event_s)
+        assert instance.uncommitted_free_blocks() == expected
+
+
 def reference_mask_and_slots(env: LLMClusterEnv) -> tuple[np.ndarray, dict[int, Request]]:
     sim = env.simulator
     sim.sync()
@@ -147,6 +155,7 @@ def test_cached_candidates_mask_and_observation_match_from_scratch(preset, overr
         for key, value in reference.items():
             np.testing.assert_array_equal(obs[key], value, err_msg=key)
         copy_sim = copy.simulator
+        check_uncommitted_free_blocks(sim)
         if sim.decision_kind == MIGRATE:
             migration_decisions += 1
             for instance in copy_sim.instances:
@@ -186,6 +195,7 @@ def test_candidate_table_matches_engine_views_under_llumnix():
         if sim.decision_kind == DISPATCH:
             sim.dispatch(policy.choose_dispatch(sim))
             continue
+        check_uncommitted_free_blocks(sim)
         table = sim.migration_candidate_table(per)
         expected = {
             instance.instance_id * per + c: (instance, request)

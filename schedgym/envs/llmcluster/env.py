@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -171,7 +172,6 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                 "global_features": box(-np.inf, np.inf, (NUM_GLOBAL_FEATURES,), np.float32),
             }
         )
-        self._candidates: list[Request | None] = [None] * self.num_candidates
         # The listed candidates with their progress, as of the last refresh (None at a
         # dispatch decision).
         self._table: CandidateTable | None = None
@@ -209,7 +209,7 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             sim.migrate(None)
         else:
             slot, destination = divmod(action - self.no_migration_action - 1, self.num_instances)
-            request = self._candidates[slot]
+            request = self._candidate_in(slot)
             assert request is not None  # the mask only offers filled candidate slots
             sim.migrate(request, destination)
         # Refresh first: it may run through forced migration ticks, whose time in system then
@@ -234,9 +234,11 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
 
     def migration_action(self, request: Request, destination: int) -> int:
         """The action that migrates ``request`` (a listed candidate) to ``destination``."""
-        for slot, candidate in enumerate(self._candidates):
-            if candidate is request:
-                return self.no_migration_action + 1 + slot * self.num_instances + destination
+        table = self._table
+        if table is not None:
+            for slot, candidate in zip(table.slots, table.requests, strict=True):
+                if candidate is request:
+                    return self.no_migration_action + 1 + slot * self.num_instances + destination
         raise InvalidActionError(f"action: request {request.request_id} is not a listed candidate")
 
     # -------------------------------------------------------------------------- helpers
@@ -249,6 +251,16 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             sim.migrate(None)
             self.forced_ticks_skipped += 1
             self._refresh_mask(sim)
+
+    def _candidate_in(self, slot: int) -> Request | None:
+        """The candidate listed in ``slot`` now, if any (the table's slots are increasing)."""
+        table = self._table
+        if table is None:
+            return None
+        index = bisect_left(table.slots, slot)
+        if index < len(table.slots) and table.slots[index] == slot:
+            return table.requests[index]
+        return None
 
     def _refresh_mask(self, sim: LLMClusterSimulator) -> None:
         """The candidate list and the action mask of the current decision point."""
@@ -263,7 +275,6 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             sim.sync()
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
-        self._candidates = [None] * self.num_candidates
         self._table = None
         if not sim.done:
             if sim.decision_kind == DISPATCH:
@@ -273,9 +284,6 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                 table = sim.migration_candidate_table(per)
                 self._table = table
                 if table.requests:
-                    candidates = self._candidates
-                    for slot, request in zip(table.slots, table.requests, strict=True):
-                        candidates[slot] = request
                     # cluster.migration_destinations for the listed candidates (each one may
                     # migrate, so only the room test and "not to its own instance" remain):
                     # the destination must be up and reserve its blocks plus one.
@@ -331,14 +339,17 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         candidate_mask = np.zeros(self.num_candidates, np.int8)
         table = self._table
         if table is not None and table.requests:
-            columns = (
-                table.kv_tokens,
-                table.generated,
-                table.priority,
-                table.held_blocks,
-                numerators[table.sources, 3],  # the candidate's instance's freeness
+            columns = np.array(
+                (
+                    table.kv_tokens,
+                    table.generated,
+                    table.priority,
+                    table.held_blocks,
+                    numerators[table.sources, 3],  # the candidate's instance's freeness
+                ),
+                np.float64,
             )
-            candidate_features[table.slots] = np.column_stack(columns) / self._candidate_scales
+            candidate_features[table.slots] = columns.T / self._candidate_scales
             candidate_mask[table.slots] = 1
         request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
         pending = sim.pending_request

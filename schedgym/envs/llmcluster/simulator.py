@@ -278,19 +278,27 @@ class LLMClusterSimulator(Forkable):
                         break
         i = instance.instance_id
         block_tokens = instance.block_tokens
+        slots, sources, gen_offsets, kv_offsets, shared_blocks, priority = [], [], [], [], [], []
+        for c, r in enumerate(chosen):
+            slots.append(i * limit + c)
+            sources.append(i)
+            gen_offsets.append(r.gen_offset)
+            # kv tokens = prompt + generated - 1 = (prompt - 1 + gen_offset) + E.
+            kv_offsets.append(r.prompt_tokens - 1 + r.gen_offset)
+            shared_blocks.append(r.shared_prefix_tokens // block_tokens)
+            priority.append(r.priority)
         return (
             instance.decode_batch_version,
             flag_changes,
             limit,
             valid_below,
-            list(range(i * limit, i * limit + len(chosen))),
+            slots,
             chosen,
-            [i] * len(chosen),
-            [r.gen_offset for r in chosen],
-            # kv tokens = prompt + generated - 1 = (prompt - 1 + gen_offset) + E.
-            [r.prompt_tokens - 1 + r.gen_offset for r in chosen],
-            [r.shared_prefix_tokens // block_tokens for r in chosen],
-            [r.priority for r in chosen],
+            sources,
+            gen_offsets,
+            kv_offsets,
+            shared_blocks,
+            priority,
         )
 
     # ----------------------------------------------------------------- actions

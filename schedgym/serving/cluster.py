@@ -104,6 +104,10 @@ class ServingCluster:
         self.migration_stall_s: list[float] = []  # per completed migration: pause of the request
         self.migrated_blocks = 0
         self.active_migrations: dict[int, Migration] = {}  # request id -> migration in flight
+        # Per source instance: migrations started or aborted from it, i.e. how often one of its
+        # decoding requests' ``migration`` changed (a completed one leaves its decode batch
+        # first), for callers that cache what depends on it.
+        self.migration_flag_changes = [0] * len(instances)
 
     # ----------------------------------------------------------------- clock
     def next_event_s(self) -> float:
@@ -235,10 +239,8 @@ class ServingCluster:
         out = np.zeros((len(requests), n), bool)
         if not requests:
             return out
-        free_blocks = np.empty(n, np.int64)
-        for d, target in enumerate(self.instances):
-            target.sync(self.now_s)
-            free_blocks[d] = target.uncommitted_free_blocks()
+        self.sync()  # the sources' progress below
+        free_blocks = self.uncommitted_free_blocks()
         # The rows that may migrate, each one's blocks and source, then one comparison for
         # all of them (a numpy call per row cost more than the test itself).
         rows: list[int] = []
@@ -259,6 +261,12 @@ class ServingCluster:
             out[rows, sources] = False
         return out
 
+    def uncommitted_free_blocks(self) -> np.ndarray:
+        """``(N,)`` int64: each instance's :meth:`~ServingInstance.uncommitted_free_blocks` now,
+        the room a migration into it can reserve (a migration needs its blocks plus one). It
+        does not depend on how far the instances are materialised, so none is synced."""
+        return np.array([target.uncommitted_free_blocks() for target in self.instances], np.int64)
+
     def migrate(self, request: Request, destination: int) -> bool:
         """Start a live migration of decoding ``request`` to ``destination``; False if the
         destination cannot reserve its blocks (nothing changes then)."""
@@ -274,6 +282,7 @@ class ServingCluster:
         migration.reserved_blocks = blocks
         request.migration = migration
         self.active_migrations[request.request_id] = migration
+        self.migration_flag_changes[migration.source] += 1
         self.migrations_started += 1
         self.migrated_blocks += blocks
         duration = self.migration_time_s(blocks, source.instance_id, destination)
@@ -285,6 +294,7 @@ class ServingCluster:
         request = migration.request
         request.migration = None
         del self.active_migrations[request.request_id]
+        self.migration_flag_changes[migration.source] += 1
         destination = self.instances[migration.destination]
         destination.release_reserved(migration.reserved_blocks, at)
         migration.reserved_blocks = 0

@@ -229,6 +229,11 @@ class ServingInstance:
         # Decode batch aggregates (see module docstring).
         self.num_decoding = 0
         self.decode_index = 0  # E: decode iterations run so far
+        # Bumped whenever the decode batch's membership (or a member's output length) changes:
+        # between two bumps every member's generated tokens are gen_offset + E, so orders and
+        # thresholds over the batch that a driver derives from it stay valid (see
+        # decode_batch_version).
+        self._decode_batch_version = 0
         self.sum_kv_offset = 0  # sum over decodes of (kv - E)
         self.phase_count = [0] * self.block_tokens  # decodes by (kv - E) mod block_tokens
         self._finish_heap: list[tuple[int, int, int, Request]] = []
@@ -242,6 +247,15 @@ class ServingInstance:
         self._seg_len = 0
         self._seg_applied = 0
         self._seg_plan: BatchPlan | None = None
+        # End (s) of the running decode segment's first iteration not yet applied (inf when
+        # none): sync and used_blocks_at before it have nothing to apply, decided with one float
+        # comparison (drivers ask every instance at every decision).
+        self._pending_end_s = INF
+        # Blocks the running decode segment takes in all (from its first decode index), and
+        # those of its iterations applied so far: uncommitted_free_blocks in O(1).
+        self._seg_first_index = 0
+        self._seg_new_blocks = 0
+        self._seg_applied_blocks = 0
         self.next_event_s = INF
         self.now_s = 0.0  # state is materialised up to here
         # Logs and counters.
@@ -284,6 +298,14 @@ class ServingInstance:
         index = self.decode_index
         return [(r, r.gen_offset + index) for r in self.decoding.values()]
 
+    @property
+    def decode_batch_version(self) -> int:
+        """A counter that changes whenever a request joins or leaves the decode batch, or the
+        members' output lengths change (:meth:`rekey_decode_completions`). While it stays the
+        same, the batch's members, their ``gen_offset`` and ``output_tokens`` stay the same and
+        only the decode index ``E`` moves, so a caller may cache what it derives from them."""
+        return self._decode_batch_version
+
     def kv_tokens(self, request: Request) -> int:
         """Tokens of KV ``request`` holds (0 while waiting)."""
         if request.state == DECODE or request.state == DETACHED:
@@ -305,6 +327,42 @@ class ServingInstance:
     def num_running(self) -> int:
         """Requests holding KV here: decoding and prefilling (not waiting)."""
         return self.num_decoding + len(self.prefilling)
+
+    def load_counters(self, now_s: float) -> tuple[int, int, int, int, float, int, int]:
+        """``(running, waiting, used KV blocks, waiting requests' prefill blocks, last
+        iteration time (s), queued prefill tokens, decoding)`` at ``now_s``: the per-instance
+        numbers an observation reads, in one call, exactly as after :meth:`sync` (``now_s``)
+        but without materialising (the queues only change at iteration boundaries, events;
+        the KV level and the last iteration time are read off the running segment)."""
+        used = self.kv.used_blocks
+        last_s = self.last_iteration_s
+        if now_s >= self._pending_end_s:
+            applied = self._seg_applied
+            done = bisect_right(self._seg_ends, now_s, applied, self._seg_len)
+            used += self._new_blocks(self.decode_index, done - applied)
+            if self._prealloc_blocks > 0:
+                used -= self._prealloc_blocks
+            # _apply_decodes' last_iteration_s after applying iterations up to done - 1.
+            ends = self._seg_ends
+            previous = float(ends[done - 2]) if done >= 2 else self._seg_start_s
+            last_s = float(ends[done - 1]) - previous
+        return (
+            self.num_decoding + len(self.prefilling),
+            len(self.waiting),
+            used,
+            self.waiting_blocks,
+            last_s,
+            self.waiting_prefill_tokens,
+            self.num_decoding,
+        )
+
+    def decode_index_at(self, now_s: float) -> int:
+        """The decode index ``E`` after :meth:`sync` (``now_s``), without materialising."""
+        if now_s >= self._pending_end_s:
+            applied = self._seg_applied
+            done = bisect_right(self._seg_ends, now_s, applied, self._seg_len)
+            return self.decode_index + done - applied
+        return self.decode_index
 
     def num_outstanding(self) -> int:
         """Requests on this instance: waiting, prefilling, decoding, or about to join."""
@@ -364,12 +422,16 @@ class ServingInstance:
         return self.kv.allocate(blocks)
 
     def uncommitted_free_blocks(self) -> int:
-        """Free blocks minus those the running decode segment will take before it ends."""
+        """Free blocks minus those the running decode segment will take before it ends.
+
+        The same before and after :meth:`sync`: applying iterations moves their blocks from
+        "still to take" to "used" (and drops the pre-allocation they include)."""
         free = self.kv.capacity_blocks - self.kv.used_blocks
         if self._kind == _DECODE_RUN:
             remaining = self._seg_len - self._seg_applied
             if remaining:
-                free -= self._new_blocks(self.decode_index, remaining)
+                # _new_blocks(decode_index, remaining), by additivity over iterations.
+                free -= self._seg_new_blocks - self._seg_applied_blocks
                 if self._prealloc_blocks > 0:
                     free += self._prealloc_blocks
         return free
@@ -382,21 +444,19 @@ class ServingInstance:
 
     def sync(self, now_s: float) -> None:
         """Apply every iteration of the running segment that has completed by ``now_s``."""
-        if self._kind == _DECODE_RUN:
+        if now_s >= self._pending_end_s:
             done = bisect_right(self._seg_ends, now_s, self._seg_applied, self._seg_len)
-            if done > self._seg_applied:
-                self._apply_decodes(done - self._seg_applied)
+            self._apply_decodes(done - self._seg_applied)
 
     def used_blocks_at(self, now_s: float) -> int:
         """Blocks in use at ``now_s`` without materialising the segment (a cheap read for
         policies that only need the memory level)."""
         used = self.kv.used_blocks
-        if self._kind == _DECODE_RUN:
+        if now_s >= self._pending_end_s:
             done = bisect_right(self._seg_ends, now_s, self._seg_applied, self._seg_len)
-            if done > self._seg_applied:
-                used += self._new_blocks(self.decode_index, done - self._seg_applied)
-                if self._prealloc_blocks > 0:
-                    used -= self._prealloc_blocks
+            used += self._new_blocks(self.decode_index, done - self._seg_applied)
+            if self._prealloc_blocks > 0:
+                used -= self._prealloc_blocks
         return used
 
     def on_event(self, now_s: float) -> None:
@@ -409,6 +469,7 @@ class ServingInstance:
         elif self._kind == _SINGLE:
             self._apply_single()
         self._kind = _IDLE
+        self._pending_end_s = INF
         self.next_event_s = INF
         self.now_s = now_s
         self._boundary_and_start()
@@ -702,6 +763,7 @@ class ServingInstance:
             heap.append((remaining, self._heap_seq, request.version, request))
         heapq.heapify(heap)
         self._finish_heap = heap
+        self._decode_batch_version += 1
         self._cut_after(now_s)
 
     def _cut_after(self, now_s: float) -> None:
@@ -711,6 +773,7 @@ class ServingInstance:
         index = bisect_left(self._seg_ends, now_s, self._seg_applied, self._seg_len)
         if index < self._seg_len - 1:
             self._seg_len = index + 1
+            self._seg_new_blocks = self._new_blocks(self._seg_first_index, self._seg_len)
             self.next_event_s = float(self._seg_ends[index])
 
     def _join_decode(self, request: Request) -> None:
@@ -723,6 +786,7 @@ class ServingInstance:
         self.sum_kv_offset += offset
         self.num_decoding += 1
         self.decoding[request.request_id] = request
+        self._decode_batch_version += 1
         if self.prefix_sharing_attention and request.shared_prefix_tokens:
             self._share(request, 1)
         finish_index = e + request.output_tokens - request.generated
@@ -741,6 +805,7 @@ class ServingInstance:
         self.sum_kv_offset -= offset
         self.num_decoding -= 1
         del self.decoding[request.request_id]
+        self._decode_batch_version += 1
         if self.prefix_sharing_attention and request.shared_prefix_tokens:
             self._share(request, -1)
         request.version += 1
@@ -782,6 +847,8 @@ class ServingInstance:
 
     def _new_blocks(self, e: int, iterations: int) -> int:
         """Blocks the decode batch takes over decode iterations ``e .. e + iterations - 1``."""
+        if iterations == 1:  # the common case: one iteration ended since the last look
+            return self.phase_count[(-e) % self.block_tokens]
         full, rest = divmod(iterations, self.block_tokens)
         total = full * self.num_decoding
         phase = self.phase_count
@@ -844,6 +911,7 @@ class ServingInstance:
     def _start(self) -> None:
         if not self.waiting and not self.num_decoding and not self.prefilling:
             self._kind = _IDLE
+            self._pending_end_s = INF
             self.next_event_s = INF
             return
         plan = self.scheduler.plan(self)
@@ -853,6 +921,7 @@ class ServingInstance:
                 self.kv.release(self._prealloc_blocks)
             self._prealloc_blocks = 0
             self._kind = _IDLE
+            self._pending_end_s = INF
             self.next_event_s = INF
             return
         n = self.num_decoding if plan.decode else 0
@@ -871,6 +940,9 @@ class ServingInstance:
             self._kind = _DECODE_RUN
             self._seg_ends = ends
             self._seg_len = k
+            self._seg_first_index = self.decode_index
+            self._seg_new_blocks = self._new_blocks(self.decode_index, k)
+            self._seg_applied_blocks = 0
         else:
             chunks = [(chunk, request.prefilled) for request, chunk in plan.prefills]
             sum_kv = self.sum_kv_offset + n * self.decode_index + n if n else 0
@@ -886,6 +958,7 @@ class ServingInstance:
             self._seg_len = 1
         self._seg_start_s = now
         self._seg_applied = 0
+        self._pending_end_s = float(self._seg_ends[0]) if self._kind == _DECODE_RUN else INF
         self.next_event_s = float(self._seg_ends[self._seg_len - 1])
 
     def _apply_decodes(self, count: int) -> None:
@@ -895,6 +968,7 @@ class ServingInstance:
         e = self.decode_index
         n = self.num_decoding
         new = self._new_blocks(e, count)
+        self._seg_applied_blocks += new
         if self._prealloc_blocks > 0:
             new -= self._prealloc_blocks
         self._prealloc_blocks = 0
@@ -917,6 +991,11 @@ class ServingInstance:
         self.last_decode_end_s = last_end
         self.decode_index = e + count
         self._seg_applied = start + count
+        self._pending_end_s = (
+            float(self._seg_ends[start + count])
+            if self._kind == _DECODE_RUN and start + count < self._seg_len
+            else INF
+        )
         self.now_s = last_end
         self.num_iterations += count
         self.tokens_generated += n * count

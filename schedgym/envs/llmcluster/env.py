@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,12 @@ from schedgym.core.rng import spawn_streams
 from schedgym.core.spaces import MaskedDiscrete
 from schedgym.envs.llmcluster.config import PRESETS, LLMClusterConfig
 from schedgym.envs.llmcluster.generator import LLMClusterGenerator
-from schedgym.envs.llmcluster.simulator import DISPATCH, MIGRATE, LLMClusterSimulator
+from schedgym.envs.llmcluster.simulator import (
+    DISPATCH,
+    MIGRATE,
+    CandidateTable,
+    LLMClusterSimulator,
+)
 from schedgym.serving.request import Request
 from schedgym.workloads.requests import RequestStream
 
@@ -166,10 +172,9 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                 "global_features": box(-np.inf, np.inf, (NUM_GLOBAL_FEATURES,), np.float32),
             }
         )
-        self._candidates: list[Request | None] = [None] * self.num_candidates
-        # The filled candidate slots and each one's KV blocks, as of the last refresh.
-        self._candidate_slots: list[int] = []
-        self._candidate_held_blocks: list[int] = []
+        # The listed candidates with their progress, as of the last refresh (None at a
+        # dispatch decision).
+        self._table: CandidateTable | None = None
         self._candidate_slots_allowed = False  # whether any migration is valid now
         # Migration ticks of this episode run through because no migration was valid.
         self.forced_ticks_skipped = 0
@@ -188,6 +193,7 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         self.simulator = LLMClusterSimulator(self.config, instance)
         self._last_area = self.simulator.cluster.area_weighted_s
         self.forced_ticks_skipped = 0
+        self._feature_scales()
         self._refresh()
         return self._observation(), self._info()
 
@@ -203,7 +209,7 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             sim.migrate(None)
         else:
             slot, destination = divmod(action - self.no_migration_action - 1, self.num_instances)
-            request = self._candidates[slot]
+            request = self._candidate_in(slot)
             assert request is not None  # the mask only offers filled candidate slots
             sim.migrate(request, destination)
         # Refresh first: it may run through forced migration ticks, whose time in system then
@@ -228,9 +234,11 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
 
     def migration_action(self, request: Request, destination: int) -> int:
         """The action that migrates ``request`` (a listed candidate) to ``destination``."""
-        for slot, candidate in enumerate(self._candidates):
-            if candidate is request:
-                return self.no_migration_action + 1 + slot * self.num_instances + destination
+        table = self._table
+        if table is not None:
+            for slot, candidate in zip(table.slots, table.requests, strict=True):
+                if candidate is request:
+                    return self.no_migration_action + 1 + slot * self.num_instances + destination
         raise InvalidActionError(f"action: request {request.request_id} is not a listed candidate")
 
     # -------------------------------------------------------------------------- helpers
@@ -244,37 +252,49 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             self.forced_ticks_skipped += 1
             self._refresh_mask(sim)
 
+    def _candidate_in(self, slot: int) -> Request | None:
+        """The candidate listed in ``slot`` now, if any (the table's slots are increasing)."""
+        table = self._table
+        if table is None:
+            return None
+        index = bisect_left(table.slots, slot)
+        if index < len(table.slots) and table.slots[index] == slot:
+            return table.requests[index]
+        return None
+
     def _refresh_mask(self, sim: LLMClusterSimulator) -> None:
         """The candidate list and the action mask of the current decision point."""
         self._candidate_slots_allowed = False
-        sim.sync()
+        if sim.done or sim.decision_kind == DISPATCH:
+            # Materialise every instance at now_s: for the final summary, and before a
+            # dispatch queues a request on one (where to cut its running segment depends on
+            # which iterations are applied when one ends exactly now). A migration tick needs
+            # none: its mask and observation read the running segments
+            # (migration_candidate_table, load_counters), and a migration syncs the two
+            # instances it touches itself.
+            sim.sync()
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
-        self._candidates = [None] * self.num_candidates
-        self._candidate_slots = []
-        self._candidate_held_blocks = []
+        self._table = None
         if not sim.done:
             if sim.decision_kind == DISPATCH:
                 mask[:n] = sim.up
             else:
                 mask[n] = True
-                listed: list[Request] = []
-                for instance in sim.instances:
-                    first = instance.instance_id * per
-                    for c, request in enumerate(sim.migration_candidates(instance, per)):
-                        self._candidates[first + c] = request
-                        self._candidate_slots.append(first + c)
-                        self._candidate_held_blocks.append(instance.held_blocks(request))
-                        listed.append(request)
-                if listed:
+                table = sim.migration_candidate_table(per)
+                self._table = table
+                if table.requests:
+                    # cluster.migration_destinations for the listed candidates (each one may
+                    # migrate, so only the room test and "not to its own instance" remain):
+                    # the destination must be up and reserve its blocks plus one.
+                    free = sim.cluster.uncommitted_free_blocks()
+                    allowed = free >= (table.held_blocks + 1)[:, None]
+                    allowed[np.arange(len(table.requests)), table.sources] = False
+                    allowed &= sim.up
                     # Rows of (candidate slot, destination): slot s owns actions
                     # n + 1 + s * n .. n + 1 + s * n + n - 1.
-                    allowed = sim.cluster.migration_destinations(
-                        listed, self._candidate_held_blocks
-                    )
-                    allowed &= sim.up
                     rows = mask[n + 1 :].reshape(self.num_candidates, n)
-                    rows[self._candidate_slots] = allowed
+                    rows[table.slots] = allowed
                     self._candidate_slots_allowed = bool(allowed.any())
         self._mask = mask
 
@@ -289,54 +309,48 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         }
 
     def _observation(self) -> dict[str, np.ndarray]:
-        # Rows are gathered as Python floats and converted once (the same float64 -> float32
-        # rounding as writing them one by one, far fewer numpy calls); the candidate rows
-        # reuse the held blocks the mask was computed from (the state has not moved since).
+        # One engine call per instance for its counters at now_s (as if synced; the KV level
+        # is used_blocks_at(now), what sim.freeness reads), then one float64 array divided by
+        # the scales and converted to float32 once (the same IEEE operations as computing each
+        # entry as a Python float and writing it). The candidate rows reuse the table the mask
+        # was computed from.
         sim = self._sim()
         n = self.num_instances
-        capacity = float(sim.capacity_blocks)
-        freeness: list[float] = []
-        instance_rows: list[tuple[float, ...]] = []
+        capacity_blocks = sim.capacity_blocks
+        now = sim.now_s
+        rows = []
         for instance in sim.instances:
-            free = sim.freeness(instance)
-            freeness.append(free)
-            instance_rows.append(
-                (
-                    instance.num_running() / SEQS_SCALE,
-                    len(instance.waiting) / SEQS_SCALE,
-                    instance.free_blocks / capacity,
-                    free / 100.0,
-                    instance.last_iteration_s / ITERATION_SCALE_S,
-                    instance.waiting_prefill_tokens / TOKENS_SCALE,
-                    instance.num_decoding / SEQS_SCALE,
-                    instance.kv.used_blocks / capacity,
-                    0.0,
-                )
+            running, waiting, used, queued_blocks, last_s, queued_tokens, decoding = (
+                instance.load_counters(now)
             )
-        instance_features = np.array(instance_rows, np.float32)
+            # LLMClusterSimulator.freeness (no headroom).
+            free = (capacity_blocks - (used + queued_blocks + 0.0)) / max(1, running)
+            rows.append(
+                (running, waiting, capacity_blocks - used, free, last_s, queued_tokens, decoding,
+                 used, 0.0)
+            )  # fmt: skip
+        numerators = np.array(rows, np.float64)
+        instance_features = (numerators / self._instance_scales).astype(np.float32)
         active = sim.cluster.active_migrations
         for migration in active.values():
             instance_features[migration.source, 8] = 1.0
             instance_features[migration.destination, 8] = 1.0
         candidate_features = np.zeros((self.num_candidates, NUM_CANDIDATE_FEATURES), np.float32)
         candidate_mask = np.zeros(self.num_candidates, np.int8)
-        if self._candidate_slots:
-            candidate_rows = []
-            for slot, held in zip(self._candidate_slots, self._candidate_held_blocks, strict=True):
-                request = self._candidates[slot]
-                assert request is not None
-                instance = sim.instances[request.instance]
-                candidate_rows.append(
-                    (
-                        instance.kv_tokens(request) / TOKENS_SCALE,
-                        instance.generated(request) / TOKENS_SCALE,
-                        float(request.priority),
-                        held / capacity,
-                        freeness[request.instance] / 100.0,
-                    )
-                )
-            candidate_features[self._candidate_slots] = np.array(candidate_rows, np.float32)
-            candidate_mask[self._candidate_slots] = 1
+        table = self._table
+        if table is not None and table.requests:
+            columns = np.array(
+                (
+                    table.kv_tokens,
+                    table.generated,
+                    table.priority,
+                    table.held_blocks,
+                    numerators[table.sources, 3],  # the candidate's instance's freeness
+                ),
+                np.float64,
+            )
+            candidate_features[table.slots] = columns.T / self._candidate_scales
+            candidate_mask[table.slots] = 1
         request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
         pending = sim.pending_request
         if pending is not None and sim.decision_kind == DISPATCH:
@@ -360,3 +374,13 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             "request_features": request_features,
             "global_features": global_features,
         }
+
+    def _feature_scales(self) -> None:
+        """What each instance and candidate feature's numerator is divided by (see the class
+        docstring); the KV capacity is the config's, the same in every episode."""
+        capacity = float(self._sim().capacity_blocks)
+        self._instance_scales = np.array(
+            [SEQS_SCALE, SEQS_SCALE, capacity, 100.0, ITERATION_SCALE_S, TOKENS_SCALE, SEQS_SCALE,
+             capacity, 1.0]
+        )  # fmt: skip
+        self._candidate_scales = np.array([TOKENS_SCALE, TOKENS_SCALE, 1.0, capacity, 100.0])

@@ -13,6 +13,7 @@ TIMELINE_WINDOW_REQUESTS = 300
 
 def render_ansi(sim: LLMClusterSimulator) -> str:
     """One line of global state, then one line per instance."""
+    sim.sync()  # the instances' counters at now_s
     decision = "dispatch" if sim.decision_kind == DISPATCH else "migration"
     lines = [
         f"t={sim.now_s:.3f}s next decision: {decision} | requests arrived {sim.requests_arrived} "

@@ -18,10 +18,9 @@ instance's counters to ``now_s`` (the env calls it before building an observatio
 
 from __future__ import annotations
 
-import heapq
 import math
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,6 +40,20 @@ DISPATCH, MIGRATE = 0, 1
 # Decode iterations per instance whose logs are kept whole (exact TBT percentiles); longer
 # episodes (the Azure hour runs ~277k per instance) keep bounded logs (see ServingInstance).
 EXACT_LOG_ITERATIONS = 1 << 16
+
+
+class CandidateTable(NamedTuple):
+    """The migration candidates of every instance at one decision point, flattened: the ``c``-th
+    candidate of instance ``i`` (:meth:`LLMClusterSimulator.migration_candidates` order) sits in
+    slot ``i * limit + c``. Arrays are ``(len(requests),)`` int64, aligned with ``requests``."""
+
+    slots: list[int]
+    requests: list[Request]
+    sources: np.ndarray  # instance of each candidate
+    kv_tokens: np.ndarray  # ServingInstance.kv_tokens
+    generated: np.ndarray  # ServingInstance.generated
+    held_blocks: np.ndarray  # ServingInstance.held_blocks
+    priority: np.ndarray
 
 
 def _migration_time_s(
@@ -106,6 +119,12 @@ class LLMClusterSimulator(Forkable):
         self.done = False
         self.truncated = False
         self.decisions = 0
+        # Per instance: cached candidate order (_decode_order) and candidate list
+        # (migration_candidate_table).
+        self._decode_orders: list[tuple[int, list[tuple[int, Request]]] | None] = [
+            None
+        ] * config.num_instances
+        self._listed: list[tuple | None] = [None] * config.num_instances
         self._next_arrival = 0
         self._next_tick_s = config.migration_tick_s if config.migration else math.inf
         self._advance()
@@ -141,18 +160,146 @@ class LLMClusterSimulator(Forkable):
         the fewest KV blocks (the cheapest copy) first. ``limit``: only the first ``limit``
         of that order (the same list as slicing the full one; the keys are unique)."""
         instance.sync(self.now_s)
-        # Asked for every instance at every migration tick over every decoding request, so
-        # the progress comes from one engine pass instead of generated()/kv_tokens() calls.
-        keyed: list[tuple[tuple[int, int, int], Request]] = []
-        for r, generated in instance.decoding_generated():
-            if r.migration is None and generated < r.output_tokens - 1 and not r.prefix_path:
-                # kv_tokens() of a decoding request: its prompt and all but its last token.
-                keyed.append(((r.priority, r.prompt_tokens + generated - 1, r.request_id), r))
+        if limit is not None and limit <= 0:
+            return []
+        e = instance.decode_index
+        out: list[Request] = []
+        for last_index, request in self._decode_order(instance):
+            if e < last_index and request.migration is None:
+                out.append(request)
+                if len(out) == limit:
+                    break
+        return out
+
+    def _decode_order(self, instance: ServingInstance) -> list[tuple[int, Request]]:
+        """``instance``'s decoding requests without a shared prefix, in migration-candidate
+        order, each with the decode index from which it no longer has tokens to go.
+
+        Asked at every migration tick for every instance, so it is cached per instance until
+        the engine's decode batch changes (``decode_batch_version``): in between, a member's
+        generated tokens are ``gen_offset + E`` for the instance's decode index ``E``, so its
+        key ``(priority, kv tokens = prompt + generated - 1, id)`` ranks as ``(priority,
+        prompt + gen_offset, id)`` whatever ``E``, and "tokens still to go" (``generated <
+        output_tokens - 1``) is ``E < output_tokens - 1 - gen_offset``."""
+        index = instance.instance_id
+        version = instance.decode_batch_version
+        cached = self._decode_orders[index]
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        keyed = sorted(
+            (
+                (r.priority, r.prompt_tokens + r.gen_offset, r.request_id),
+                r.output_tokens - 1 - r.gen_offset,
+                r,
+            )
+            for r in instance.decoding.values()
+            if not r.prefix_path
+        )
         # The keys are unique (request ids), so the requests never get compared.
-        if limit is not None and limit < len(keyed):
-            return [r for _, r in heapq.nsmallest(limit, keyed)]
-        keyed.sort()
-        return [r for _, r in keyed]
+        order = [(last_index, r) for _, last_index, r in keyed]
+        self._decode_orders[index] = (version, order)
+        return order
+
+    def migration_candidate_table(self, limit: int) -> CandidateTable:
+        """``migration_candidates(instance, limit)`` of every instance, with each candidate's
+        progress (what an action mask and an observation need), at ``now_s`` (as after
+        :meth:`sync`, without materialising the instances).
+
+        Each instance's list is cached: it can only change when its decode batch changes, a
+        migration starts or aborts anywhere (a candidate's ``migration`` flag), or its decode
+        index reaches the point where a listed candidate has no token left to go."""
+        # A candidate's migration flag changes when a migration from its instance starts or
+        # aborts; a completed one changes both instances' decode batches.
+        flag_changes = self.cluster.migration_flag_changes
+        now = self.now_s
+        listed = self._listed
+        slots: list[int] = []
+        requests: list[Request] = []
+        sources: list[int] = []
+        gen_offsets: list[int] = []
+        kv_offsets: list[int] = []
+        shared_blocks: list[int] = []
+        priority: list[int] = []
+        decode_index: list[int] = []
+        for instance in self.instances:
+            # Read off the running segment: the table does not materialise the instances.
+            e = instance.decode_index_at(now)
+            decode_index.append(e)
+            i = instance.instance_id
+            entry = listed[i]
+            if (
+                entry is None
+                or entry[0] != instance.decode_batch_version
+                or entry[1] != flag_changes[i]
+                or entry[2] != limit
+                or e >= entry[3]
+            ):
+                entry = self._list_candidates(instance, e, limit, flag_changes[i])
+                listed[i] = entry
+            if entry[4]:
+                slots.extend(entry[4])
+                requests.extend(entry[5])
+                sources.extend(entry[6])
+                gen_offsets.extend(entry[7])
+                kv_offsets.extend(entry[8])
+                shared_blocks.extend(entry[9])
+                priority.extend(entry[10])
+        source = np.array(sources, np.int64)
+        index = np.array(decode_index, np.int64)[source]
+        kv_tokens = np.array(kv_offsets, np.int64) + index
+        block_tokens = self.instances[0].block_tokens
+        # ServingInstance.held_blocks of a decoding request: ceil(kv / block) - shared blocks.
+        held = -(-kv_tokens // block_tokens) - np.array(shared_blocks, np.int64)
+        return CandidateTable(
+            slots,
+            requests,
+            source,
+            kv_tokens,
+            np.array(gen_offsets, np.int64) + index,
+            held,
+            np.array(priority, np.int64),
+        )
+
+    def _list_candidates(
+        self, instance: ServingInstance, e: int, limit: int, flag_changes: int
+    ) -> tuple:
+        """A :meth:`migration_candidate_table` cache entry of ``instance``: (decode batch
+        version, its migration flag changes, limit, decode index up to which it holds, slots,
+        requests, sources, gen_offsets, kv offsets, shared blocks, priorities), at decode
+        index ``e``."""
+        valid_below = math.inf
+        chosen: list[Request] = []
+        if limit > 0:
+            for last_index, request in self._decode_order(instance):
+                if e < last_index and request.migration is None:
+                    chosen.append(request)
+                    valid_below = min(valid_below, last_index)
+                    if len(chosen) == limit:
+                        break
+        i = instance.instance_id
+        block_tokens = instance.block_tokens
+        slots, sources, gen_offsets, kv_offsets, shared_blocks, priority = [], [], [], [], [], []
+        for c, r in enumerate(chosen):
+            slots.append(i * limit + c)
+            sources.append(i)
+            gen_offsets.append(r.gen_offset)
+            # kv tokens = prompt + generated - 1 = (prompt - 1 + gen_offset) + E.
+            kv_offsets.append(r.prompt_tokens - 1 + r.gen_offset)
+            shared_blocks.append(r.shared_prefix_tokens // block_tokens)
+            priority.append(r.priority)
+        return (
+            instance.decode_batch_version,
+            flag_changes,
+            limit,
+            valid_below,
+            slots,
+            chosen,
+            sources,
+            gen_offsets,
+            kv_offsets,
+            shared_blocks,
+            priority,
+        )
 
     # ----------------------------------------------------------------- actions
     def dispatch(self, instance_id: int) -> None:
@@ -327,7 +474,9 @@ class LLMClusterSimulator(Forkable):
         request = self.cluster.live.get(request_id)
         if request is None:
             return 0
-        return self.instances[request.instance].generated(request)
+        instance = self.instances[request.instance]
+        instance.sync(self.now_s)
+        return instance.generated(request)
 
     def decoding_requests(self) -> list[Request]:
         """Every request decoding anywhere (for inspection and tests)."""

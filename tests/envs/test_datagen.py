@@ -21,10 +21,10 @@ from schedgym.envs.datagen import blas
 from schedgym.envs.datagen.blas import one_blas_thread
 from schedgym.envs.datagen.buffers import BUFFER_KINDS, SampleBuffer
 from schedgym.envs.datagen.calibration import calibrate_env, measure_cost_table
-from schedgym.envs.datagen.config import PRESETS, DataGenConfig
+from schedgym.envs.datagen.config import MAX_SOLVER_SUBSTEPS, PRESETS, DataGenConfig
 from schedgym.envs.datagen.costs import amdahl_speedup, load_cost_table
 from schedgym.envs.datagen.env import OnlineDataGenEnv
-from schedgym.envs.datagen.generator import DataGenGenerator, ValidationSet
+from schedgym.envs.datagen.generator import DataGenGenerator, ValidationSet, heat_grid
 from schedgym.envs.datagen.sampling import (
     ParameterSpace,
     contrast_cdf,
@@ -396,6 +396,7 @@ BAD_VALUES = [
     ("final_time", 0.0),
     ("diffusivity", -1.0),
     ("cfl_safety", 1.5),
+    ("cfl_safety", 5e-324),  # its Euler step underflowed to zero (ZeroDivisionError)
     ("initial_temp_range_k", (500.0, 100.0)),
     ("boundary_temp_range_k", (1.0,)),
     ("num_regions", 0),
@@ -820,3 +821,11 @@ def test_paper_effect_breed_lowers_hard_p99_by_a_fifth_at_full_scale():
             [_hard_p99_and_band_shares(baselines.OnlinePolicy(buffer), s)[0] for s in seeds]
         )
         assert adaptive <= 0.8 * uniform, (buffer, adaptive, uniform)
+
+
+def test_a_simulation_too_long_to_solve_is_refused_naming_its_fields():
+    """Each field in range, together a billion Euler steps per simulation: refused up front
+    with the fields named, not run for hours."""
+    with pytest.raises(ConfigError, match=r"^cfl_safety: with grid_size 256, diffusivity 100"):
+        DataGenConfig(grid_size=256, diffusivity=100.0, final_time=100.0, cfl_safety=0.9)
+    assert heat_grid(DataGenConfig(cfl_safety=1e-3)).total_substeps <= MAX_SOLVER_SUBSTEPS

@@ -9,6 +9,12 @@ from schedgym.core.config import require_choice, require_number
 from schedgym.core.errors import ConfigError
 from schedgym.core.spaces import INVALID_ACTION_MODES
 from schedgym.envs.datagen.buffers import BUFFER_KINDS
+from schedgym.envs.datagen.solver import HeatGrid
+
+# Forward-Euler steps one simulation may take (the presets take 24 to 440): the step is
+# cfl_safety * h^2 / (4 diffusivity), so a tiny safety factor, a fine grid, a large diffusivity
+# and a long final time multiply into solves of hours, or a step that underflows to zero.
+MAX_SOLVER_SUBSTEPS = 1_000_000
 
 BUFFER_CHOICES = ("agent", *BUFFER_KINDS)
 # How the loss-weighted acquisition places a new simulation (see ``DataGenConfig``).
@@ -37,7 +43,9 @@ class DataGenConfig:
             parameters and t; target: the field).
         final_time: simulated physical time of one simulation (dimensionless: unit square).
         diffusivity: alpha of the heat equation.
-        cfl_safety: the solver's time step as a fraction of the stability limit h^2 / (4 alpha).
+        cfl_safety: the solver's time step as a fraction of the stability limit h^2 / (4 alpha),
+            in [0.001, 1]; with the grid, diffusivity and final time it may not make a
+            simulation take more than ``MAX_SOLVER_SUBSTEPS`` (1,000,000) forward-Euler steps.
         conductivity_exponent: m of the temperature-dependent conductivity ``k(u) = floor +
             (1 - floor) * s^m`` (``s``: the temperature scaled to [0, 1] over the parameter
             range; the equation becomes ``u_t = alpha div(k(u) grad u)``). 0: constant
@@ -146,7 +154,18 @@ class DataGenConfig:
         require_number("num_time_steps", self.num_time_steps, 1, 1000, integer=True)
         require_number("final_time", self.final_time, 0.0, 100.0, low_inclusive=False)
         require_number("diffusivity", self.diffusivity, 0.0, 100.0, low_inclusive=False)
-        require_number("cfl_safety", self.cfl_safety, 0.0, 1.0, low_inclusive=False)
+        require_number("cfl_safety", self.cfl_safety, 1e-3, 1.0)
+        grid = HeatGrid(
+            self.grid_size, self.diffusivity, self.final_time, self.num_time_steps, self.cfl_safety
+        )
+        if grid.total_substeps > MAX_SOLVER_SUBSTEPS:
+            raise ConfigError(
+                f"cfl_safety: with grid_size {self.grid_size}, diffusivity {self.diffusivity}, "
+                f"final_time {self.final_time} and cfl_safety {self.cfl_safety} one simulation "
+                f"takes {grid.total_substeps:,} forward-Euler steps, at most "
+                f"{MAX_SOLVER_SUBSTEPS:,} are allowed: raise cfl_safety or lower grid_size, "
+                "diffusivity or final_time"
+            )
         require_number("conductivity_exponent", self.conductivity_exponent, 0.0, 8.0)
         require_number("conductivity_floor", self.conductivity_floor, 0.0, 1.0, low_inclusive=False)
         object.__setattr__(

@@ -2,11 +2,12 @@
 
 For each environment: a MaskablePPO model with the per-candidate scoring policy
 (:mod:`schedgym.agents`) learns ``--rollouts`` rollouts of the hyperparameter file's ``n_steps``
-(per env) on the env's first training scenario, with ``--n-envs`` copies in one ``DummyVecEnv``
-and ``--threads`` torch threads. Reports env steps per second of wall time and per CPU-second of
-this process (``time.process_time``: every thread of the process, so it does not flatter a run
-with more threads, and other processes on the machine do not count against it), and where the
-time goes, each part measured in both clocks:
+(per env) on the env's first training scenario, with ``--n-envs`` copies (default: the file's
+``n_envs``, as ``schedgym train`` uses) in one ``DummyVecEnv`` and ``--threads`` torch threads.
+Reports env steps per second of wall time and per CPU-second of this process
+(``time.process_time``: every thread of the process, so it does not flatter a run with more
+threads, and other processes on the machine do not count against it), and where the time goes,
+each part measured in both clocks:
 
 - ``env``: inside the environments (``step``, ``reset``, ``action_masks``);
 - ``rollout``: the rest of rollout collection (the policy's forward passes for actions and
@@ -119,12 +120,14 @@ class WarmedUpEnv(gym.Wrapper):
 def bench(
     env_id: str,
     rollouts: int,
-    n_envs: int = 1,
+    n_envs: int | None = None,
     overrides: dict[str, Any] | None = None,
     warmup_steps: int = 0,
 ) -> dict[str, Any]:
     family = env_family(env_id)
     params = {**load_hyperparams(env_id), **(overrides or {})}
+    if n_envs is None:  # as `schedgym train` runs it
+        n_envs = int(params.get("n_envs", 1))
     scenario = params["scenarios"][0]
     env_clock, update_clock = Clock(), Clock()
     # The warm-up runs in learn's first reset: its time is taken off every clock below.
@@ -189,7 +192,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", action="append", default=None, help="env id (repeatable)")
     parser.add_argument("--rollouts", type=int, default=2, help="rollouts of n_steps each")
-    parser.add_argument("--n-envs", type=int, default=1, help="envs in one DummyVecEnv")
+    parser.add_argument(
+        "--n-envs",
+        type=int,
+        default=None,
+        help="envs in one DummyVecEnv (default: the hyperparameter file's n_envs, else 1)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
         "--warmup-steps",

@@ -22,7 +22,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--timesteps", type=int, default=10_000, help="total environment steps")
     p.add_argument("--seed", type=int, default=0, help="run seed (training seeds derive from it)")
-    p.add_argument("--n-envs", type=int, default=1, help="parallel environments (processes)")
+    p.add_argument(
+        "--n-envs",
+        type=int,
+        default=None,
+        help="parallel environments (default: the hyperparameter file's n_envs, else 1; "
+        "RLlib: EnvRunner actors, default 1)",
+    )
     p.add_argument("--config", default=None, help="YAML overriding the shipped hyperparameters")
     p.add_argument(
         "--wandb",
@@ -123,7 +129,7 @@ def _train_rllib(args: argparse.Namespace, command: str) -> int:
         presets=args.preset,
         timesteps=args.timesteps,
         seed=args.seed,
-        n_envs=args.n_envs,
+        n_envs=args.n_envs or 1,
         config_file=args.config,
         out=args.out,
         ray_address=args.ray_address,

@@ -42,6 +42,7 @@ OWN_KEYS = (
     "eval_scenarios",
     "eval_freq",
     "vec_env",
+    "n_envs",
 )
 # How --n-envs > 1 environments run: worker processes, or in turn in the learner's process
 # (where an env's step costs less than shipping its observation between processes).

@@ -183,7 +183,7 @@ def train(
     presets: list[str] | None = None,
     timesteps: int = 10_000,
     seed: int = 0,
-    n_envs: int = 1,
+    n_envs: int | None = None,
     config_file: str | None = None,
     wandb_mode: str = "offline",
     wandb_explicit: bool = False,
@@ -201,8 +201,6 @@ def train(
     family = env_family(env_id)
     if timesteps < 1:
         raise ConfigError(f"--timesteps: must be >= 1, got {timesteps}")
-    if not 1 <= n_envs <= 64:
-        raise ConfigError(f"--n-envs: must be in [1, 64], got {n_envs}")
     if wandb_mode not in WANDB_MODES:
         raise ConfigError(f"--wandb: must be one of {WANDB_MODES}, got {wandb_mode!r}")
     if device not in ("cpu", "cuda", "auto"):
@@ -211,6 +209,10 @@ def train(
         raise ConfigError("--device: cuda requested but torch sees no CUDA device")
     check_disjoint()
     params = load_hyperparams(env_id, config_file)
+    if n_envs is None:  # the file's choice (SoCDAG batches its envs' forward passes)
+        n_envs = params.get("n_envs", 1)
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or not 1 <= n_envs <= 64:
+        raise ConfigError(f"--n-envs / n_envs: must be an integer in [1, 64], got {n_envs!r}")
     scenarios = scenarios_with_presets(params, presets)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ DEFAULT_TIMESTEPS = 10_000
 
 def zoo_hyperparams(env_id: str) -> dict[str, Any]:
     """The rl_zoo3 ``ppo_mask`` entry of ``env_id``: MaskablePPO arguments plus ``policy``,
-    ``policy_kwargs``, ``env_kwargs`` and ``n_timesteps``."""
+    ``policy_kwargs``, ``env_kwargs``, ``n_timesteps`` and, where the file sets it, ``n_envs``."""
     import gymnasium as gym
 
     import schedgym  # noqa: F401  (registers the ids)
@@ -67,6 +67,8 @@ def zoo_hyperparams(env_id: str) -> dict[str, Any]:
         env_kwargs=scenario,
         n_timesteps=DEFAULT_TIMESTEPS,
     )
+    if "n_envs" in params:  # rl_zoo3 reads it too (a DummyVecEnv by default, as ours)
+        entry["n_envs"] = params["n_envs"]
     return entry
 
 

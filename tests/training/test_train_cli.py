@@ -202,3 +202,23 @@ def test_dummy_vec_env_collects_the_same_rollouts_as_worker_processes(tmp_path):
     done = _run("train", "SoCDAG-v0", "--config", str(bad), "--out", str(tmp_path / "bad"))
     assert done.returncode == 2
     assert "vec_env" in done.stderr
+
+
+def test_n_envs_comes_from_the_file_unless_given(tmp_path):
+    """SoCDAG's file runs 16 envs a rollout; `n_envs` in a config file applies when --n-envs is
+    not given, --n-envs wins, and a bad value is refused naming both."""
+    from schedgym.training.config import load_hyperparams
+    from schedgym.training.train import train
+
+    assert load_hyperparams("schedgym/SoCDAG-v0")["n_envs"] == 16
+    config = tmp_path / "two.yml"
+    config.write_text(TINY.read_text().replace("n_envs: 1", "n_envs: 2"))
+    common = {"presets": ["tiny"], "timesteps": 64, "config_file": str(config)}
+    common |= {"wandb_mode": "disabled", "progress": False}
+    assert train("SoCDAG-v0", out=tmp_path / "file", **common)["n_envs"] == 2
+    assert train("SoCDAG-v0", n_envs=1, out=tmp_path / "flag", **common)["n_envs"] == 1
+    bad = tmp_path / "bad.yml"
+    bad.write_text("n_envs: 0\n")
+    done = _run("train", "SoCDAG-v0", "--config", str(bad), "--out", str(tmp_path / "bad"))
+    assert done.returncode == 2
+    assert "--n-envs / n_envs" in done.stderr

@@ -22,7 +22,7 @@ from schedgym.training.zoo import hyperparams, zoo_hyperparams
 
 ROOT = Path(__file__).resolve().parents[2]
 # Keys rl_zoo3 consumes itself; every other key goes to the algorithm's constructor.
-ZOO_KEYS = {"policy", "env_kwargs", "n_timesteps"}
+ZOO_KEYS = {"policy", "env_kwargs", "n_timesteps", "n_envs"}
 
 
 def test_zoo_entry_builds_maskable_ppo_with_our_policy():
@@ -34,14 +34,15 @@ def test_zoo_entry_builds_maskable_ppo_with_our_policy():
     assert set(entry) - ZOO_KEYS <= set(PPO_KEYS) | {"policy_kwargs"}
     assert entry["env_kwargs"] == {"preset": "heavy"}  # the first scenario of the file
     assert entry["gamma"] == 0.999  # the env's entry overrides default (0.99)
-    assert entry["n_epochs"] == 4  # default fills what the env's entry does not set
+    assert entry["gae_lambda"] == 0.95  # default fills what the env's entry does not set
+    assert entry["n_envs"] == 16 and entry["n_epochs"] == 2
     module, _, name = entry["policy"].rpartition(".")
     assert getattr(__import__(module, fromlist=[name]), name) is CandidateScoringPolicy
     env = gym.make("schedgym/SoCDAG-v0", preset="tiny", disable_env_checker=True)
     kwargs = {k: v for k, v in entry.items() if k not in ZOO_KEYS}
     model = MaskablePPO(CandidateScoringPolicy, env, **kwargs)
     assert isinstance(model.policy, CandidateScoringPolicy)
-    assert model.n_steps == 512
+    assert model.n_steps == 32
 
 
 def test_zoo_hyperparams_cover_every_env_and_only_them():

@@ -9,7 +9,7 @@ every decision) and through ``env.advance`` (none built). Run on one core for co
 numbers:
 
     taskset -c 0 .venv/bin/python benchmarks/bench_envs.py [--env SoCDAG-v0] [--steps 20000]
-        [--no-azure-hour] [--clock cpu]
+        [--no-azure-hour] [--clock cpu] [--preset P | --preset all]
 
 ``--clock cpu`` divides by the process's CPU time instead of wall time: on a machine shared
 with other jobs it measures the code, not the queue for a core.
@@ -18,12 +18,14 @@ with other jobs it measures the code, not the queue for a core.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import gymnasium as gym
 import numpy as np
 
 import schedgym  # noqa: F401
+from schedgym.commands.common import env_class
 from schedgym.core.policy import make_policy, policy_names
 from schedgym.core.rollout import run_episode
 from schedgym.registration import env_entry, env_ids
@@ -32,8 +34,10 @@ from schedgym.registration import env_entry, env_ids
 CLOCK = time.perf_counter
 
 
-def random_masked_steps_per_s(env_id: str, steps: int, max_seconds: float) -> float:
-    env = gym.make(env_id, disable_env_checker=True).unwrapped
+def random_masked_steps_per_s(
+    env_id: str, steps: int, max_seconds: float, preset: str | None = None
+) -> float:
+    env = gym.make(env_id, disable_env_checker=True, preset=preset).unwrapped
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     done_steps, seed = 0, 0
@@ -127,10 +131,30 @@ def main() -> None:
         "--no-azure-hour", action="store_true", help="skip LLMCluster's Azure-trace hour"
     )
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument(
+        "--preset",
+        action="append",
+        default=None,
+        help="only the random masked rate, on this preset of each --env (repeatable; 'all': "
+        "every preset but tiny), median of three runs",
+    )
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     ids = [env_entry(e).env_id for e in args.env] if args.env else env_ids()
+    if args.preset:
+        for env_id in ids:
+            presets = args.preset
+            if presets == ["all"]:
+                presets = [p for p in env_class(env_id).presets if p != "tiny"]
+            for preset in presets:
+                runs = [
+                    random_masked_steps_per_s(env_id, args.steps, args.max_seconds, preset)
+                    for _ in range(3)
+                ]
+                rate = statistics.median(runs)
+                print(f"{env_id} {preset:<20} random masked, with observations: {rate:10,.0f}/s")
+        return
     for env_id in ids:
         print(f"{env_id}")
         rate = random_masked_steps_per_s(env_id, args.steps, args.max_seconds)

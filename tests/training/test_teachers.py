@@ -22,8 +22,8 @@ SOC = "schedgym/SoCDAG-v0"
 MESH = "schedgym/MeshAssign-v0"
 
 
-def _actions_and_latency(policy, preset="heavy", seed=3, **overrides):
-    env = gym.make(SOC, preset=preset, disable_env_checker=True, **overrides)
+def _masked_actions(env, policy, seed):
+    """One episode of ``policy`` (each action checked against the mask); its actions."""
     obs, _ = env.reset(seed=seed)
     policy.reset(env)
     actions = []
@@ -34,6 +34,12 @@ def _actions_and_latency(policy, preset="heavy", seed=3, **overrides):
         actions.append(action)
         obs, _, terminated, truncated, _ = env.step(action)
         done = terminated or truncated
+    return actions
+
+
+def _actions_and_latency(policy, preset="heavy", seed=3, **overrides):
+    env = gym.make(SOC, preset=preset, disable_env_checker=True, **overrides)
+    actions = _masked_actions(env, policy, seed)
     return actions, env.unwrapped.simulator.summary()["mean_job_latency_us"]
 
 
@@ -126,16 +132,7 @@ def _prefix_actions(policy, seed=4):
         kv_capacity_blocks=1500,
         disable_env_checker=True,
     )
-    obs, _ = env.reset(seed=seed)
-    policy.reset(env)
-    actions = []
-    done = False
-    while not done:
-        action = policy.act(obs, env)
-        assert env.unwrapped.action_masks()[action]
-        actions.append(action)
-        obs, _, terminated, truncated, _ = env.step(action)
-        done = terminated or truncated
+    actions = _masked_actions(env, policy, seed)
     return actions, env.unwrapped.simulator.summary()
 
 

@@ -267,10 +267,12 @@ class ServingCluster:
         does not depend on how far the instances are materialised, so none is synced."""
         return np.array([target.uncommitted_free_blocks() for target in self.instances], np.int64)
 
-    def migrate(self, request: Request, destination: int) -> bool:
+    def migrate(self, request: Request, destination: int, checked: bool = False) -> bool:
         """Start a live migration of decoding ``request`` to ``destination``; False if the
-        destination cannot reserve its blocks (nothing changes then)."""
-        if not self.can_migrate(request, destination):
+        destination cannot reserve its blocks (nothing changes then). ``checked``: the caller
+        has just had :meth:`can_migrate` answer True for this pair with nothing changed since
+        (the test is then not repeated; it syncs both instances, reads both block counts)."""
+        if not checked and not self.can_migrate(request, destination):
             return False
         source = self.instances[request.instance]
         blocks = source.held_blocks(request)

@@ -325,7 +325,7 @@ class LLMClusterSimulator(Forkable):
                 raise InvalidActionError(
                     f"action: request {request.request_id} cannot migrate to {destination}"
                 )
-            started = self.cluster.migrate(request, destination)
+            started = self.cluster.migrate(request, destination, checked=True)
         self.decisions += 1
         self._advance()
         return started

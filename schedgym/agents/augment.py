@@ -115,4 +115,5 @@ class AugmentObservation(gym.ObservationWrapper):
 
     def action_masks(self) -> np.ndarray:
         """The wrapped env's valid actions."""
-        return np.asarray(self.env.unwrapped.action_masks(), dtype=bool)
+        unwrapped: Any = self.env.unwrapped  # a SchedulingEnv, which gymnasium's Env type omits
+        return np.asarray(unwrapped.action_masks(), dtype=bool)

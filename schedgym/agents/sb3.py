@@ -142,7 +142,7 @@ class ValidActionsDistribution(MaskableCategoricalDistribution):
         self.masks: torch.Tensor | None = None
         self._packed: ValidActionsCategorical | None = None
 
-    @property  # type: ignore[override]
+    @property
     def distribution(self) -> ValidActionsCategorical:  # type: ignore[override]
         if self._packed is None:
             if self.logits is None:
@@ -150,7 +150,7 @@ class ValidActionsDistribution(MaskableCategoricalDistribution):
             self._packed = ValidActionsCategorical(self.logits, self.masks)
         return self._packed
 
-    def proba_distribution(  # type: ignore[override]
+    def proba_distribution(
         self, action_logits: torch.Tensor
     ) -> ValidActionsDistribution:
         self.logits = action_logits.view(-1, self.action_dim)
@@ -192,7 +192,8 @@ class CandidateScoringPolicy(MaskableActorCriticPolicy):
         self._build_mlp_extractor()
         # Set by MaskableActorCriticPolicy's __init__ just before _build: the same
         # distribution, computed over the valid actions only (see ValidActionsCategorical).
-        self.action_dist = ValidActionsDistribution(self.action_dist.action_dim)
+        num_actions = self.action_dist.action_dim  # type: ignore[attr-defined]
+        self.action_dist = ValidActionsDistribution(num_actions)
         self.action_net = nn.Identity()
         dim = self.mlp_extractor.latent_dim_vf
         # SB3 declares a Linear value head; a small MLP is called the same way.

@@ -150,9 +150,7 @@ class ValidActionsDistribution(MaskableCategoricalDistribution):
             self._packed = ValidActionsCategorical(self.logits, self.masks)
         return self._packed
 
-    def proba_distribution(
-        self, action_logits: torch.Tensor
-    ) -> ValidActionsDistribution:
+    def proba_distribution(self, action_logits: torch.Tensor) -> ValidActionsDistribution:
         self.logits = action_logits.view(-1, self.action_dim)
         self.masks = None
         self._packed = None

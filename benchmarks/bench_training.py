@@ -35,7 +35,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import schedgym  # noqa: F401
 from schedgym.agents.layouts import ENCODERS, encoder_for, layout_of
-from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
+from schedgym.agents.sb3 import CandidateScoringPolicy, scoring_policy_kwargs
 from schedgym.core.policy import env_family
 from schedgym.registration import env_entry
 from schedgym.training.config import PPO_KEYS, load_hyperparams
@@ -141,14 +141,11 @@ def bench(
     model = MaskablePPO(
         CandidateScoringPolicy,
         DummyVecEnv([lambda e=e: e for e in envs]),
-        policy_kwargs={
-            "features_extractor_class": ScoringExtractor,
-            "features_extractor_kwargs": {
-                "encoder": encoder_for(family),
-                "layout": layout_of(family, envs[0]),
-                "encoder_kwargs": (params.get("policy_kwargs") or {}).get("encoder_kwargs", {}),
-            },
-        },
+        policy_kwargs=scoring_policy_kwargs(
+            encoder_for(family),
+            layout_of(family, envs[0]),
+            (params.get("policy_kwargs") or {}).get("encoder_kwargs"),
+        ),
         seed=0,
         **{k: params[k] for k in PPO_KEYS if k in params},
     )

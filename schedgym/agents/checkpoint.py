@@ -114,18 +114,15 @@ def check_compatible(metadata: dict[str, Any], env: Any, source: str) -> None:
 
 def build_policy(metadata: dict[str, Any], env: Any) -> Any:
     """A fresh :class:`CandidateScoringPolicy` with the checkpoint's architecture for ``env``."""
-    from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
+    from schedgym.agents.sb3 import CandidateScoringPolicy, scoring_policy_kwargs
 
     return CandidateScoringPolicy(
         augmented_space(metadata.get("observation_augmentation"), env),
         env.action_space,
         lambda _progress: 0.0,
-        features_extractor_class=ScoringExtractor,
-        features_extractor_kwargs={
-            "encoder": metadata["encoder"],
-            "layout": metadata["layout"],
-            "encoder_kwargs": metadata.get("encoder_kwargs", {}),
-        },
+        **scoring_policy_kwargs(
+            metadata["encoder"], metadata["layout"], metadata.get("encoder_kwargs")
+        ),
     )
 
 

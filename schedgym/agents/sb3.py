@@ -172,6 +172,21 @@ class ValidActionsDistribution(MaskableCategoricalDistribution):
         return self.distribution.mode()
 
 
+def scoring_policy_kwargs(
+    encoder: str, layout: dict[str, Any], encoder_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``policy_kwargs`` that make :class:`CandidateScoringPolicy` score with ``encoder``
+    (a name of :mod:`schedgym.agents.layouts`) over an observation ``layout``."""
+    return {
+        "features_extractor_class": ScoringExtractor,
+        "features_extractor_kwargs": {
+            "encoder": encoder,
+            "layout": layout,
+            "encoder_kwargs": dict(encoder_kwargs or {}),
+        },
+    }
+
+
 class CandidateScoringPolicy(MaskableActorCriticPolicy):
     """MaskablePPO policy over a :class:`ScoringExtractor` (set it with
     ``features_extractor_class`` / ``features_extractor_kwargs``; ``net_arch`` is unused)."""

@@ -29,7 +29,7 @@ from schedgym.agents.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from schedgym.agents.checkpoint import add_metadata, check_same_layout, read_metadata
 from schedgym.agents.layouts import encoder_for, layout_of, observation_shapes
 from schedgym.agents.policy import NetworkPolicy
-from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
+from schedgym.agents.sb3 import CandidateScoringPolicy, scoring_policy_kwargs
 from schedgym.core.errors import ConfigError
 from schedgym.core.jsonio import write_json_atomic
 from schedgym.core.policy import env_family
@@ -257,14 +257,7 @@ def train(
     model = MaskablePPO(
         CandidateScoringPolicy,
         vec_env,
-        policy_kwargs={
-            "features_extractor_class": ScoringExtractor,
-            "features_extractor_kwargs": {
-                "encoder": encoder,
-                "layout": layout,
-                "encoder_kwargs": encoder_kwargs,
-            },
-        },
+        policy_kwargs=scoring_policy_kwargs(encoder, layout, encoder_kwargs),
         seed=seed,
         device=device,
         verbose=0,

@@ -39,7 +39,7 @@ def zoo_hyperparams(env_id: str) -> dict[str, Any]:
 
     import schedgym  # noqa: F401  (registers the ids)
     from schedgym.agents.layouts import encoder_for, layout_of
-    from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
+    from schedgym.agents.sb3 import CandidateScoringPolicy, scoring_policy_kwargs
     from schedgym.core.policy import env_family
     from schedgym.registration import env_entry
     from schedgym.training.config import PPO_KEYS, load_hyperparams
@@ -56,14 +56,7 @@ def zoo_hyperparams(env_id: str) -> dict[str, Any]:
     entry.update(
         # A dotted name, which rl_zoo3 imports (it does not accept a class here).
         policy=f"{CandidateScoringPolicy.__module__}.{CandidateScoringPolicy.__qualname__}",
-        policy_kwargs={
-            "features_extractor_class": ScoringExtractor,
-            "features_extractor_kwargs": {
-                "encoder": encoder_for(family),
-                "layout": layout,
-                "encoder_kwargs": encoder_kwargs,
-            },
-        },
+        policy_kwargs=scoring_policy_kwargs(encoder_for(family), layout, encoder_kwargs),
         env_kwargs=scenario,
         n_timesteps=DEFAULT_TIMESTEPS,
     )

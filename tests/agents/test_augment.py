@@ -14,7 +14,11 @@ from schedgym.agents.augment import AugmentObservation, augment, augmented_space
 from schedgym.agents.checkpoint import FORMAT, add_metadata, layout_record, load_policy
 from schedgym.agents.layouts import encoder_for
 from schedgym.agents.policy import GNNPolicy
-from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor, build_encoder
+from schedgym.agents.sb3 import (
+    CandidateScoringPolicy,
+    build_encoder,
+    scoring_policy_kwargs,
+)
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import make_policy
 from schedgym.core.rollout import run_episode
@@ -72,14 +76,7 @@ def _save_augmented(path):
         n_steps=16,
         batch_size=8,
         seed=0,
-        policy_kwargs={
-            "features_extractor_class": ScoringExtractor,
-            "features_extractor_kwargs": {
-                "encoder": encoder_for("PrefixBatch"),
-                "layout": record["layout"],
-                "encoder_kwargs": KWARGS,
-            },
-        },
+        policy_kwargs=scoring_policy_kwargs(encoder_for("PrefixBatch"), record["layout"], KWARGS),
     )
     with torch.no_grad():  # make the run-on score follow the slack, so the path matters
         model.policy.features_extractor.encoder.run_linear.weight.fill_(-1.0)

@@ -13,7 +13,7 @@ import schedgym  # noqa: F401
 from schedgym.agents.checkpoint import FORMAT, add_metadata, layout_record, load_policy
 from schedgym.agents.layouts import encoder_for
 from schedgym.agents.policy import GNNPolicy
-from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
+from schedgym.agents.sb3 import CandidateScoringPolicy, scoring_policy_kwargs
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import make_policy, policy_spec
 from schedgym.core.rollout import run_episode
@@ -28,14 +28,9 @@ def _save_untrained(path, env_id="schedgym/SoCDAG-v0", **kwargs):
         n_steps=16,
         batch_size=8,
         seed=0,
-        policy_kwargs={
-            "features_extractor_class": ScoringExtractor,
-            "features_extractor_kwargs": {
-                "encoder": encoder_for(record["family"]),
-                "layout": record["layout"],
-                "encoder_kwargs": {"hidden": 16},
-            },
-        },
+        policy_kwargs=scoring_policy_kwargs(
+            encoder_for(record["family"]), record["layout"], {"hidden": 16}
+        ),
     )
     model.save(path)
     add_metadata(

@@ -10,7 +10,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import schedgym  # noqa: F401
 from schedgym.agents.layouts import encoder_for, layout_of
-from schedgym.agents.sb3 import CandidateScoringPolicy, ScoringExtractor
+from schedgym.agents.sb3 import CandidateScoringPolicy, scoring_policy_kwargs
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import make_policy
 from schedgym.training.bc import collect_traces, warm_start
@@ -29,14 +29,7 @@ def _model():
         DummyVecEnv([mix_env_factory(SOC, TINY)]),
         n_steps=32,
         batch_size=16,
-        policy_kwargs={
-            "features_extractor_class": ScoringExtractor,
-            "features_extractor_kwargs": {
-                "encoder": encoder_for("SoCDAG"),
-                "layout": layout,
-                "encoder_kwargs": {"hidden": 8},
-            },
-        },
+        policy_kwargs=scoring_policy_kwargs(encoder_for("SoCDAG"), layout, {"hidden": 8}),
         seed=0,
     )
 

@@ -87,9 +87,11 @@ class BatchLLMPolicy(SimulatorPolicy[PrefixBatchSimulator]):
             + sim.unpinned_paths_blocks([*queued, request])
             + sim.private_blocks_at_finish(request)
         )
-        limit: float = sim.capacity_blocks - sim.instance.watermark_blocks
-        if self.overcommit_fraction:
-            limit += self.overcommit_fraction * sim.capacity_blocks
+        limit = (
+            sim.capacity_blocks
+            - sim.instance.watermark_blocks
+            + self.overcommit_fraction * sim.capacity_blocks
+        )
         if projected > limit and sim.can_run():
             return run
         return group

@@ -31,8 +31,8 @@ test: $(VENV)/.installed-test
 	WANDB_MODE=disabled MPLBACKEND=Agg $(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check schedgym tests benchmarks
-	$(BIN)/ruff format --check schedgym tests benchmarks
+	$(BIN)/ruff check schedgym tests benchmarks notebooks
+	$(BIN)/ruff format --check schedgym tests benchmarks notebooks
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-run

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from schedgym.core.errors import SchedGymError
+from schedgym.core.kernels import reexec_pinned
 
 # Each module exposes register(subparsers).
 COMMAND_MODULES = (
@@ -48,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import schedgym  # noqa: F401  (registers the environments)
 
     args = build_parser().parse_args(argv)
+    if argv is None and getattr(args, "pin_kernels", False):
+        # The commands that publish numbers run with the numeric kernels every x86-64 CPU has
+        # (schedgym.core.kernels); only from the shell (argv None), never inside a caller's
+        # process, which this would replace.
+        reexec_pinned("schedgym.cli", sys.argv[1:])
     try:
         return int(args.func(args))
     except SchedGymError as exc:

@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-qps", type=float, default=1000.0, help="upper end of the search")
     p.add_argument("--tolerance", type=float, default=0.02, help="relative width to stop at")
     p.add_argument("--json", action="store_true", help="print JSON (key capacity_qps)")
-    p.set_defaults(func=cmd_capacity)
+    p.set_defaults(func=cmd_capacity, pin_kernels=True)  # numbers it publishes
 
 
 # Bounds of the search's own arguments (the rate bound is the environment's own rate bound).

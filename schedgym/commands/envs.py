@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     add_config_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, pin_kernels=True)  # numbers it publishes
 
 
 def cmd_list(args: argparse.Namespace) -> int:

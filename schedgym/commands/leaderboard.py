@@ -44,13 +44,13 @@ def register(subparsers: Any) -> None:
         "--readme", default=None, metavar="PATH",
         help="also rewrite PATH's section between <!-- leaderboard:start/end --> with the summary",
     )  # fmt: skip
-    p.set_defaults(func=cmd_leaderboard)
+    p.set_defaults(func=cmd_leaderboard, pin_kernels=True)  # numbers it publishes
 
     p = subparsers.add_parser(
         "validate", help="replay every stored action trace of a results folder; exit 1 on mismatch"
     )
     p.add_argument("dir", metavar="DIR", help="a folder written by `schedgym leaderboard`")
-    p.set_defaults(func=cmd_validate)
+    p.set_defaults(func=cmd_validate, pin_kernels=True)  # numbers it publishes
 
 
 def _exit_on_sigterm() -> Any:

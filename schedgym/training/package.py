@@ -4,10 +4,9 @@ check: the greedy policy's metric on a shortened validation scenario and seed, w
 re-run and compare).
 
 The check runs in a subprocess with numpy, OpenBLAS and torch held to their AVX2 kernels
-(:func:`pinned_kernel_environment`). Their per-CPU kernels round differently in the last bit,
-and an episode whose decisions feed back into what it computes amplifies that: OnlineDataGen's
-check moved 0.8% between two AVX-512 CPUs whose OpenBLAS picked different kernels (SkylakeX,
-Haswell). With the kernels held, every x86-64 CPU with AVX2 computes the same episode.
+(:func:`~schedgym.core.kernels.pinned_kernel_environment`): OnlineDataGen's check moved 0.8%
+between two AVX-512 CPUs whose OpenBLAS picked different kernels (SkylakeX, Haswell); with the
+kernels held, every x86-64 CPU with AVX2 computes the same episode.
 
 Usage: ``python -m schedgym.training.package RUN/best.zip [--dest DIR]``.
 """
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from schedgym.agents.policy import GNNPolicy
 from schedgym.agents.registry import CHECKPOINT_DIR
 from schedgym.core.errors import SchedGymError
 from schedgym.core.jsonio import write_json_atomic
+from schedgym.core.kernels import pinned_kernel_environment
 from schedgym.core.rollout import run_episode
 from schedgym.training.evaluation import ranking_metric
 from schedgym.training.seeds import validation_seeds
@@ -46,29 +45,6 @@ SHORT_EPISODE: dict[str, dict[str, Any]] = {
     "OnlineDataGen": {},
 }
 MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
-
-
-# numpy's AVX-512 dispatch targets (numpy 2.x names; naming one the CPU lacks is harmless).
-_NUMPY_AVX512_TARGETS = "X86_V4 AVX512_ICL AVX512_SPR"
-
-
-def pinned_kernel_environment() -> dict[str, str]:
-    """Environment variables holding numpy, OpenBLAS and torch to their AVX2 kernels, or none
-    where that cannot be done (not x86-64, or a CPU without AVX2, where OpenBLAS's Haswell
-    kernels would not run). They take effect in a new process only."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return {}
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # another numpy layout: leave the kernels alone
-        return {}
-    if not __cpu_features__.get("AVX2", False):
-        return {}
-    return {
-        "OPENBLAS_CORETYPE": "Haswell",
-        "NPY_DISABLE_CPU_FEATURES": _NUMPY_AVX512_TARGETS,
-        "ATEN_CPU_CAPABILITY": "avx2",
-    }
 
 
 def check_value(checkpoint: Path, env_id: str, scenario: dict[str, Any], seed: int) -> float:

@@ -64,7 +64,8 @@ def test_rl_zoo3_trains_ppo_mask_on_socdag(tmp_path):
         "--algo", "ppo_mask", "--env", "schedgym/SoCDAG-v0", "--gym-packages", "schedgym",
         "--conf-file", "schedgym.training.zoo", "-n", "256", "--seed", "0",
         "--env-kwargs", "preset:'tiny'",
-        "-params", "n_steps:128", "batch_size:32", "n_epochs:1",
+        # The file's 16 envs (n_envs) x 16 steps: one rollout of 256 steps.
+        "-params", "n_steps:16", "batch_size:32", "n_epochs:1",
         # One evaluation, so the mask-aware evaluation callback runs too.
         "--eval-freq", "256", "--eval-episodes", "1",
         "--num-threads", "1", "--log-folder", str(tmp_path), "--vec-env", "dummy",

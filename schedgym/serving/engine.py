@@ -72,6 +72,8 @@ class DecodeTimer:
         self._cpu_fixed_s = constants.cpu_fixed_s
         self._cpu_sequence_s = constants.cpu_sequence_s
         self._overlap = constants.overlap_sharpness
+        self._d_sharp_inverse = 1.0 / self._d_sharp
+        self._overlap_inverse = 1.0 / self._overlap
 
     def times_s(
         self,
@@ -99,22 +101,40 @@ class DecodeTimer:
             )
         cm = self.cost_model
         base = cm.decode_non_attention_time_s(n)
-        kv = first_sum_kv + n * np.arange(iterations, dtype=np.float64)
-        attention = self._decode_attention(n, kv)
-        if shared_kv_tokens > 0:
-            cascade = self._decode_attention(n, kv - shared_kv_tokens)
+        # The KV sums are whole numbers below 2**53: exact, as first + n * i computed in floats.
+        kv = np.arange(first_sum_kv, first_sum_kv + n * iterations, n, dtype=np.float64)
+        attention = self._decode_attention(n, kv, first_sum_kv)
+        if shared_kv_tokens > 0.0:
+            cascade = self._decode_attention(
+                n, kv - shared_kv_tokens, first_sum_kv - shared_kv_tokens
+            )
             cascade += cm.shared_prefix_attention_s(shared_group_work_layer_s)
-            attention = np.minimum(attention, cascade)
-        gpu = base + attention
+            np.minimum(attention, cascade, out=attention)
+        attention += base  # the GPU time
         cpu = self._cpu_fixed_s + self._cpu_sequence_s * n
         if cpu <= 0.0:
-            return gpu
-        return _soft_max(gpu, np.full_like(gpu, cpu), self._overlap)
+            return attention
+        # cpu > 0, so every element's larger term is positive.
+        return _soft_max_positive(attention, cpu, self._overlap, self._overlap_inverse)
 
-    def _decode_attention(self, n: int, kv: np.ndarray) -> np.ndarray:
-        spread = self._d_seq_s * n + self._d_key_s * kv
-        critical = self._d_cta_s + self._d_crit_key_s * kv / n
-        return self._layers * (_soft_max(spread, critical, self._d_sharp) + self._d_floor_s)
+    def _decode_attention(self, n: int, kv: np.ndarray, first_kv: float) -> np.ndarray:
+        """Decode attention of every iteration (all layers), ``kv`` the KV sums (increasing
+        from ``first_kv``); ``InferenceCostModel.decode_attention_s`` element by element, with
+        the same floating-point operations in the same order."""
+        spread = kv * self._d_key_s
+        spread += self._d_seq_s * n
+        critical = kv * self._d_crit_key_s
+        critical /= n
+        critical += self._d_cta_s
+        if self._d_cta_s > 0.0 and self._d_crit_key_s >= 0.0 and first_kv >= 0.0:
+            # critical >= block_latency_s > 0 everywhere: the soft maximum's larger term is
+            # positive, no element needs the zero case.
+            value = _soft_max_positive(spread, critical, self._d_sharp, self._d_sharp_inverse)
+        else:
+            value = _soft_max(spread, critical, self._d_sharp)
+        value += self._d_floor_s
+        value *= self._layers
+        return value
 
 
 def _soft_max(first: np.ndarray, second: np.ndarray, sharpness: float) -> np.ndarray:
@@ -129,6 +149,26 @@ def _soft_max(first: np.ndarray, second: np.ndarray, sharpness: float) -> np.nda
     ratio = np.minimum(first, second) / safe
     value = top * (ratio**sharpness + 1.0) ** (1.0 / sharpness)
     return np.where(positive, value, 0.0)
+
+
+def _soft_max_positive(
+    first: np.ndarray, second: np.ndarray | float, sharpness: float, inverse: float
+) -> np.ndarray:
+    """:func:`_soft_max` where every element's larger term is known to be positive (so neither
+    ``where`` changes anything), ``inverse`` = ``1.0 / sharpness``: the same operations on
+    each element, in place in one new array (a decode segment's times are computed thousands
+    of times per episode, mostly for a few dozen iterations, where numpy's per-call cost and
+    the temporaries outweigh the arithmetic). ``first`` is overwritten."""
+    top = np.maximum(first, second)
+    ratio = np.minimum(first, second, out=first)
+    ratio /= top
+    # In-place ``**=`` takes the same path as ``**`` (numpy's fast cases for exponents such as
+    # 2 or 0.5 included), so each element gets the same power as in _soft_max.
+    ratio **= sharpness
+    ratio += 1.0
+    ratio **= inverse
+    ratio *= top
+    return ratio
 
 
 def default_watermark_blocks(capacity_blocks: int) -> int:

@@ -40,6 +40,8 @@ DISPATCH, MIGRATE = 0, 1
 # Decode iterations per instance whose logs are kept whole (exact TBT percentiles); longer
 # episodes (the Azure hour runs ~277k per instance) keep bounded logs (see ServingInstance).
 EXACT_LOG_ITERATIONS = 1 << 16
+# Values per candidate in a migration_candidate_table cache entry.
+_CANDIDATE_VALUES = 5
 
 
 class CandidateTable(NamedTuple):
@@ -215,11 +217,10 @@ class LLMClusterSimulator(Forkable):
         listed = self._listed
         slots: list[int] = []
         requests: list[Request] = []
-        sources: list[int] = []
-        gen_offsets: list[int] = []
-        kv_offsets: list[int] = []
-        shared_blocks: list[int] = []
-        priority: list[int] = []
+        # Per candidate, flattened: (source, gen_offset, kv offset, shared blocks, priority),
+        # one list and one conversion for all of them (a list and an array per field cost
+        # more than the few candidates an instance lists).
+        values: list[int] = []
         decode_index: list[int] = []
         for instance in self.instances:
             # Read off the running segment: the table does not materialise the instances.
@@ -239,25 +240,22 @@ class LLMClusterSimulator(Forkable):
             if entry[4]:
                 slots.extend(entry[4])
                 requests.extend(entry[5])
-                sources.extend(entry[6])
-                gen_offsets.extend(entry[7])
-                kv_offsets.extend(entry[8])
-                shared_blocks.extend(entry[9])
-                priority.extend(entry[10])
-        source = np.array(sources, np.int64)
+                values.extend(entry[6])
+        columns = np.array(values, np.int64).reshape(-1, _CANDIDATE_VALUES)
+        source = columns[:, 0]
         index = np.array(decode_index, np.int64)[source]
-        kv_tokens = np.array(kv_offsets, np.int64) + index
+        kv_tokens = columns[:, 2] + index
         block_tokens = self.instances[0].block_tokens
         # ServingInstance.held_blocks of a decoding request: ceil(kv / block) - shared blocks.
-        held = -(-kv_tokens // block_tokens) - np.array(shared_blocks, np.int64)
+        held = -(-kv_tokens // block_tokens) - columns[:, 3]
         return CandidateTable(
             slots,
             requests,
             source,
             kv_tokens,
-            np.array(gen_offsets, np.int64) + index,
+            columns[:, 1] + index,
             held,
-            np.array(priority, np.int64),
+            columns[:, 4],
         )
 
     def _list_candidates(
@@ -265,8 +263,8 @@ class LLMClusterSimulator(Forkable):
     ) -> tuple:
         """A :meth:`migration_candidate_table` cache entry of ``instance``: (decode batch
         version, its migration flag changes, limit, decode index up to which it holds, slots,
-        requests, sources, gen_offsets, kv offsets, shared blocks, priorities), at decode
-        index ``e``."""
+        requests, and per request its source, gen_offset, kv offset, shared blocks and
+        priority, flattened), at decode index ``e``."""
         valid_below = math.inf
         chosen: list[Request] = []
         if limit > 0:
@@ -278,15 +276,20 @@ class LLMClusterSimulator(Forkable):
                         break
         i = instance.instance_id
         block_tokens = instance.block_tokens
-        slots, sources, gen_offsets, kv_offsets, shared_blocks, priority = [], [], [], [], [], []
+        slots: list[int] = []
+        values: list[int] = []
         for c, r in enumerate(chosen):
             slots.append(i * limit + c)
-            sources.append(i)
-            gen_offsets.append(r.gen_offset)
             # kv tokens = prompt + generated - 1 = (prompt - 1 + gen_offset) + E.
-            kv_offsets.append(r.prompt_tokens - 1 + r.gen_offset)
-            shared_blocks.append(r.shared_prefix_tokens // block_tokens)
-            priority.append(r.priority)
+            values.extend(
+                (
+                    i,
+                    r.gen_offset,
+                    r.prompt_tokens - 1 + r.gen_offset,
+                    r.shared_prefix_tokens // block_tokens,
+                    r.priority,
+                )
+            )
         return (
             instance.decode_batch_version,
             flag_changes,
@@ -294,11 +297,7 @@ class LLMClusterSimulator(Forkable):
             valid_below,
             slots,
             chosen,
-            sources,
-            gen_offsets,
-            kv_offsets,
-            shared_blocks,
-            priority,
+            values,
         )
 
     # ----------------------------------------------------------------- actions

@@ -290,7 +290,11 @@ class ServingInstance:
         # Segment in flight.
         self._kind = _IDLE
         self._seg_start_s = 0.0
-        self._seg_ends: Any = []  # absolute end times (s), list or ndarray
+        # Absolute end times (s) of the segment's iterations, as Python floats: bisect and
+        # single reads on a list are several times faster than on an ndarray (every decision
+        # asks every instance); the decode run's array too, to log applied stretches at once.
+        self._seg_ends: list[float] = []
+        self._seg_ends_array: np.ndarray | None = None
         self._seg_len = 0
         self._seg_applied = 0
         self._seg_plan: BatchPlan | None = None
@@ -391,8 +395,8 @@ class ServingInstance:
                 used -= self._prealloc_blocks
             # _apply_decodes' last_iteration_s after applying iterations up to done - 1.
             ends = self._seg_ends
-            previous = float(ends[done - 2]) if done >= 2 else self._seg_start_s
-            last_s = float(ends[done - 1]) - previous
+            previous = ends[done - 2] if done >= 2 else self._seg_start_s
+            last_s = ends[done - 1] - previous
         return (
             self.num_decoding + len(self.prefilling),
             len(self.waiting),
@@ -821,7 +825,7 @@ class ServingInstance:
         if index < self._seg_len - 1:
             self._seg_len = index + 1
             self._seg_new_blocks = self._new_blocks(self._seg_first_index, self._seg_len)
-            self.next_event_s = float(self._seg_ends[index])
+            self.next_event_s = self._seg_ends[index]
 
     def _join_decode(self, request: Request) -> None:
         request.state = DECODE
@@ -898,10 +902,16 @@ class ServingInstance:
             return self.phase_count[(-e) % self.block_tokens]
         full, rest = divmod(iterations, self.block_tokens)
         total = full * self.num_decoding
-        phase = self.phase_count
-        size = self.block_tokens
-        for i in range(rest):
-            total += phase[(-(e + i)) % size]
+        if rest:
+            # Iteration e + i takes phase_count[(-(e + i)) % size]: the indices run down from
+            # (-e) % size, wrapping past 0; two slice sums instead of a loop.
+            phase = self.phase_count
+            first = (-e) % self.block_tokens
+            low = first - rest + 1
+            if low >= 0:
+                total += sum(phase[low : first + 1])
+            else:
+                total += sum(phase[: first + 1]) + sum(phase[low:])
         return total
 
     def _iterations_with_memory(self, cap: int) -> int:
@@ -985,7 +995,8 @@ class ServingInstance:
             ends = np.cumsum(times)
             ends += now
             self._kind = _DECODE_RUN
-            self._seg_ends = ends
+            self._seg_ends = ends.tolist()
+            self._seg_ends_array = ends
             self._seg_len = k
             self._seg_first_index = self.decode_index
             self._seg_new_blocks = self._new_blocks(self.decode_index, k)
@@ -1001,17 +1012,19 @@ class ServingInstance:
                 duration = self.cost_model.time_from_summary_s(0, 0, chunks)
             self._kind = _SINGLE
             self._seg_plan = plan
-            self._seg_ends = np.array([now + duration])
+            self._seg_ends = [now + duration]
+            self._seg_ends_array = None
             self._seg_len = 1
         self._seg_start_s = now
         self._seg_applied = 0
-        self._pending_end_s = float(self._seg_ends[0]) if self._kind == _DECODE_RUN else INF
-        self.next_event_s = float(self._seg_ends[self._seg_len - 1])
+        self._pending_end_s = self._seg_ends[0] if self._kind == _DECODE_RUN else INF
+        self.next_event_s = self._seg_ends[self._seg_len - 1]
 
     def _apply_decodes(self, count: int) -> None:
         """Apply ``count`` decode iterations of the running segment (or of a single one)."""
         start = self._seg_applied
-        ends = self._seg_ends[start : start + count]
+        stop = start + count
+        ends = self._seg_ends
         e = self.decode_index
         n = self.num_decoding
         new = self._new_blocks(e, count)
@@ -1023,25 +1036,27 @@ class ServingInstance:
         kv.used_blocks += new
         if kv.used_blocks > kv.peak_used_blocks:
             kv.peak_used_blocks = kv.used_blocks
-        first_end = float(ends[0])
+        first_end = ends[start]
+        last_end = ends[stop - 1]
         joiners = self._joiners
-        self._decode_end_log.extend(ends)
+        if count == 1:
+            self._decode_end_log.append(last_end)
+        else:
+            assert self._seg_ends_array is not None  # a stretch of a decode run
+            self._decode_end_log.extend(self._seg_ends_array[start:stop])
         self._tbt_meta.append((count, n, n - len(joiners)))
         if joiners:
             for request in joiners:
                 self.tbt_individual_s.append(first_end - request.last_token_s)
             joiners.clear()
-        last_end = float(ends[-1])
-        previous = self._seg_ends[start - 1] if start else self._seg_start_s
-        self.last_iteration_s = last_end - float(ends[-2] if count > 1 else previous)
-        self.busy_time_s += last_end - float(previous)
+        previous = ends[start - 1] if start else self._seg_start_s
+        self.last_iteration_s = last_end - (ends[stop - 2] if count > 1 else previous)
+        self.busy_time_s += last_end - previous
         self.last_decode_end_s = last_end
         self.decode_index = e + count
-        self._seg_applied = start + count
+        self._seg_applied = stop
         self._pending_end_s = (
-            float(self._seg_ends[start + count])
-            if self._kind == _DECODE_RUN and start + count < self._seg_len
-            else INF
+            ends[stop] if self._kind == _DECODE_RUN and stop < self._seg_len else INF
         )
         self.now_s = last_end
         self.num_iterations += count
@@ -1056,7 +1071,7 @@ class ServingInstance:
     def _apply_single(self) -> None:
         plan = self._seg_plan
         assert plan is not None
-        end = float(self._seg_ends[0])
+        end = self._seg_ends[0]
         if plan.decode and self.num_decoding:
             self._apply_decodes(1)
         else:

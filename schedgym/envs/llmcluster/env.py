@@ -294,7 +294,7 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                     # Rows of (candidate slot, destination): slot s owns actions
                     # n + 1 + s * n .. n + 1 + s * n + n - 1.
                     rows = mask[n + 1 :].reshape(self.num_candidates, n)
-                    rows[table.slots] = allowed
+                    rows[table.slot_index] = allowed
                     self._candidate_slots_allowed = bool(allowed.any())
         self._mask = mask
 
@@ -350,8 +350,8 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                 ),
                 np.float64,
             )
-            candidate_features[table.slots] = columns.T / self._candidate_scales
-            candidate_mask[table.slots] = 1
+            candidate_features[table.slot_index] = columns.T / self._candidate_scales
+            candidate_mask[table.slot_index] = 1
         request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
         pending = sim.pending_request
         if pending is not None and sim.decision_kind == DISPATCH:

@@ -41,7 +41,7 @@ DISPATCH, MIGRATE = 0, 1
 # episodes (the Azure hour runs ~277k per instance) keep bounded logs (see ServingInstance).
 EXACT_LOG_ITERATIONS = 1 << 16
 # Values per candidate in a migration_candidate_table cache entry.
-_CANDIDATE_VALUES = 5
+_CANDIDATE_VALUES = 6
 
 
 class CandidateTable(NamedTuple):
@@ -56,6 +56,7 @@ class CandidateTable(NamedTuple):
     generated: np.ndarray  # ServingInstance.generated
     held_blocks: np.ndarray  # ServingInstance.held_blocks
     priority: np.ndarray
+    slot_index: np.ndarray  # ``slots`` as an array, to index observation and mask rows with
 
 
 def _migration_time_s(
@@ -217,7 +218,8 @@ class LLMClusterSimulator(Forkable):
         listed = self._listed
         slots: list[int] = []
         requests: list[Request] = []
-        # Per candidate, flattened: (source, gen_offset, kv offset, shared blocks, priority),
+        # Per candidate, flattened: (source, gen_offset, kv offset, shared blocks, priority,
+        # slot),
         # one list and one conversion for all of them (a list and an array per field cost
         # more than the few candidates an instance lists).
         values: list[int] = []
@@ -256,6 +258,7 @@ class LLMClusterSimulator(Forkable):
             columns[:, 1] + index,
             held,
             columns[:, 4],
+            columns[:, 5],
         )
 
     def _list_candidates(
@@ -263,8 +266,8 @@ class LLMClusterSimulator(Forkable):
     ) -> tuple:
         """A :meth:`migration_candidate_table` cache entry of ``instance``: (decode batch
         version, its migration flag changes, limit, decode index up to which it holds, slots,
-        requests, and per request its source, gen_offset, kv offset, shared blocks and
-        priority, flattened), at decode index ``e``."""
+        requests, and per request its source, gen_offset, kv offset, shared blocks, priority
+        and slot, flattened), at decode index ``e``."""
         valid_below = math.inf
         chosen: list[Request] = []
         if limit > 0:
@@ -279,7 +282,8 @@ class LLMClusterSimulator(Forkable):
         slots: list[int] = []
         values: list[int] = []
         for c, r in enumerate(chosen):
-            slots.append(i * limit + c)
+            slot = i * limit + c
+            slots.append(slot)
             # kv tokens = prompt + generated - 1 = (prompt - 1 + gen_offset) + E.
             values.extend(
                 (
@@ -288,6 +292,7 @@ class LLMClusterSimulator(Forkable):
                     r.prompt_tokens - 1 + r.gen_offset,
                     r.shared_prefix_tokens // block_tokens,
                     r.priority,
+                    slot,
                 )
             )
         return (

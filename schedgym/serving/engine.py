@@ -292,9 +292,8 @@ class ServingInstance:
         self._seg_start_s = 0.0
         # Absolute end times (s) of the segment's iterations, as Python floats: bisect and
         # single reads on a list are several times faster than on an ndarray (every decision
-        # asks every instance); the decode run's array too, to log applied stretches at once.
+        # asks every instance).
         self._seg_ends: list[float] = []
-        self._seg_ends_array: np.ndarray | None = None
         self._seg_len = 0
         self._seg_applied = 0
         self._seg_plan: BatchPlan | None = None
@@ -992,11 +991,10 @@ class ServingInstance:
             times = self.timer.times_s(
                 n, first_kv, k, self.shared_decode_kv_tokens, self.shared_group_work_layer_s
             )
-            ends = np.cumsum(times)
+            ends = times.cumsum()  # np.cumsum's own call, without its wrapper
             ends += now
             self._kind = _DECODE_RUN
             self._seg_ends = ends.tolist()
-            self._seg_ends_array = ends
             self._seg_len = k
             self._seg_first_index = self.decode_index
             self._seg_new_blocks = self._new_blocks(self.decode_index, k)
@@ -1013,7 +1011,6 @@ class ServingInstance:
             self._kind = _SINGLE
             self._seg_plan = plan
             self._seg_ends = [now + duration]
-            self._seg_ends_array = None
             self._seg_len = 1
         self._seg_start_s = now
         self._seg_applied = 0
@@ -1042,8 +1039,7 @@ class ServingInstance:
         if count == 1:
             self._decode_end_log.append(last_end)
         else:
-            assert self._seg_ends_array is not None  # a stretch of a decode run
-            self._decode_end_log.extend(self._seg_ends_array[start:stop])
+            self._decode_end_log.extend(ends[start:stop])
         self._tbt_meta.append((count, n, n - len(joiners)))
         if joiners:
             for request in joiners:

@@ -389,7 +389,10 @@ class ServingInstance:
         if now_s >= self._pending_end_s:
             applied = self._seg_applied
             done = bisect_right(self._seg_ends, now_s, applied, self._seg_len)
-            used += self._new_blocks(self.decode_index, done - applied)
+            if done - applied == 1:  # _new_blocks' common case, without the call
+                used += self.phase_count[(-self.decode_index) % self.block_tokens]
+            else:
+                used += self._new_blocks(self.decode_index, done - applied)
             if self._prealloc_blocks > 0:
                 used -= self._prealloc_blocks
             # _apply_decodes' last_iteration_s after applying iterations up to done - 1.

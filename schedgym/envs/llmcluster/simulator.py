@@ -124,9 +124,9 @@ class LLMClusterSimulator(Forkable):
         self.decisions = 0
         # Per instance: cached candidate order (_decode_order) and candidate list
         # (migration_candidate_table).
-        self._decode_orders: list[tuple[int, list[tuple[int, Request]]] | None] = [
-            None
-        ] * config.num_instances
+        self._decode_orders: list[
+            tuple[int, list[tuple[tuple[int, int, int], int, Request]]] | None
+        ] = [None] * config.num_instances
         self._listed: list[tuple | None] = [None] * config.num_instances
         self._next_arrival = 0
         self._next_tick_s = config.migration_tick_s if config.migration else math.inf
@@ -167,16 +167,19 @@ class LLMClusterSimulator(Forkable):
             return []
         e = instance.decode_index
         out: list[Request] = []
-        for last_index, request in self._decode_order(instance):
+        for _, last_index, request in self._decode_order(instance):
             if e < last_index and request.migration is None:
                 out.append(request)
                 if len(out) == limit:
                     break
         return out
 
-    def _decode_order(self, instance: ServingInstance) -> list[tuple[int, Request]]:
+    def _decode_order(
+        self, instance: ServingInstance
+    ) -> list[tuple[tuple[int, int, int], int, Request]]:
         """``instance``'s decoding requests without a shared prefix, in migration-candidate
-        order, each with the decode index from which it no longer has tokens to go.
+        order, each as (its sort key, the decode index from which it no longer has tokens to
+        go, the request).
 
         Asked at every migration tick for every instance, so it is cached per instance until
         the engine's decode batch changes (``decode_batch_version``): in between, a member's
@@ -189,7 +192,8 @@ class LLMClusterSimulator(Forkable):
         cached = self._decode_orders[index]
         if cached is not None and cached[0] == version:
             return cached[1]
-        keyed = sorted(
+        # The keys are unique (request ids), so the requests never get compared.
+        order = sorted(
             (
                 (r.priority, r.prompt_tokens + r.gen_offset, r.request_id),
                 r.output_tokens - 1 - r.gen_offset,
@@ -198,8 +202,6 @@ class LLMClusterSimulator(Forkable):
             for r in instance.decoding.values()
             if not r.prefix_path
         )
-        # The keys are unique (request ids), so the requests never get compared.
-        order = [(last_index, r) for _, last_index, r in keyed]
         self._decode_orders[index] = (version, order)
         return order
 
@@ -271,10 +273,11 @@ class LLMClusterSimulator(Forkable):
         valid_below = math.inf
         chosen: list[Request] = []
         if limit > 0:
-            for last_index, request in self._decode_order(instance):
+            for _, last_index, request in self._decode_order(instance):
                 if e < last_index and request.migration is None:
                     chosen.append(request)
-                    valid_below = min(valid_below, last_index)
+                    if last_index < valid_below:
+                        valid_below = last_index
                     if len(chosen) == limit:
                         break
         i = instance.instance_id

@@ -378,17 +378,21 @@ class ServingInstance:
         """Requests holding KV here: decoding and prefilling (not waiting)."""
         return self.num_decoding + len(self.prefilling)
 
-    def load_counters(self, now_s: float) -> tuple[int, int, int, int, float, int, int]:
+    def load_counters(self, now_s: float) -> tuple[int, int, int, int, float, int, int, int, int]:
         """``(running, waiting, used KV blocks, waiting requests' prefill blocks, last
-        iteration time (s), queued prefill tokens, decoding)`` at ``now_s``: the per-instance
-        numbers an observation reads, in one call, exactly as after :meth:`sync` (``now_s``)
-        but without materialising (the queues only change at iteration boundaries, events;
-        the KV level and the last iteration time are read off the running segment)."""
+        iteration time (s), queued prefill tokens, decoding, decode index, uncommitted free
+        blocks)`` at ``now_s``: the per-instance numbers a decision's observation and mask
+        read, in one call, exactly as after :meth:`sync` (``now_s``) but without
+        materialising (the queues only change at iteration boundaries, events; the KV level,
+        the last iteration time and the decode index are read off the running segment). The
+        last two are :meth:`decode_index_at` and :meth:`uncommitted_free_blocks`."""
         used = self.kv.used_blocks
         last_s = self.last_iteration_s
+        decode_index = self.decode_index
         if now_s >= self._pending_end_s:
             applied = self._seg_applied
             done = bisect_right(self._seg_ends, now_s, applied, self._seg_len)
+            decode_index += done - applied
             if done - applied == 1:  # _new_blocks' common case, without the call
                 used += self.phase_count[(-self.decode_index) % self.block_tokens]
             else:
@@ -407,6 +411,8 @@ class ServingInstance:
             last_s,
             self.waiting_prefill_tokens,
             self.num_decoding,
+            decode_index,
+            self.uncommitted_free_blocks(),
         )
 
     def decode_index_at(self, now_s: float) -> int:

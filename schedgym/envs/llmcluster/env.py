@@ -179,6 +179,9 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         # Migration ticks of this episode run through because no migration was valid.
         self.forced_ticks_skipped = 0
         self._mask: np.ndarray | None = None
+        # (simulator, its decision count, time, ServingInstance.load_counters of every
+        # instance) read by the last _refresh_mask.
+        self._counters: tuple[Any, int, float, list[tuple]] | None = None
 
     # ------------------------------------------------------------------------------ API
     def reset(
@@ -273,6 +276,11 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             # (migration_candidate_table, load_counters), and a migration syncs the two
             # instances it touches itself.
             sim.sync()
+        # Every instance's numbers at now_s, read once for the mask, the candidate table and
+        # the observation (nothing changes in between).
+        now = sim.now_s
+        counters = [instance.load_counters(now) for instance in sim.instances]
+        self._counters = (sim, sim.decisions, now, counters)
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
         self._table = None
@@ -281,13 +289,14 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                 mask[:n] = sim.up
             else:
                 mask[n] = True
-                table = sim.migration_candidate_table(per)
+                table = sim.migration_candidate_table(per, [c[7] for c in counters])
                 self._table = table
                 if table.requests:
                     # cluster.migration_destinations for the listed candidates (each one may
                     # migrate, so only the room test and "not to its own instance" remain):
-                    # the destination must be up and reserve its blocks plus one.
-                    free = sim.cluster.uncommitted_free_blocks()
+                    # the destination must be up and reserve its blocks plus one. The free
+                    # blocks are cluster.uncommitted_free_blocks().
+                    free = np.array([c[8] for c in counters], np.int64)
                     allowed = free >= (table.held_blocks + 1)[:, None]
                     allowed[np.arange(len(table.requests)), table.sources] = False
                     allowed &= sim.up
@@ -310,7 +319,8 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
 
     def _observation(self) -> dict[str, np.ndarray]:
         # One engine call per instance for its counters at now_s (as if synced; the KV level
-        # is used_blocks_at(now), what sim.freeness reads), then one float64 array divided by
+        # is used_blocks_at(now), what sim.freeness reads), made by _refresh_mask right
+        # before, then one float64 array divided by
         # the scales and converted to float32 once (the same IEEE operations as computing each
         # entry as a Python float and writing it). The candidate rows reuse the table the mask
         # was computed from.
@@ -318,12 +328,29 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         n = self.num_instances
         capacity_blocks = sim.capacity_blocks
         now = sim.now_s
+        cached = self._counters
+        if (
+            cached is not None
+            and cached[0] is sim
+            and cached[1] == sim.decisions
+            and cached[2] == now
+        ):
+            counters = cached[3]
+        else:  # not right after _refresh_mask (the counters are the same then)
+            counters = [instance.load_counters(now) for instance in sim.instances]
         # The rows flattened into one list: numpy converts a flat list faster than a nested one.
         values: list[float] = []
-        for instance in sim.instances:
-            running, waiting, used, queued_blocks, last_s, queued_tokens, decoding = (
-                instance.load_counters(now)
-            )
+        for (
+            running,
+            waiting,
+            used,
+            queued_blocks,
+            last_s,
+            queued_tokens,
+            decoding,
+            _,
+            _,
+        ) in counters:
             # LLMClusterSimulator.freeness (no headroom).
             free = (capacity_blocks - (used + queued_blocks + 0.0)) / max(1, running)
             values.extend(

@@ -19,6 +19,7 @@ instance's counters to ``now_s`` (the env calls it before building an observatio
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -205,14 +206,19 @@ class LLMClusterSimulator(Forkable):
         self._decode_orders[index] = (version, order)
         return order
 
-    def migration_candidate_table(self, limit: int) -> CandidateTable:
+    def migration_candidate_table(
+        self, limit: int, decode_index_now: Sequence[int] | None = None
+    ) -> CandidateTable:
         """``migration_candidates(instance, limit)`` of every instance, with each candidate's
         progress (what an action mask and an observation need), at ``now_s`` (as after
         :meth:`sync`, without materialising the instances).
 
         Each instance's list is cached: it can only change when its decode batch changes, a
         migration starts or aborts anywhere (a candidate's ``migration`` flag), or its decode
-        index reaches the point where a listed candidate has no token left to go."""
+        index reaches the point where a listed candidate has no token left to go.
+
+        ``decode_index_now``: every instance's ``decode_index_at(now_s)``, if the caller has
+        read them already (:meth:`ServingInstance.load_counters`)."""
         # A candidate's migration flag changes when a migration from its instance starts or
         # aborts; a completed one changes both instances' decode batches.
         flag_changes = self.cluster.migration_flag_changes
@@ -221,15 +227,16 @@ class LLMClusterSimulator(Forkable):
         slots: list[int] = []
         requests: list[Request] = []
         # Per candidate, flattened: (source, gen_offset, kv offset, shared blocks, priority,
-        # slot),
-        # one list and one conversion for all of them (a list and an array per field cost
-        # more than the few candidates an instance lists).
+        # slot), one list and one conversion for all of them (a list and an array per field
+        # cost more than the few candidates an instance lists).
         values: list[int] = []
-        decode_index: list[int] = []
-        for instance in self.instances:
-            # Read off the running segment: the table does not materialise the instances.
-            e = instance.decode_index_at(now)
-            decode_index.append(e)
+        # Read off the running segments: the table does not materialise the instances.
+        decode_index = (
+            [instance.decode_index_at(now) for instance in self.instances]
+            if decode_index_now is None
+            else decode_index_now
+        )
+        for instance, e in zip(self.instances, decode_index, strict=True):
             i = instance.instance_id
             entry = listed[i]
             if (

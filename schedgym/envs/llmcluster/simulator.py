@@ -60,15 +60,27 @@ class CandidateTable(NamedTuple):
     slot_index: np.ndarray  # ``slots`` as an array, to index observation and mask rows with
 
 
-def _migration_time_s(
-    deployment: ResolvedDeployment,
-    instances_per_node: int,
-    blocks: int,
-    source: int,
-    destination: int,
-) -> float:
-    same_node = source // instances_per_node == destination // instances_per_node
-    return deployment.kv_migration_time_s(blocks, same_node)
+class _MigrationTimer:
+    """``(blocks, source, destination) -> seconds`` of one KV copy between two instances of
+    ``deployment`` (``instances_per_node`` to a node), memoised per (blocks, same node): every
+    migration asks two or three times, and the deployment's process-wide cache hashes six
+    arguments per call."""
+
+    def __init__(self, deployment: ResolvedDeployment, instances_per_node: int) -> None:
+        self.deployment = deployment
+        self.instances_per_node = instances_per_node
+        self._memo: dict[tuple[int, bool], float] = {}
+
+    def __call__(self, blocks: int, source: int, destination: int) -> float:
+        same_node = source // self.instances_per_node == destination // self.instances_per_node
+        if type(blocks) is not int:  # e.g. a bool would hit the entry of 0 or 1; let it fail
+            return self.deployment.kv_migration_time_s(blocks, same_node)
+        key = (blocks, same_node)
+        seconds = self._memo.get(key)
+        if seconds is None:
+            seconds = self.deployment.kv_migration_time_s(blocks, same_node)
+            self._memo[key] = seconds
+        return seconds
 
 
 def _request_weight(high_priority_weight: float, request: Request) -> float:
@@ -106,7 +118,7 @@ class LLMClusterSimulator(Forkable):
         ]
         self.cluster = ServingCluster(
             self.instances,
-            partial(_migration_time_s, deployment, config.gpus_per_node // config.tp),
+            _MigrationTimer(deployment, config.gpus_per_node // config.tp),
             config.final_stage_max_blocks,
             config.max_migration_stages,
             request_weight=partial(_request_weight, config.high_priority_weight),
@@ -193,8 +205,7 @@ class LLMClusterSimulator(Forkable):
         cached = self._decode_orders[index]
         if cached is not None and cached[0] == version:
             return cached[1]
-        # The keys are unique (request ids), so the requests never get compared.
-        order = sorted(
+        order = [
             (
                 (r.priority, r.prompt_tokens + r.gen_offset, r.request_id),
                 r.output_tokens - 1 - r.gen_offset,
@@ -202,7 +213,8 @@ class LLMClusterSimulator(Forkable):
             )
             for r in instance.decoding.values()
             if not r.prefix_path
-        )
+        ]
+        order.sort()  # the keys are unique (request ids), so requests never get compared
         self._decode_orders[index] = (version, order)
         return order
 

@@ -63,7 +63,8 @@ class GrowingArray:
 
     def append(self, value: Any) -> None:
         """Append one value (or one row)."""
-        if isinstance(value, np.ndarray | list):
+        # (A tuple of types: isinstance checks it faster than a union.)
+        if isinstance(value, (np.ndarray, list)):
             value = np.array(value, self._data.dtype)  # copied now: the caller may change it
         staged = self._staged
         staged.append(value)

@@ -325,6 +325,12 @@ class ServingInstance:
         self._folded_end_s = float("nan")
         self._log_offset = 0
         self._trim_at = exact_log_iterations
+        # The decode index past which the logs become bounded (inf once they are, or never):
+        # until then nothing is trimmed, the log holds one end per decode iteration and its
+        # length is the decode index.
+        self._bound_logs_after: float = (
+            INF if exact_log_iterations is None else exact_log_iterations
+        )
         self.last_decode_end_s = float("nan")
         self.num_iterations = 0
         self.busy_time_s = 0.0
@@ -702,6 +708,7 @@ class ServingInstance:
         """Bounded logs: move the TBT gaps logged since the last fold into the sketch."""
         if self._tbt_sketch is None:
             self._tbt_sketch = QuantileSketch()
+            self._bound_logs_after = INF
         gaps, counts = self._unfolded_weighted_gaps()
         self._tbt_sketch.add(gaps, counts)
         self._tbt_sketch.add(self.tbt_individual_s)
@@ -1033,7 +1040,10 @@ class ServingInstance:
         ends = self._seg_ends
         e = self.decode_index
         n = self.num_decoding
-        new = self._new_blocks(e, count)
+        if count == 1:  # _new_blocks' common case, without the call
+            new = self.phase_count[(-e) % self.block_tokens]
+        else:
+            new = self._new_blocks(e, count)
         self._seg_applied_blocks += new
         if self._prealloc_blocks > 0:
             new -= self._prealloc_blocks
@@ -1066,11 +1076,7 @@ class ServingInstance:
         self.now_s = last_end
         self.num_iterations += count
         self.tokens_generated += n * count
-        if (
-            self._tbt_sketch is None
-            and self._trim_at is not None
-            and len(self._decode_end_log) > self._trim_at
-        ):
+        if e + count > self._bound_logs_after:
             self._fold_tbt_logs()  # past exact_log_iterations: bounded from here on
 
     def _apply_single(self) -> None:

@@ -117,9 +117,9 @@ class ServingCluster:
 
     def advance_to(self, time_s: float) -> None:
         """Process every internal event up to ``time_s`` and bring every instance there."""
-        events = self.events
-        while events and events.peek_time() <= time_s:
-            at, kind, payload = events.pop()
+        pop_due = self.events.pop_due
+        while (event := pop_due(time_s)) is not None:
+            at, kind, payload = event
             self._integrate(at)
             if kind == _INSTANCE:
                 index, version = payload

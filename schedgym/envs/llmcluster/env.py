@@ -297,7 +297,7 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                     # the destination must be up and reserve its blocks plus one. The free
                     # blocks are cluster.uncommitted_free_blocks().
                     free = np.array([c[8] for c in counters], np.int64)
-                    allowed = free >= (table.held_blocks + 1)[:, None]
+                    allowed = free > table.held_blocks[:, None]  # free >= held + 1 (integers)
                     allowed[np.arange(len(table.requests)), table.sources] = False
                     allowed &= sim.up
                     # Rows of (candidate slot, destination): slot s owns actions

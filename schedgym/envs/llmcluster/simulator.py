@@ -269,8 +269,9 @@ class LLMClusterSimulator(Forkable):
         index = np.array(decode_index, np.int64)[source]
         kv_tokens = columns[:, 2] + index
         block_tokens = self.instances[0].block_tokens
-        # ServingInstance.held_blocks of a decoding request: ceil(kv / block) - shared blocks.
-        held = -(-kv_tokens // block_tokens) - columns[:, 3]
+        # ServingInstance.held_blocks of a decoding request: ceil(kv / block) - shared blocks,
+        # the ceiling as (kv + block - 1) // block (equal for every integer; one call fewer).
+        held = (kv_tokens + (block_tokens - 1)) // block_tokens - columns[:, 3]
         return CandidateTable(
             slots,
             requests,

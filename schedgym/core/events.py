@@ -33,6 +33,15 @@ class EventQueue:
         time, _, kind, payload = heapq.heappop(self._heap)
         return time, kind, payload
 
+    def pop_due(self, time: float) -> tuple[float, int, Any] | None:
+        """:meth:`pop` if the earliest event is at or before ``time``, else None (one call for
+        a driver's "while the next event is due" loop)."""
+        heap = self._heap
+        if heap and heap[0][0] <= time:
+            at, _, kind, payload = heapq.heappop(heap)
+            return at, kind, payload
+        return None
+
     def peek_time(self) -> float:
         """Time of the earliest event, or ``inf`` when the queue is empty."""
         return self._heap[0][0] if self._heap else float("inf")

@@ -200,6 +200,18 @@ def _smoothed_send_recv_curves() -> tuple[CollectiveCurve, ...]:
     )
 
 
+@lru_cache(maxsize=2)
+def _reference_send_recv_alpha_beta(same_node: bool) -> tuple[float, float]:
+    """The reference GPU's send/recv latency-bandwidth law (a least-squares fit of a shipped
+    curve: fitted once, not at every call for a GPU without tables)."""
+    reference = next(
+        c
+        for c in _smoothed_send_recv_curves()
+        if c.gpu == _REFERENCE_GPU and c.same_node == same_node
+    )
+    return reference.alpha_beta()
+
+
 def _send_recv_times_s(sizes: NDArray[np.float64], spec: GpuSpec, same_node: bool) -> Any:
     """Send/recv: interpolation of the running-median curve (unimodal; within 5% held out),
     or, for a GPU without tables, the reference GPU's single latency-bandwidth law with the
@@ -211,12 +223,7 @@ def _send_recv_times_s(sizes: NDArray[np.float64], spec: GpuSpec, same_node: boo
     ]
     if options:
         return options[0].interpolated_times_s(sizes)
-    reference = next(
-        c
-        for c in _smoothed_send_recv_curves()
-        if c.gpu == _REFERENCE_GPU and c.same_node == same_node
-    )
-    alpha_s, beta = reference.alpha_beta()
+    alpha_s, beta = _reference_send_recv_alpha_beta(same_node)
     beta *= _link_bytes_per_s(spec, same_node) / _link_bytes_per_s(
         get_gpu(_REFERENCE_GPU), same_node
     )

@@ -35,6 +35,7 @@ from schedgym.serving.request import DECODE, DETACHED, Request
 
 # Event kinds.
 _INSTANCE, _STAGE, _DONE = 0, 1, 2
+INF = float("inf")
 
 
 class Migration:
@@ -116,14 +117,14 @@ class ServingCluster:
 
     def advance_to(self, time_s: float) -> None:
         """Process every internal event up to ``time_s`` and bring every instance there."""
-        events = self.events
-        while events and events.peek_time() <= time_s:
-            at, kind, payload = events.pop()
+        pop_due = self.events.pop_due
+        while (event := pop_due(time_s)) is not None:
+            at, kind, payload = event
             self._integrate(at)
             if kind == _INSTANCE:
                 index, version = payload
                 if version == self._version[index]:
-                    self._pushed_s[index] = float("inf")
+                    self._pushed_s[index] = INF
                     instance = self.instances[index]
                     instance.on_event(at)
                     self._after_instance(instance, at)
@@ -159,7 +160,7 @@ class ServingCluster:
         if when != self._pushed_s[index]:
             self._version[index] += 1
             self._pushed_s[index] = when
-            if when != float("inf"):
+            if when != INF:
                 self.events.push(when, _INSTANCE, (index, self._version[index]))
 
     def _after_instance(self, instance: ServingInstance, at: float) -> None:

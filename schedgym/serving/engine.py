@@ -72,6 +72,16 @@ class DecodeTimer:
         self._cpu_fixed_s = constants.cpu_fixed_s
         self._cpu_sequence_s = constants.cpu_sequence_s
         self._overlap = constants.overlap_sharpness
+        self._d_sharp_inverse = 1.0 / self._d_sharp
+        self._overlap_inverse = 1.0 / self._overlap
+        # The constants an array is multiplied by or added to, as 0-d float64 arrays: the same
+        # float64 operation as with a Python float, without converting the float at each call
+        # (about a third of a small array operation's cost).
+        self._key_spread = _constant(self._d_key_s)
+        self._key_critical = _constant(self._d_crit_key_s)
+        self._block_latency = _constant(self._d_cta_s)
+        self._floor = _constant(self._d_floor_s)
+        self._layer_count = _constant(self._layers)
 
     def times_s(
         self,
@@ -99,22 +109,50 @@ class DecodeTimer:
             )
         cm = self.cost_model
         base = cm.decode_non_attention_time_s(n)
-        kv = first_sum_kv + n * np.arange(iterations, dtype=np.float64)
-        attention = self._decode_attention(n, kv)
-        if shared_kv_tokens > 0:
-            cascade = self._decode_attention(n, kv - shared_kv_tokens)
+        # The KV sums are whole numbers below 2**53: exact, as first + n * i computed in floats.
+        kv = np.arange(first_sum_kv, first_sum_kv + n * iterations, n, dtype=np.float64)
+        attention = self._decode_attention(n, kv, first_sum_kv)
+        if shared_kv_tokens > 0.0:
+            cascade = self._decode_attention(
+                n, kv - shared_kv_tokens, first_sum_kv - shared_kv_tokens
+            )
             cascade += cm.shared_prefix_attention_s(shared_group_work_layer_s)
-            attention = np.minimum(attention, cascade)
-        gpu = base + attention
+            np.minimum(attention, cascade, out=attention)
+        attention += base  # the GPU time
         cpu = self._cpu_fixed_s + self._cpu_sequence_s * n
         if cpu <= 0.0:
-            return gpu
-        return _soft_max(gpu, np.full_like(gpu, cpu), self._overlap)
+            return attention
+        # cpu > 0, so every element's larger term is positive.
+        return _soft_max_positive(attention, cpu, self._overlap, self._overlap_inverse)
 
-    def _decode_attention(self, n: int, kv: np.ndarray) -> np.ndarray:
-        spread = self._d_seq_s * n + self._d_key_s * kv
-        critical = self._d_cta_s + self._d_crit_key_s * kv / n
-        return self._layers * (_soft_max(spread, critical, self._d_sharp) + self._d_floor_s)
+    def _decode_attention(self, n: int, kv: np.ndarray, first_kv: float) -> np.ndarray:
+        """Decode attention of every iteration (all layers), ``kv`` the KV sums (increasing
+        from ``first_kv``); ``InferenceCostModel.decode_attention_s`` element by element, with
+        the same floating-point operations in the same order."""
+        spread = kv * self._key_spread
+        spread += self._d_seq_s * n
+        critical = kv * self._key_critical
+        critical /= n
+        critical += self._block_latency
+        if self._d_cta_s > 0.0 and self._d_crit_key_s >= 0.0 and first_kv >= 0.0:
+            # critical >= block_latency_s > 0 everywhere: the soft maximum's larger term is
+            # positive, no element needs the zero case.
+            value = _soft_max_positive(spread, critical, self._d_sharp, self._d_sharp_inverse)
+        else:
+            value = _soft_max(spread, critical, self._d_sharp)
+        value += self._floor
+        value *= self._layer_count
+        return value
+
+
+def _constant(value: float) -> np.ndarray:
+    """``value`` as a read-only 0-d float64 array."""
+    out = np.array(value, np.float64)
+    out.flags.writeable = False
+    return out
+
+
+_ONE = _constant(1.0)
 
 
 def _soft_max(first: np.ndarray, second: np.ndarray, sharpness: float) -> np.ndarray:
@@ -129,6 +167,26 @@ def _soft_max(first: np.ndarray, second: np.ndarray, sharpness: float) -> np.nda
     ratio = np.minimum(first, second) / safe
     value = top * (ratio**sharpness + 1.0) ** (1.0 / sharpness)
     return np.where(positive, value, 0.0)
+
+
+def _soft_max_positive(
+    first: np.ndarray, second: np.ndarray | float, sharpness: float, inverse: float
+) -> np.ndarray:
+    """:func:`_soft_max` where every element's larger term is known to be positive (so neither
+    ``where`` changes anything), ``inverse`` = ``1.0 / sharpness``: the same operations on
+    each element, in place in one new array (a decode segment's times are computed thousands
+    of times per episode, mostly for a few dozen iterations, where numpy's per-call cost and
+    the temporaries outweigh the arithmetic). ``first`` is overwritten."""
+    top = np.maximum(first, second)
+    ratio = np.minimum(first, second, out=first)
+    ratio /= top
+    # In-place ``**=`` takes the same path as ``**`` (numpy's fast cases for exponents such as
+    # 2 or 0.5 included), so each element gets the same power as in _soft_max.
+    ratio **= sharpness
+    ratio += _ONE
+    ratio **= inverse
+    ratio *= top
+    return ratio
 
 
 def default_watermark_blocks(capacity_blocks: int) -> int:
@@ -250,7 +308,10 @@ class ServingInstance:
         # Segment in flight.
         self._kind = _IDLE
         self._seg_start_s = 0.0
-        self._seg_ends: Any = []  # absolute end times (s), list or ndarray
+        # Absolute end times (s) of the segment's iterations, as Python floats: bisect and
+        # single reads on a list are several times faster than on an ndarray (every decision
+        # asks every instance).
+        self._seg_ends: list[float] = []
         self._seg_len = 0
         self._seg_applied = 0
         self._seg_plan: BatchPlan | None = None
@@ -282,6 +343,12 @@ class ServingInstance:
         self._folded_end_s = float("nan")
         self._log_offset = 0
         self._trim_at = exact_log_iterations
+        # The decode index past which the logs become bounded (inf once they are, or never):
+        # until then nothing is trimmed, the log holds one end per decode iteration and its
+        # length is the decode index.
+        self._bound_logs_after: float = (
+            INF if exact_log_iterations is None else exact_log_iterations
+        )
         self.last_decode_end_s = float("nan")
         self.num_iterations = 0
         self.busy_time_s = 0.0
@@ -335,24 +402,31 @@ class ServingInstance:
         """Requests holding KV here: decoding and prefilling (not waiting)."""
         return self.num_decoding + len(self.prefilling)
 
-    def load_counters(self, now_s: float) -> tuple[int, int, int, int, float, int, int]:
+    def load_counters(self, now_s: float) -> tuple[int, int, int, int, float, int, int, int, int]:
         """``(running, waiting, used KV blocks, waiting requests' prefill blocks, last
-        iteration time (s), queued prefill tokens, decoding)`` at ``now_s``: the per-instance
-        numbers an observation reads, in one call, exactly as after :meth:`sync` (``now_s``)
-        but without materialising (the queues only change at iteration boundaries, events;
-        the KV level and the last iteration time are read off the running segment)."""
+        iteration time (s), queued prefill tokens, decoding, decode index, uncommitted free
+        blocks)`` at ``now_s``: the per-instance numbers a decision's observation and mask
+        read, in one call, exactly as after :meth:`sync` (``now_s``) but without
+        materialising (the queues only change at iteration boundaries, events; the KV level,
+        the last iteration time and the decode index are read off the running segment). The
+        last two are :meth:`decode_index_at` and :meth:`uncommitted_free_blocks`."""
         used = self.kv.used_blocks
         last_s = self.last_iteration_s
+        decode_index = self.decode_index
         if now_s >= self._pending_end_s:
             applied = self._seg_applied
             done = bisect_right(self._seg_ends, now_s, applied, self._seg_len)
-            used += self._new_blocks(self.decode_index, done - applied)
+            decode_index += done - applied
+            if done - applied == 1:  # _new_blocks' common case, without the call
+                used += self.phase_count[(-self.decode_index) % self.block_tokens]
+            else:
+                used += self._new_blocks(self.decode_index, done - applied)
             if self._prealloc_blocks > 0:
                 used -= self._prealloc_blocks
             # _apply_decodes' last_iteration_s after applying iterations up to done - 1.
             ends = self._seg_ends
-            previous = float(ends[done - 2]) if done >= 2 else self._seg_start_s
-            last_s = float(ends[done - 1]) - previous
+            previous = ends[done - 2] if done >= 2 else self._seg_start_s
+            last_s = ends[done - 1] - previous
         return (
             self.num_decoding + len(self.prefilling),
             len(self.waiting),
@@ -361,6 +435,8 @@ class ServingInstance:
             last_s,
             self.waiting_prefill_tokens,
             self.num_decoding,
+            decode_index,
+            self.uncommitted_free_blocks(),
         )
 
     def decode_index_at(self, now_s: float) -> int:
@@ -650,6 +726,7 @@ class ServingInstance:
         """Bounded logs: move the TBT gaps logged since the last fold into the sketch."""
         if self._tbt_sketch is None:
             self._tbt_sketch = QuantileSketch()
+            self._bound_logs_after = INF
         gaps, counts = self._unfolded_weighted_gaps()
         self._tbt_sketch.add(gaps, counts)
         self._tbt_sketch.add(self.tbt_individual_s)
@@ -781,7 +858,7 @@ class ServingInstance:
         if index < self._seg_len - 1:
             self._seg_len = index + 1
             self._seg_new_blocks = self._new_blocks(self._seg_first_index, self._seg_len)
-            self.next_event_s = float(self._seg_ends[index])
+            self.next_event_s = self._seg_ends[index]
 
     def _join_decode(self, request: Request) -> None:
         request.state = DECODE
@@ -858,10 +935,16 @@ class ServingInstance:
             return self.phase_count[(-e) % self.block_tokens]
         full, rest = divmod(iterations, self.block_tokens)
         total = full * self.num_decoding
-        phase = self.phase_count
-        size = self.block_tokens
-        for i in range(rest):
-            total += phase[(-(e + i)) % size]
+        if rest:
+            # Iteration e + i takes phase_count[(-(e + i)) % size]: the indices run down from
+            # (-e) % size, wrapping past 0; two slice sums instead of a loop.
+            phase = self.phase_count
+            first = (-e) % self.block_tokens
+            low = first - rest + 1
+            if low >= 0:
+                total += sum(phase[low : first + 1])
+            else:
+                total += sum(phase[: first + 1]) + sum(phase[low:])
         return total
 
     def _iterations_with_memory(self, cap: int) -> int:
@@ -942,10 +1025,10 @@ class ServingInstance:
             times = self.timer.times_s(
                 n, first_kv, k, self.shared_decode_kv_tokens, self.shared_group_work_layer_s
             )
-            ends = np.cumsum(times)
+            ends = times.cumsum()  # np.cumsum's own call, without its wrapper
             ends += now
             self._kind = _DECODE_RUN
-            self._seg_ends = ends
+            self._seg_ends = ends.tolist()
             self._seg_len = k
             self._seg_first_index = self.decode_index
             self._seg_new_blocks = self._new_blocks(self.decode_index, k)
@@ -961,20 +1044,24 @@ class ServingInstance:
                 duration = self.cost_model.time_from_summary_s(0, 0, chunks)
             self._kind = _SINGLE
             self._seg_plan = plan
-            self._seg_ends = np.array([now + duration])
+            self._seg_ends = [now + duration]
             self._seg_len = 1
         self._seg_start_s = now
         self._seg_applied = 0
-        self._pending_end_s = float(self._seg_ends[0]) if self._kind == _DECODE_RUN else INF
-        self.next_event_s = float(self._seg_ends[self._seg_len - 1])
+        self._pending_end_s = self._seg_ends[0] if self._kind == _DECODE_RUN else INF
+        self.next_event_s = self._seg_ends[self._seg_len - 1]
 
     def _apply_decodes(self, count: int) -> None:
         """Apply ``count`` decode iterations of the running segment (or of a single one)."""
         start = self._seg_applied
-        ends = self._seg_ends[start : start + count]
+        stop = start + count
+        ends = self._seg_ends
         e = self.decode_index
         n = self.num_decoding
-        new = self._new_blocks(e, count)
+        if count == 1:  # _new_blocks' common case, without the call
+            new = self.phase_count[(-e) % self.block_tokens]
+        else:
+            new = self._new_blocks(e, count)
         self._seg_applied_blocks += new
         if self._prealloc_blocks > 0:
             new -= self._prealloc_blocks
@@ -983,40 +1070,37 @@ class ServingInstance:
         kv.used_blocks += new
         if kv.used_blocks > kv.peak_used_blocks:
             kv.peak_used_blocks = kv.used_blocks
-        first_end = float(ends[0])
+        first_end = ends[start]
+        last_end = ends[stop - 1]
         joiners = self._joiners
-        self._decode_end_log.extend(ends)
+        if count == 1:
+            self._decode_end_log.append(last_end)
+        else:
+            self._decode_end_log.extend(ends[start:stop])
         self._tbt_meta.append((count, n, n - len(joiners)))
         if joiners:
             for request in joiners:
                 self.tbt_individual_s.append(first_end - request.last_token_s)
             joiners.clear()
-        last_end = float(ends[-1])
-        previous = self._seg_ends[start - 1] if start else self._seg_start_s
-        self.last_iteration_s = last_end - float(ends[-2] if count > 1 else previous)
-        self.busy_time_s += last_end - float(previous)
+        previous = ends[start - 1] if start else self._seg_start_s
+        self.last_iteration_s = last_end - (ends[stop - 2] if count > 1 else previous)
+        self.busy_time_s += last_end - previous
         self.last_decode_end_s = last_end
         self.decode_index = e + count
-        self._seg_applied = start + count
+        self._seg_applied = stop
         self._pending_end_s = (
-            float(self._seg_ends[start + count])
-            if self._kind == _DECODE_RUN and start + count < self._seg_len
-            else INF
+            ends[stop] if self._kind == _DECODE_RUN and stop < self._seg_len else INF
         )
         self.now_s = last_end
         self.num_iterations += count
         self.tokens_generated += n * count
-        if (
-            self._tbt_sketch is None
-            and self._trim_at is not None
-            and len(self._decode_end_log) > self._trim_at
-        ):
+        if e + count > self._bound_logs_after:
             self._fold_tbt_logs()  # past exact_log_iterations: bounded from here on
 
     def _apply_single(self) -> None:
         plan = self._seg_plan
         assert plan is not None
-        end = float(self._seg_ends[0])
+        end = self._seg_ends[0]
         if plan.decode and self.num_decoding:
             self._apply_decodes(1)
         else:

@@ -35,6 +35,16 @@ def test_event_queue_pops_in_time_then_insertion_order(events):
     assert queue.peek_time() == float("inf") and not queue
 
 
+def test_event_queue_pop_due_pops_only_events_due():
+    queue = EventQueue()
+    for time, payload in ((2.0, "b"), (1.0, "a"), (2.0, "c"), (3.0, "d")):
+        queue.push(time, 0, payload)
+    assert queue.pop_due(0.5) is None and len(queue) == 4
+    assert [queue.pop_due(2.0) for _ in range(3)] == [(1.0, 0, "a"), (2.0, 0, "b"), (2.0, 0, "c")]
+    assert queue.pop_due(2.0) is None and queue.peek_time() == 3.0
+    assert queue.pop_due(float("inf")) == (3.0, 0, "d") and queue.pop_due(float("inf")) is None
+
+
 def test_event_queue_counter_is_per_instance():
     a, b = EventQueue(), EventQueue()
     for _ in range(3):

@@ -179,6 +179,9 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         # Migration ticks of this episode run through because no migration was valid.
         self.forced_ticks_skipped = 0
         self._mask: np.ndarray | None = None
+        # (simulator, its decision count, time, ServingInstance.load_counters of every
+        # instance) read by the last _refresh_mask.
+        self._counters: tuple[Any, int, float, list[tuple]] | None = None
 
     # ------------------------------------------------------------------------------ API
     def reset(
@@ -273,6 +276,11 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             # (migration_candidate_table, load_counters), and a migration syncs the two
             # instances it touches itself.
             sim.sync()
+        # Every instance's numbers at now_s, read once for the mask, the candidate table and
+        # the observation (nothing changes in between).
+        now = sim.now_s
+        counters = [instance.load_counters(now) for instance in sim.instances]
+        self._counters = (sim, sim.decisions, now, counters)
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
         self._table = None
@@ -281,20 +289,21 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                 mask[:n] = sim.up
             else:
                 mask[n] = True
-                table = sim.migration_candidate_table(per)
+                table = sim.migration_candidate_table(per, [c[7] for c in counters])
                 self._table = table
                 if table.requests:
                     # cluster.migration_destinations for the listed candidates (each one may
                     # migrate, so only the room test and "not to its own instance" remain):
-                    # the destination must be up and reserve its blocks plus one.
-                    free = sim.cluster.uncommitted_free_blocks()
-                    allowed = free >= (table.held_blocks + 1)[:, None]
+                    # the destination must be up and reserve its blocks plus one. The free
+                    # blocks are cluster.uncommitted_free_blocks().
+                    free = np.array([c[8] for c in counters], np.int64)
+                    allowed = free > table.held_blocks[:, None]  # free >= held + 1 (integers)
                     allowed[np.arange(len(table.requests)), table.sources] = False
                     allowed &= sim.up
                     # Rows of (candidate slot, destination): slot s owns actions
                     # n + 1 + s * n .. n + 1 + s * n + n - 1.
                     rows = mask[n + 1 :].reshape(self.num_candidates, n)
-                    rows[table.slots] = allowed
+                    rows[table.slot_index] = allowed
                     self._candidate_slots_allowed = bool(allowed.any())
         self._mask = mask
 
@@ -310,7 +319,8 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
 
     def _observation(self) -> dict[str, np.ndarray]:
         # One engine call per instance for its counters at now_s (as if synced; the KV level
-        # is used_blocks_at(now), what sim.freeness reads), then one float64 array divided by
+        # is used_blocks_at(now), what sim.freeness reads), made by _refresh_mask right
+        # before, then one float64 array divided by
         # the scales and converted to float32 once (the same IEEE operations as computing each
         # entry as a Python float and writing it). The candidate rows reuse the table the mask
         # was computed from.
@@ -318,18 +328,36 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         n = self.num_instances
         capacity_blocks = sim.capacity_blocks
         now = sim.now_s
-        rows = []
-        for instance in sim.instances:
-            running, waiting, used, queued_blocks, last_s, queued_tokens, decoding = (
-                instance.load_counters(now)
-            )
+        cached = self._counters
+        if (
+            cached is not None
+            and cached[0] is sim
+            and cached[1] == sim.decisions
+            and cached[2] == now
+        ):
+            counters = cached[3]
+        else:  # not right after _refresh_mask (the counters are the same then)
+            counters = [instance.load_counters(now) for instance in sim.instances]
+        # The rows flattened into one list: numpy converts a flat list faster than a nested one.
+        values: list[float] = []
+        for (
+            running,
+            waiting,
+            used,
+            queued_blocks,
+            last_s,
+            queued_tokens,
+            decoding,
+            _,
+            _,
+        ) in counters:
             # LLMClusterSimulator.freeness (no headroom).
             free = (capacity_blocks - (used + queued_blocks + 0.0)) / max(1, running)
-            rows.append(
+            values.extend(
                 (running, waiting, capacity_blocks - used, free, last_s, queued_tokens, decoding,
                  used, 0.0)
             )  # fmt: skip
-        numerators = np.array(rows, np.float64)
+        numerators = np.array(values, np.float64).reshape(n, NUM_INSTANCE_FEATURES)
         instance_features = (numerators / self._instance_scales).astype(np.float32)
         active = sim.cluster.active_migrations
         for migration in active.values():
@@ -349,8 +377,8 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                 ),
                 np.float64,
             )
-            candidate_features[table.slots] = columns.T / self._candidate_scales
-            candidate_mask[table.slots] = 1
+            candidate_features[table.slot_index] = columns.T / self._candidate_scales
+            candidate_mask[table.slot_index] = 1
         request_features = np.zeros(NUM_REQUEST_FEATURES, np.float32)
         pending = sim.pending_request
         if pending is not None and sim.decision_kind == DISPATCH:

@@ -19,6 +19,7 @@ instance's counters to ``now_s`` (the env calls it before building an observatio
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -40,6 +41,8 @@ DISPATCH, MIGRATE = 0, 1
 # Decode iterations per instance whose logs are kept whole (exact TBT percentiles); longer
 # episodes (the Azure hour runs ~277k per instance) keep bounded logs (see ServingInstance).
 EXACT_LOG_ITERATIONS = 1 << 16
+# Values per candidate in a migration_candidate_table cache entry.
+_CANDIDATE_VALUES = 6
 
 
 class CandidateTable(NamedTuple):
@@ -54,17 +57,30 @@ class CandidateTable(NamedTuple):
     generated: np.ndarray  # ServingInstance.generated
     held_blocks: np.ndarray  # ServingInstance.held_blocks
     priority: np.ndarray
+    slot_index: np.ndarray  # ``slots`` as an array, to index observation and mask rows with
 
 
-def _migration_time_s(
-    deployment: ResolvedDeployment,
-    instances_per_node: int,
-    blocks: int,
-    source: int,
-    destination: int,
-) -> float:
-    same_node = source // instances_per_node == destination // instances_per_node
-    return deployment.kv_migration_time_s(blocks, same_node)
+class _MigrationTimer:
+    """``(blocks, source, destination) -> seconds`` of one KV copy between two instances of
+    ``deployment`` (``instances_per_node`` to a node), memoised per (blocks, same node): every
+    migration asks two or three times, and the deployment's process-wide cache hashes six
+    arguments per call."""
+
+    def __init__(self, deployment: ResolvedDeployment, instances_per_node: int) -> None:
+        self.deployment = deployment
+        self.instances_per_node = instances_per_node
+        self._memo: dict[tuple[int, bool], float] = {}
+
+    def __call__(self, blocks: int, source: int, destination: int) -> float:
+        same_node = source // self.instances_per_node == destination // self.instances_per_node
+        if type(blocks) is not int:  # e.g. a bool would hit the entry of 0 or 1; let it fail
+            return self.deployment.kv_migration_time_s(blocks, same_node)
+        key = (blocks, same_node)
+        seconds = self._memo.get(key)
+        if seconds is None:
+            seconds = self.deployment.kv_migration_time_s(blocks, same_node)
+            self._memo[key] = seconds
+        return seconds
 
 
 def _request_weight(high_priority_weight: float, request: Request) -> float:
@@ -102,7 +118,7 @@ class LLMClusterSimulator(Forkable):
         ]
         self.cluster = ServingCluster(
             self.instances,
-            partial(_migration_time_s, deployment, config.gpus_per_node // config.tp),
+            _MigrationTimer(deployment, config.gpus_per_node // config.tp),
             config.final_stage_max_blocks,
             config.max_migration_stages,
             request_weight=partial(_request_weight, config.high_priority_weight),
@@ -121,9 +137,9 @@ class LLMClusterSimulator(Forkable):
         self.decisions = 0
         # Per instance: cached candidate order (_decode_order) and candidate list
         # (migration_candidate_table).
-        self._decode_orders: list[tuple[int, list[tuple[int, Request]]] | None] = [
-            None
-        ] * config.num_instances
+        self._decode_orders: list[
+            tuple[int, list[tuple[tuple[int, int, int], int, Request]]] | None
+        ] = [None] * config.num_instances
         self._listed: list[tuple | None] = [None] * config.num_instances
         self._next_arrival = 0
         self._next_tick_s = config.migration_tick_s if config.migration else math.inf
@@ -164,16 +180,19 @@ class LLMClusterSimulator(Forkable):
             return []
         e = instance.decode_index
         out: list[Request] = []
-        for last_index, request in self._decode_order(instance):
+        for _, last_index, request in self._decode_order(instance):
             if e < last_index and request.migration is None:
                 out.append(request)
                 if len(out) == limit:
                     break
         return out
 
-    def _decode_order(self, instance: ServingInstance) -> list[tuple[int, Request]]:
+    def _decode_order(
+        self, instance: ServingInstance
+    ) -> list[tuple[tuple[int, int, int], int, Request]]:
         """``instance``'s decoding requests without a shared prefix, in migration-candidate
-        order, each with the decode index from which it no longer has tokens to go.
+        order, each as (its sort key, the decode index from which it no longer has tokens to
+        go, the request).
 
         Asked at every migration tick for every instance, so it is cached per instance until
         the engine's decode batch changes (``decode_batch_version``): in between, a member's
@@ -186,7 +205,7 @@ class LLMClusterSimulator(Forkable):
         cached = self._decode_orders[index]
         if cached is not None and cached[0] == version:
             return cached[1]
-        keyed = sorted(
+        order = [
             (
                 (r.priority, r.prompt_tokens + r.gen_offset, r.request_id),
                 r.output_tokens - 1 - r.gen_offset,
@@ -194,20 +213,24 @@ class LLMClusterSimulator(Forkable):
             )
             for r in instance.decoding.values()
             if not r.prefix_path
-        )
-        # The keys are unique (request ids), so the requests never get compared.
-        order = [(last_index, r) for _, last_index, r in keyed]
+        ]
+        order.sort()  # the keys are unique (request ids), so requests never get compared
         self._decode_orders[index] = (version, order)
         return order
 
-    def migration_candidate_table(self, limit: int) -> CandidateTable:
+    def migration_candidate_table(
+        self, limit: int, decode_index_now: Sequence[int] | None = None
+    ) -> CandidateTable:
         """``migration_candidates(instance, limit)`` of every instance, with each candidate's
         progress (what an action mask and an observation need), at ``now_s`` (as after
         :meth:`sync`, without materialising the instances).
 
         Each instance's list is cached: it can only change when its decode batch changes, a
         migration starts or aborts anywhere (a candidate's ``migration`` flag), or its decode
-        index reaches the point where a listed candidate has no token left to go."""
+        index reaches the point where a listed candidate has no token left to go.
+
+        ``decode_index_now``: every instance's ``decode_index_at(now_s)``, if the caller has
+        read them already (:meth:`ServingInstance.load_counters`)."""
         # A candidate's migration flag changes when a migration from its instance starts or
         # aborts; a completed one changes both instances' decode batches.
         flag_changes = self.cluster.migration_flag_changes
@@ -215,16 +238,17 @@ class LLMClusterSimulator(Forkable):
         listed = self._listed
         slots: list[int] = []
         requests: list[Request] = []
-        sources: list[int] = []
-        gen_offsets: list[int] = []
-        kv_offsets: list[int] = []
-        shared_blocks: list[int] = []
-        priority: list[int] = []
-        decode_index: list[int] = []
-        for instance in self.instances:
-            # Read off the running segment: the table does not materialise the instances.
-            e = instance.decode_index_at(now)
-            decode_index.append(e)
+        # Per candidate, flattened: (source, gen_offset, kv offset, shared blocks, priority,
+        # slot), one list and one conversion for all of them (a list and an array per field
+        # cost more than the few candidates an instance lists).
+        values: list[int] = []
+        # Read off the running segments: the table does not materialise the instances.
+        decode_index = (
+            [instance.decode_index_at(now) for instance in self.instances]
+            if decode_index_now is None
+            else decode_index_now
+        )
+        for instance, e in zip(self.instances, decode_index, strict=True):
             i = instance.instance_id
             entry = listed[i]
             if (
@@ -239,25 +263,24 @@ class LLMClusterSimulator(Forkable):
             if entry[4]:
                 slots.extend(entry[4])
                 requests.extend(entry[5])
-                sources.extend(entry[6])
-                gen_offsets.extend(entry[7])
-                kv_offsets.extend(entry[8])
-                shared_blocks.extend(entry[9])
-                priority.extend(entry[10])
-        source = np.array(sources, np.int64)
+                values.extend(entry[6])
+        columns = np.array(values, np.int64).reshape(-1, _CANDIDATE_VALUES)
+        source = columns[:, 0]
         index = np.array(decode_index, np.int64)[source]
-        kv_tokens = np.array(kv_offsets, np.int64) + index
+        kv_tokens = columns[:, 2] + index
         block_tokens = self.instances[0].block_tokens
-        # ServingInstance.held_blocks of a decoding request: ceil(kv / block) - shared blocks.
-        held = -(-kv_tokens // block_tokens) - np.array(shared_blocks, np.int64)
+        # ServingInstance.held_blocks of a decoding request: ceil(kv / block) - shared blocks,
+        # the ceiling as (kv + block - 1) // block (equal for every integer; one call fewer).
+        held = (kv_tokens + (block_tokens - 1)) // block_tokens - columns[:, 3]
         return CandidateTable(
             slots,
             requests,
             source,
             kv_tokens,
-            np.array(gen_offsets, np.int64) + index,
+            columns[:, 1] + index,
             held,
-            np.array(priority, np.int64),
+            columns[:, 4],
+            columns[:, 5],
         )
 
     def _list_candidates(
@@ -265,28 +288,36 @@ class LLMClusterSimulator(Forkable):
     ) -> tuple:
         """A :meth:`migration_candidate_table` cache entry of ``instance``: (decode batch
         version, its migration flag changes, limit, decode index up to which it holds, slots,
-        requests, sources, gen_offsets, kv offsets, shared blocks, priorities), at decode
-        index ``e``."""
+        requests, and per request its source, gen_offset, kv offset, shared blocks, priority
+        and slot, flattened), at decode index ``e``."""
         valid_below = math.inf
         chosen: list[Request] = []
         if limit > 0:
-            for last_index, request in self._decode_order(instance):
+            for _, last_index, request in self._decode_order(instance):
                 if e < last_index and request.migration is None:
                     chosen.append(request)
-                    valid_below = min(valid_below, last_index)
+                    if last_index < valid_below:
+                        valid_below = last_index
                     if len(chosen) == limit:
                         break
         i = instance.instance_id
         block_tokens = instance.block_tokens
-        slots, sources, gen_offsets, kv_offsets, shared_blocks, priority = [], [], [], [], [], []
+        slots: list[int] = []
+        values: list[int] = []
         for c, r in enumerate(chosen):
-            slots.append(i * limit + c)
-            sources.append(i)
-            gen_offsets.append(r.gen_offset)
+            slot = i * limit + c
+            slots.append(slot)
             # kv tokens = prompt + generated - 1 = (prompt - 1 + gen_offset) + E.
-            kv_offsets.append(r.prompt_tokens - 1 + r.gen_offset)
-            shared_blocks.append(r.shared_prefix_tokens // block_tokens)
-            priority.append(r.priority)
+            values.extend(
+                (
+                    i,
+                    r.gen_offset,
+                    r.prompt_tokens - 1 + r.gen_offset,
+                    r.shared_prefix_tokens // block_tokens,
+                    r.priority,
+                    slot,
+                )
+            )
         return (
             instance.decode_batch_version,
             flag_changes,
@@ -294,11 +325,7 @@ class LLMClusterSimulator(Forkable):
             valid_below,
             slots,
             chosen,
-            sources,
-            gen_offsets,
-            kv_offsets,
-            shared_blocks,
-            priority,
+            values,
         )
 
     # ----------------------------------------------------------------- actions

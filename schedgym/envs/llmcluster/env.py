@@ -180,7 +180,7 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
         self.forced_ticks_skipped = 0
         self._mask: np.ndarray | None = None
         # (simulator, its decision count, time, ServingInstance.load_counters of every
-        # instance) read by the last _refresh_mask.
+        # instance): the last _load_counters.
         self._counters: tuple[Any, int, float, list[tuple]] | None = None
 
     # ------------------------------------------------------------------------------ API
@@ -265,6 +265,24 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             return table.requests[index]
         return None
 
+    def _load_counters(self, sim: LLMClusterSimulator) -> list[tuple]:
+        """Every instance's ``load_counters`` at ``now_s``, read once per decision point for
+        the migration mask, the candidate table and the observation (nothing changes in
+        between), and only when one of them asks: a dispatch step whose policy ignores
+        observations reads none."""
+        now = sim.now_s
+        cached = self._counters
+        if (
+            cached is not None
+            and cached[0] is sim
+            and cached[1] == sim.decisions
+            and cached[2] == now
+        ):
+            return cached[3]
+        counters = [instance.load_counters(now) for instance in sim.instances]
+        self._counters = (sim, sim.decisions, now, counters)
+        return counters
+
     def _refresh_mask(self, sim: LLMClusterSimulator) -> None:
         """The candidate list and the action mask of the current decision point."""
         self._candidate_slots_allowed = False
@@ -276,11 +294,6 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
             # (migration_candidate_table, load_counters), and a migration syncs the two
             # instances it touches itself.
             sim.sync()
-        # Every instance's numbers at now_s, read once for the mask, the candidate table and
-        # the observation (nothing changes in between).
-        now = sim.now_s
-        counters = [instance.load_counters(now) for instance in sim.instances]
-        self._counters = (sim, sim.decisions, now, counters)
         n, per = self.num_instances, self.config.candidates_per_instance
         mask = np.zeros(self.num_actions, bool)
         self._table = None
@@ -289,6 +302,7 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
                 mask[:n] = sim.up
             else:
                 mask[n] = True
+                counters = self._load_counters(sim)
                 table = sim.migration_candidate_table(per, [c[7] for c in counters])
                 self._table = table
                 if table.requests:
@@ -319,25 +333,14 @@ class LLMClusterEnv(SchedulingEnv[LLMClusterConfig, LLMClusterSimulator]):
 
     def _observation(self) -> dict[str, np.ndarray]:
         # One engine call per instance for its counters at now_s (as if synced; the KV level
-        # is used_blocks_at(now), what sim.freeness reads), made by _refresh_mask right
-        # before, then one float64 array divided by
-        # the scales and converted to float32 once (the same IEEE operations as computing each
-        # entry as a Python float and writing it). The candidate rows reuse the table the mask
-        # was computed from.
+        # is used_blocks_at(now), what sim.freeness reads; shared with the mask), then one
+        # float64 array divided by the scales and converted to float32 once (the same IEEE
+        # operations as computing each entry as a Python float and writing it). The candidate
+        # rows reuse the table the mask was computed from.
         sim = self._sim()
         n = self.num_instances
         capacity_blocks = sim.capacity_blocks
-        now = sim.now_s
-        cached = self._counters
-        if (
-            cached is not None
-            and cached[0] is sim
-            and cached[1] == sim.decisions
-            and cached[2] == now
-        ):
-            counters = cached[3]
-        else:  # not right after _refresh_mask (the counters are the same then)
-            counters = [instance.load_counters(now) for instance in sim.instances]
+        counters = self._load_counters(sim)
         # The rows flattened into one list: numpy converts a flat list faster than a nested one.
         values: list[float] = []
         for (

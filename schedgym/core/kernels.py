@@ -49,6 +49,15 @@ def kernels_pinned() -> bool:
     return all(os.environ.get(k) == v for k, v in pinned_kernel_environment().items())
 
 
+def kernel_set() -> str:
+    """What numeric kernels this process runs: ``"avx2"`` when held to them by
+    :func:`pinned_kernel_environment`, ``"native"`` when the CPU's own apply (opted out, called
+    through the Python API, or nothing to pin). Recorded with published numbers: rows computed
+    under different kernel sets may differ in the last bits."""
+    pins = pinned_kernel_environment()
+    return "avx2" if pins and kernels_pinned() else "native"
+
+
 def reexec_pinned(module: str, argv: Sequence[str]) -> None:
     """Replace this process with ``python -m module argv...`` under the pinned kernels, unless
     it already runs under them, none apply, the user asked for native kernels, or the platform
@@ -68,4 +77,12 @@ def reexec_pinned(module: str, argv: Sequence[str]) -> None:
 if __name__ == "__main__":  # `python -m schedgym.core.kernels`: how this process's kernels stand
     import json
 
-    print(json.dumps({"pinned": kernels_pinned(), "variables": pinned_kernel_environment()}))
+    print(
+        json.dumps(
+            {
+                "pinned": kernels_pinned(),
+                "kernels": kernel_set(),
+                "variables": pinned_kernel_environment(),
+            }
+        )
+    )

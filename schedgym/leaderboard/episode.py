@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 import schedgym
+from schedgym.core.kernels import kernel_set
 from schedgym.core.rollout import run_episode
 from schedgym.leaderboard.curves import episode_curves
 from schedgym.leaderboard.policies import build_policy
@@ -96,6 +97,9 @@ def run_task(task: Task) -> dict[str, Any]:
         "cpu_time_s": cpu_time_s,
         "schedgym_version": schedgym.__version__,
         "python_version": platform.python_version(),
+        # Where the numbers were computed: kernel sets round differently in the last bits.
+        "machine": platform.machine(),
+        "kernels": kernel_set(),
         "end_reason": result.end_reason,
         "curves": episode_curves(task.env_id, env),
         "actions": encode_actions(result.actions),

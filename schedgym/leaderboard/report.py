@@ -195,6 +195,9 @@ def leaderboard_payload(
         "schedgym_version": schedgym.__version__,
         "episodes": len(rows),
         "episode_walltime_s": sum(float(r.get("walltime_s") or 0.0) for r in rows),
+        # The numeric kernel sets the rows were computed with (see schedgym.core.kernels); rows
+        # from before kernels were recorded count as "unrecorded".
+        "kernels": sorted({str(r.get("kernels", "unrecorded")) for r in rows}),
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "rows_file": "rows.jsonl",
         "environments": environments,

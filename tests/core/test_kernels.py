@@ -10,7 +10,12 @@ import sys
 import pytest
 
 from schedgym.cli import build_parser
-from schedgym.core.kernels import NATIVE_KERNELS_VARIABLE, pinned_kernel_environment
+from schedgym.core.kernels import (
+    NATIVE_KERNELS_VARIABLE,
+    kernel_set,
+    kernels_pinned,
+    pinned_kernel_environment,
+)
 
 PINNED = pinned_kernel_environment()
 needs_pinning = pytest.mark.skipif(
@@ -41,7 +46,7 @@ def _run(environment: dict[str, str]) -> str:
 @needs_pinning
 def test_reexec_pins_the_kernels() -> None:
     report = json.loads(_run(_unpinned_environment()))
-    assert report == {"pinned": True, "variables": PINNED}
+    assert report == {"pinned": True, "kernels": "avx2", "variables": PINNED}
 
 
 @needs_pinning
@@ -68,3 +73,7 @@ def test_already_pinned_process_is_not_reexecuted() -> None:
 def test_commands_publishing_numbers_ask_for_pinned_kernels(argv: list[str], pinned: bool) -> None:
     args = build_parser().parse_args(argv)
     assert getattr(args, "pin_kernels", False) is pinned
+
+
+def test_kernel_set_names_what_this_process_runs() -> None:
+    assert kernel_set() == ("avx2" if PINNED and kernels_pinned() else "native")

@@ -16,6 +16,7 @@ import pytest
 
 from schedgym.cli import main
 from schedgym.core.errors import ConfigError
+from schedgym.core.kernels import kernel_set
 from schedgym.core.policy import (
     make_policy,
     policy_names,
@@ -94,14 +95,18 @@ def test_rows_are_paired_complete_and_strict_json(results):
     assert seeds["fcfs"] == seeds["heft"] == list(get_suite("smoke").seeds)
     row = rows[0]
     for key in ("suite", "suite_version", "scenario", "seed", "policy", "metrics", "walltime_s",
-                "schedgym_version", "actions", "steps", "episode_return"):  # fmt: skip
+                "schedgym_version", "actions", "steps", "episode_return", "machine",
+                "kernels"):  # fmt: skip
         assert key in row
+    # The fixture runs the API in this process: its kernels, whatever they are, are recorded.
+    assert row["kernels"] == kernel_set()
     assert row["actions"]["count"] == row["steps"] > 0
     assert "mean_job_latency_us" in row["metrics"]
 
 
 def test_report_files(results):
     payload = json.loads((results / "leaderboard.json").read_text(), parse_constant=lambda t: 1 / 0)
+    assert payload["kernels"] == [kernel_set()]
     soc = payload["environments"][SOC]
     assert soc["metric"]["reference"] == "fcfs"
     fcfs = next(p for p in soc["policies"] if p["policy"] == "fcfs")

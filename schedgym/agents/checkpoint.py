@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from schedgym.agents.augment import augmented_space, check_augmentation
-from schedgym.agents.layouts import layout_of, observation_shapes
+from schedgym.agents.layouts import layout_of, observation_shapes, padding_hint
 from schedgym.core.errors import ConfigError
 from schedgym.core.policy import env_family
 
@@ -83,10 +83,13 @@ def check_same_layout(metadata: dict[str, Any], record: dict[str, Any], source: 
             f"checkpoint: {source} was trained on {metadata['env_id']}, not on {record['family']}"
         )
     if metadata["observation_shapes"] != record["observation_shapes"]:
+        hint = padding_hint(
+            record["family"], metadata["observation_shapes"], record["observation_shapes"]
+        )
         raise ConfigError(
             f"checkpoint: {source} expects observation shapes {metadata['observation_shapes']}, "
             f"this env has {record['observation_shapes']} (another config's padding; train for "
-            "this layout)"
+            f"this layout{hint})"
         )
     if metadata["layout"] != record["layout"]:
         raise ConfigError(

@@ -46,6 +46,30 @@ ENCODERS: dict[str, tuple[str, Callable[[Any], dict[str, Any]]]] = {
 }
 
 
+# family -> (observation key, its padded axis, the config field that pads it): where one field
+# only pads (changes no dynamics), a smaller env can be padded to a checkpoint's layout.
+PADDING_FIELDS: dict[str, tuple[str, int, str]] = {
+    "MeshAssign": ("rank_mask", 0, "max_ranks"),
+}
+
+
+def padding_hint(
+    family: str, checkpoint_shapes: dict[str, list[int]], env_shapes: dict[str, list[int]]
+) -> str:
+    """How to pad an env of ``family`` (observation ``env_shapes``) to a checkpoint's
+    ``checkpoint_shapes``; "" where no config field only pads or the env is the larger."""
+    if family not in PADDING_FIELDS:
+        return ""
+    key, axis, field = PADDING_FIELDS[family]
+    try:
+        wanted, have = int(checkpoint_shapes[key][axis]), int(env_shapes[key][axis])
+    except (KeyError, IndexError):
+        return ""
+    if have >= wanted:
+        return ""
+    return f"; or pad this env to it with {field}={wanted} (--set {field}={wanted})"
+
+
 def encoder_for(family: str) -> str:
     """The ``module:Class`` of ``family``'s encoder."""
     if family not in ENCODERS:

@@ -120,3 +120,26 @@ def test_listing_policies_does_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_smaller_mesh_is_told_how_to_fit_a_checkpoint_and_then_fits(tmp_path):
+    """MeshAssign's rank padding is a config field of its own (``max_ranks``): a checkpoint
+    trained on 8 GPUs padded to 16 refuses the unpadded 8-GPU mesh, naming the field, and
+    serves it padded the same way."""
+    path = tmp_path / "mesh.zip"
+    _save_untrained(path, "schedgym/MeshAssign-v0", preset="tiny", max_ranks=16)
+    unpadded = gym.make("schedgym/MeshAssign-v0", preset="tiny", disable_env_checker=True)
+    with pytest.raises(ConfigError, match=r"max_ranks=16 \(--set max_ranks=16\)"):
+        load_policy(path, unpadded)
+    padded = gym.make(
+        "schedgym/MeshAssign-v0", preset="tiny", max_ranks=16, disable_env_checker=True
+    )
+    result = run_episode(padded, make_policy("schedgym/MeshAssign-v0", str(path)), seed=0)
+    assert result.steps > 0 and result.metrics["step_time_s"] > 0
+    # A larger env than the checkpoint cannot be padded down: no hint then.
+    larger = gym.make(
+        "schedgym/MeshAssign-v0", preset="tiny", num_gpus=32, disable_env_checker=True
+    )
+    with pytest.raises(ConfigError, match="observation shapes") as refused:
+        load_policy(path, larger)
+    assert "max_ranks" not in str(refused.value)

@@ -12,13 +12,13 @@ small micro-batch. Re-solving KK at every decision over the sequences still to p
 ranks' current loads as one pre-filled partition, is a state-only rule too, and it does no better
 than LPT: the loads' spread is the largest difference, so KK pairs the current sequence with the
 least-loaded rank every time. Best fit (each sequence on the fullest rank it still fits under C,
-the least-loaded if none) overflows fewer ranks than LPT but still several: with ~100 tokens of
-slack per rank, only a whole-batch plan avoids every second micro-batch.
+the least-loaded if none) overflows fewer ranks than LPT but still several: with under 100
+tokens of slack per rank, only a whole-batch plan avoids every second micro-batch.
 
 For each validation seed this prints the slack (``D x C`` minus the batch's tokens), the token
-spread (max minus min per rank) and the ranks over C of KK, LPT and the re-solved KK, then the
-mean step time and micro-batch count of token-balanced, ByteScale, the escalation teacher and the
-shipped agent (``gnn``) on the same batches. Validation seeds only (never the test suites').
+spread (max minus min per rank) and the ranks over C of KK, LPT, best fit and the re-solved KK,
+then the mean step time and micro-batch count of token-balanced, ByteScale, the escalation teacher
+and the shipped agent (``gnn``) on the same batches. Validation seeds only (never the test suites').
 
     .venv/bin/python benchmarks/mesh_packing_gap.py [--seeds 5]
 """
